@@ -1,0 +1,32 @@
+# longrecipe: `make demo` (the main job) and `make test` (lint + tests). Both install what they need into .venv.
+PY ?= python3
+VENV ?= .venv
+# On these CPU machines torch==2.13.0 is a local CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.deps-installed
+
+.PHONY: setup demo test lint bench-tiny-base
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=strict
+	touch $(STAMP)
+
+# Re-link the package every time (strict editable mode links each file; new files need a re-link).
+setup: $(STAMP)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
+
+demo: setup
+	$(BIN)/longrecipe passkey --model tiny
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q
+
+bench-tiny-base: setup
+	$(BIN)/python benchmarks/tiny_base.py

@@ -1,0 +1,156 @@
+"""Training speed and memory: our loop against Hugging Face `Trainer`, same tiny model, data and lengths.
+
+    python benchmarks/train_vs_hf_trainer.py [--lengths 256,1024,2048] [--tokens 16384] [--steps 6]
+
+Both sides train the committed tiny base model (RoPE extended to the longest length), fp32 on CPU, AdamW, on the
+same rows (full-length sequences from the Python corpus, `tokens` tokens per step). Each (side, length) runs in a
+fresh subprocess; tokens/s is measured over the steps after the first (warm-up); peak memory is the process's
+peak RSS growth during the steps over its RSS just before the first step (activations, gradients, optimizer state).
+Prints a table with our/Trainer ratios; the targets are >= 1.3x Trainer's tokens/s and peak memory at 8x the
+length <= 8.5x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bootstrap import ensure_importable  # noqa: E402
+
+ensure_importable()
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def setup(length: int, longest: int, tokens: int, steps: int):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from longrecipe import models
+    from longrecipe.train import data as D
+    from longrecipe.train import rope
+    from longrecipe.train.config import DataConfig, TrainConfig
+
+    torch.manual_seed(0)
+    path = models.resolve("tiny")
+    conf = AutoConfig.from_pretrained(path)
+    rope.apply(conf, "ntk-at-target", longest)
+    model = AutoModelForCausalLM.from_pretrained(path, config=conf, attn_implementation="sdpa")
+    tok = AutoTokenizer.from_pretrained(path)
+    tcfg = TrainConfig(method="flt", target_length=length, train_length=length)
+    builder = D.build(tok, DataConfig(), tcfg)
+    rows = max(1, tokens // length)
+    batches = [builder.batch(0, s, 0, 0, rows) for s in range(steps)]
+    return model, batches
+
+
+def run_ours(model, batches, lr: float) -> list[float]:
+    import torch
+
+    from longrecipe.train.loop import training_loss
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    times = []
+    for batch in batches:
+        t0 = time.perf_counter()
+        loss = training_loss(model, batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_trainer(model, batches, lr: float, out: str) -> list[float]:
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    rows = [{"input_ids": b["input_ids"][i], "labels": b["labels"][i], "position_ids": b["position_ids"][i],
+             "attention_mask": torch.ones_like(b["input_ids"][i])} for b in batches for i in range(len(b["input_ids"]))]
+    per_step = len(batches[0]["input_ids"])
+    times, t0 = [], [0.0]
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            t0[0] = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter() - t0[0])
+
+    args = TrainingArguments(output_dir=out, per_device_train_batch_size=per_step, max_steps=len(batches),
+                             learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0, report_to=[],
+                             save_strategy="no", logging_strategy="no", use_cpu=True, dataloader_num_workers=0,
+                             disable_tqdm=True, seed=0, optim="adamw_torch")
+    trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[Clock()],
+                      data_collator=lambda feats: {k: torch.stack([f[k] for f in feats]) for k in feats[0]})
+    trainer.train()
+    return times
+
+
+def child(side: str, length: int, longest: int, tokens: int, steps: int) -> None:
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    model, batches = setup(length, longest, tokens, steps)
+    before = rss_mib()
+    base_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if side == "ours":
+        times = run_ours(model, batches, 1e-4)
+    else:
+        with tempfile.TemporaryDirectory() as out:
+            times = run_trainer(model, batches, 1e-4, out)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tok_step = len(batches[0]["input_ids"]) * length
+    steady = times[1:]
+    print(json.dumps({"side": side, "length": length, "tokens_per_step": tok_step,
+                      "tokens_per_s": tok_step * len(steady) / sum(steady),
+                      "peak_growth_mib": max(0.0, peak - max(before, base_peak)) + 0.0,
+                      "peak_rss_mib": peak}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lengths", default="256,1024,2048")
+    ap.add_argument("--tokens", type=int, default=16384)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--child", nargs=2, metavar=("SIDE", "LENGTH"))
+    args = ap.parse_args()
+    lengths = [int(x) for x in args.lengths.split(",")]
+    if args.child:
+        child(args.child[0], int(args.child[1]), max(lengths), args.tokens, args.steps)
+        return
+    res = {}
+    for length in lengths:
+        for side in ("ours", "trainer"):
+            out = subprocess.run([sys.executable, __file__, "--lengths", args.lengths, "--tokens", str(args.tokens),
+                                  "--steps", str(args.steps), "--child", side, str(length)],
+                                 capture_output=True, text=True, check=True)
+            res[side, length] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(json.dumps(res[side, length]), flush=True)
+    print("| length | ours tok/s | Trainer tok/s | speed ratio | ours peak growth MiB | Trainer peak growth MiB |")
+    print("|---|---|---|---|---|---|")
+    for n in lengths:
+        o, t = res["ours", n], res["trainer", n]
+        speed = o["tokens_per_s"] / t["tokens_per_s"]
+        print(f"| {n} | {o['tokens_per_s']:.0f} | {t['tokens_per_s']:.0f} | {speed:.2f}x"
+              f" | {o['peak_growth_mib']:.0f} | {t['peak_growth_mib']:.0f} |")
+    lo, hi = lengths[0], lengths[-1]
+    for side in ("ours", "trainer"):
+        ratio = res[side, hi]["peak_growth_mib"] / max(res[side, lo]["peak_growth_mib"], 1e-9)
+        print(f"{side}: peak memory growth at {hi} / at {lo} = {ratio:.2f}x (length ratio {hi / lo:.0f}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""`python -m longrecipe` (what `torchrun -m longrecipe train ...` runs)."""
+
+import sys
+
+from longrecipe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,140 @@
+"""The `longrecipe` command: one entry point, one subcommand per job.
+
+Bad input (missing model, unknown key, malformed file, length above the model's limit) is one line on stderr
+and exit code 2; nothing already written is overwritten by a failed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Raised by subcommands for bad input; printed as one line, exit 2."""
+
+
+def _lengths(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive lengths, got {text!r}")
+    return out
+
+
+def cmd_tiny_base(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from longrecipe.tinybase import TinyBaseConfig, train_tiny_base
+
+    cfg = TinyBaseConfig()
+    if args.steps:
+        cfg = dataclasses.replace(cfg, steps=args.steps)
+    cfg = dataclasses.replace(cfg, seed=args.seed)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    meta = train_tiny_base(args.out, cfg, eval_every=args.eval_every)
+    print(f"saved {args.out} ({meta['train_minutes']} min)")
+    return 0
+
+
+def cmd_passkey(args: argparse.Namespace) -> int:
+    from longrecipe import models
+    from longrecipe.evaluate.hf_backend import load_model
+    from longrecipe.tinybase import passkey_accuracy
+
+    model, tok = load_model(models.resolve(args.model), device=args.device)
+    native = int(model.config.max_position_embeddings)
+    lengths = args.lengths or [native, 4 * native]
+    too_long = [n for n in lengths if n > native]
+    if too_long and not args.allow_extrapolation and args.lengths:
+        raise UsageError(f"length {max(too_long)} is above the model's max_position_embeddings ({native}); "
+                         f"pass --allow-extrapolation to measure beyond the window")
+    parts = []
+    for n in lengths:
+        acc = passkey_accuracy(model, tok, n, args.samples, seed=args.seed)
+        parts.append(f"passkey@{n // native if n % native == 0 else n / native:g}x={acc:.2f}")
+        print(f"length {n}: passkey accuracy {acc:.2f} ({args.samples} samples)", flush=True)
+    print(" ".join(parts))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from longrecipe.train.recipe import run_training
+
+    run_training(args.config, args.overrides)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from longrecipe.train.merge import merge_models
+
+    merge_models(args.models, args.weights, args.out)
+    print(f"merged {len(args.models)} models into {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from longrecipe import __version__
+
+    p = argparse.ArgumentParser(prog="longrecipe", description="Efficient context extension (LongRecipe) and "
+                                "long-context evaluation.")
+    p.add_argument("--version", action="version", version=f"longrecipe {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add("tiny-base", cmd_tiny_base, "train the embedded tiny base model (tokenizer + Llama) from scratch")
+    sp.add_argument("--out", required=True, help="output Hugging Face directory")
+    sp.add_argument("--steps", type=int, default=0, help="training steps (default: the committed model's)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--eval-every", type=int, default=1000, help="passkey check every N steps (0: never)")
+    sp.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+
+    sp = add("passkey", cmd_passkey, "passkey retrieval accuracy of a model at several lengths")
+    sp.add_argument("--model", default="tiny", help="model directory, or 'tiny' (default)")
+    sp.add_argument("--lengths", type=_lengths, default=None, help="comma list (default: 1x and 4x native)")
+    sp.add_argument("--samples", type=int, default=100)
+    sp.add_argument("--seed", type=int, default=1234)
+    sp.add_argument("--device", default=None)
+    sp.add_argument("--allow-extrapolation", action="store_true", help="allow lengths above max_position_embeddings")
+
+    sp = add("train", cmd_train, "train (context extension or replay) from a YAML config")
+    sp.add_argument("--config", required=True, help="YAML config (train/configs/*.yaml)")
+    sp.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+
+    sp = add("merge", cmd_merge, "weighted parameter average of models of one architecture")
+    sp.add_argument("models", nargs="+", help="model directories (the first one's config is kept)")
+    sp.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per model (default equal)")
+    sp.add_argument("--out", required=True)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own tqdm bars are the progress; keep stderr for what matters
+    from longrecipe.config import ConfigError
+    from longrecipe.schema import SchemaError
+
+    try:
+        return args.fn(args)
+    except (UsageError, ConfigError, SchemaError, FileNotFoundError, ValueError) as err:
+        print(f"longrecipe {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

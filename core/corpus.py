@@ -1,0 +1,92 @@
+"""Natural text that ships with every Python: the offline fallback corpus.
+
+Why: the project must train and evaluate with no network and no dataset hub, so its natural text comes from
+the interpreter itself (the pydoc topic help and the docstrings of a fixed list of stdlib modules).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+import sysconfig
+from pathlib import Path
+
+# A fixed list keeps the corpus identical for a given Python version (walking the stdlib would not).
+DOC_MODULES = (
+    "argparse", "ast", "asyncio/base_events", "asyncio/events", "asyncio/tasks", "bisect", "calendar", "cmd",
+    "codecs", "collections/__init__", "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime",
+    "decimal", "difflib", "email/message", "enum", "fileinput", "fnmatch", "fractions", "ftplib", "functools",
+    "gettext", "glob", "gzip", "heapq", "hmac", "html/parser", "http/client", "http/cookiejar", "imaplib",
+    "inspect", "ipaddress", "json/__init__", "json/decoder", "logging/__init__", "mailbox", "mimetypes",
+    "multiprocessing/pool", "netrc", "numbers", "optparse", "os", "pathlib", "pdb", "pickle", "pprint",
+    "queue", "random", "re/__init__", "sched", "secrets", "selectors", "shlex", "shutil", "smtplib",
+    "socket", "socketserver", "statistics", "string", "subprocess", "tarfile", "tempfile", "textwrap",
+    "threading", "timeit", "tokenize", "traceback", "turtle", "typing", "unittest/case", "urllib/parse",
+    "urllib/request", "uuid", "warnings", "wave", "weakref", "webbrowser", "zipfile",
+)
+
+_WS = re.compile(r"\s+")
+_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+def _pydoc_paragraphs() -> list[str]:
+    from pydoc_data.topics import topics
+
+    out: list[str] = []
+    for key in sorted(topics):
+        out.extend(p for p in topics[key].split("\n\n") if p.strip())
+    return out
+
+
+def _docstring_paragraphs() -> list[str]:
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    out: list[str] = []
+    for name in DOC_MODULES:
+        path = lib / f"{name}.py"
+        if not path.exists():
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc:
+                    out.extend(p for p in doc.split("\n\n") if p.strip())
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def paragraphs() -> tuple[str, ...]:
+    """Prose paragraphs (code blocks and grammar rules dropped), whitespace normalised, in a fixed order."""
+    keep = []
+    for p in _pydoc_paragraphs() + _docstring_paragraphs():
+        lines = p.splitlines()
+        if any(line.startswith("   ") or line.startswith(">>>") for line in lines):
+            continue  # code samples and grammar productions are not prose
+        text = _WS.sub(" ", p).strip()
+        if len(text) >= 40 and text[-1] in ".:;!?)" and sum(c.isalpha() for c in text) > 0.7 * len(text):
+            keep.append(text)
+    return tuple(keep)
+
+
+@functools.lru_cache(maxsize=1)
+def sentences() -> tuple[str, ...]:
+    """Prose split into sentences at '. ', '! ', '? ' before a capital letter."""
+    out = []
+    for p in paragraphs():
+        out.extend(s.strip() for s in _SENT.split(p) if len(s.strip()) >= 20)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=1)
+def words() -> tuple[str, ...]:
+    """Distinct lower-case alphabetic words of 3-10 letters, sorted: a deterministic vocabulary for fillers."""
+    found = set()
+    for p in paragraphs():
+        found.update(w for w in re.findall(r"\b[a-z]{3,10}\b", p))
+    return tuple(sorted(found))
+
+
+def text() -> str:
+    """The whole corpus as one string, paragraphs separated by blank lines."""
+    return "\n\n".join(paragraphs())

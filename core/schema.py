@@ -1,0 +1,177 @@
+"""Results schema v1, written down in code.
+
+A results file is one JSON object:
+
+    {"schema_version": 1,
+     "run":     {id, created, command, git_sha, git_dirty, config, versions, seed, hardware},
+     "model":   {path, rope_parameters, max_position_embeddings},
+     "backend": "hf" | "vllm" | "lm-eval" | ...,
+     "scores":  [{suite, task, task_version, context_length, depth, metric, value, n, n_null}, ...]}
+
+Scores are tidy: one row per (suite, task, context_length, depth, metric); context length is a column, never part
+of a metric name. `context_length` and `depth` are null where they do not apply (e.g. a short general task).
+Per-sample predictions live beside it as JSONL (one object per line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import platform
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class SchemaError(ValueError):
+    """A results or predictions file that does not follow the schema (one line, names the file)."""
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    suite: str
+    task: str
+    metric: str
+    value: float
+    task_version: int | str = 1
+    context_length: int | None = None
+    depth: float | None = None
+    n: int = 0
+    n_null: int = 0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    rope_parameters: dict[str, Any] | None = None
+    max_position_embeddings: int | None = None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: str
+    created: str
+    command: str
+    git_sha: str | None
+    git_dirty: bool | None
+    config: dict[str, Any]
+    versions: dict[str, str]
+    seed: int | None
+    hardware: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Results:
+    run: RunInfo
+    model: ModelInfo
+    backend: str
+    scores: tuple[ScoreRow, ...] = field(default_factory=tuple)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["scores"] = [dataclasses.asdict(s) for s in self.scores]
+        return {"schema_version": d.pop("schema_version"), **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "results") -> Results:
+        try:
+            if d.get("schema_version") != SCHEMA_VERSION:
+                raise SchemaError(f"{source}: schema_version {d.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+            return cls(run=RunInfo(**d["run"]), model=ModelInfo(**d["model"]), backend=d["backend"],
+                       scores=tuple(ScoreRow(**s) for s in d["scores"]))
+        except (KeyError, TypeError) as err:
+            raise SchemaError(f"{source}: not a v{SCHEMA_VERSION} results file ({err})") from None
+
+    def save(self, path: str | Path) -> None:
+        from longrecipe.io import write_json
+
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Results:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SchemaError(f"{path}: no such results file") from None
+        except json.JSONDecodeError as err:
+            raise SchemaError(f"{path}: malformed JSON at line {err.lineno}: {err.msg}") from None
+        return cls.from_dict(data, str(path))
+
+
+def _git(*args: str, cwd: Path) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("longrecipe", "torch", "transformers", "tokenizers", "vllm", "lm_eval", "numpy", "pandas"):
+        try:
+            out[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def hardware() -> dict[str, Any]:
+    import os
+
+    info: dict[str, Any] = {"machine": platform.machine(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    return info
+
+
+def run_info(command: str, config: dict[str, Any], seed: int | None = None) -> RunInfo:
+    """Metadata of the current run: id, time, git sha and dirty flag of this checkout, versions, hardware."""
+    repo = Path(__file__).resolve().parent
+    sha = _git("rev-parse", "HEAD", cwd=repo)
+    dirty = None if sha is None else bool(_git("status", "--porcelain", cwd=repo))
+    now = dt.datetime.now(dt.timezone.utc)
+    return RunInfo(id=f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}", created=now.isoformat(timespec="seconds"),
+                   command=command, git_sha=sha, git_dirty=dirty, config=config, versions=library_versions(),
+                   seed=seed, hardware=hardware())
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read JSONL; a malformed line is a SchemaError with the file and line number."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise SchemaError(f"{path}:{i}: malformed JSON line ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise SchemaError(f"{path}:{i}: expected a JSON object")
+            rows.append(row)
+    return rows
+
+
+def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
+    """Append one complete line and flush it to disk: a kill leaves at most the line being written incomplete."""
+    import os
+
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

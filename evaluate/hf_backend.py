@@ -1,0 +1,58 @@
+"""The transformers backend: batched greedy decoding with a KV cache and left padding, on CPU or GPU.
+
+Why left padding: in a batch every prompt must end at the same column so that the first generated token of each
+row is conditioned on its own last prompt token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+
+def load_model(model_dir: str | Path, device: str | None = None, dtype: torch.dtype | None = None,
+               trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Load a local Hugging Face directory (safetensors only); returns (model, tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no model at {path}: expected a Hugging Face directory with config.json")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, attn_implementation="sdpa"
+    ).to(device)
+    model.eval()
+    return model, tok
+
+
+@torch.inference_mode()
+def greedy_generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
+                    batch_size: int = 8, progress: bool = False) -> list[str]:
+    """Greedy continuations of `prompts` (decoded, special tokens dropped), in the input order."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
+    out: list[str] = [""] * len(prompts)
+    device = next(model.parameters()).device
+    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="generate"):
+        idx = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            mask[row, width - len(encoded[i]) :] = 1
+        gen = model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+            do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+        )
+        for row, i in enumerate(idx):
+            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
+    return out

@@ -1,0 +1,1 @@
+"""Model-free task generators and scorers: they need a tokenizer to fit lengths and strings to score."""

@@ -1,0 +1,55 @@
+"""The committed tiny base model: loads offline as a standard HF directory and retrieves at its native length."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from longrecipe.tasks import passkey
+
+
+def test_loads_offline_with_auto_classes(tiny_dir):
+    code = (
+        "import os, torch; from transformers import AutoModelForCausalLM, AutoTokenizer;"
+        f"m = AutoModelForCausalLM.from_pretrained({str(tiny_dir)!r});"
+        f"t = AutoTokenizer.from_pretrained({str(tiny_dir)!r});"
+        "ids = t('The pass key is 12345.')['input_ids']; print(len(t), m.config.max_position_embeddings,"
+        " t.convert_ids_to_tokens(ids)[0], sum(p.numel() for p in m.parameters()))"
+    )
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    vocab, window, first, params = out.stdout.split()
+    assert int(vocab) == 2048 and int(window) == 256 and first == "<|bos|>" and int(params) < 2_000_000
+    files = {p.name for p in tiny_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
+    meta = json.loads((tiny_dir / "tiny_base.json").read_text())
+    assert meta["config"]["native_length"] == 256
+
+
+def test_tokenizer_splits_digits(tiny):
+    _, tok = tiny
+    pieces = tok.convert_ids_to_tokens(tok("key 90210")["input_ids"])
+    assert pieces[-5:] == ["9", "0", "2", "1", "0"]
+
+
+def test_passkey_at_native_length(tiny):
+    from longrecipe.evaluate.hf_backend import greedy_generate
+
+    model, tok = tiny
+    samples = passkey.generate(tok, 256, 20, seed=99)
+    assert all(s["length"] + passkey.TOKENS_TO_GENERATE <= 256 for s in samples)
+    assert all(s["length"] + passkey.TOKENS_TO_GENERATE >= 256 * 0.9 for s in samples)
+    preds = greedy_generate(model, tok, [s["input"] for s in samples], passkey.TOKENS_TO_GENERATE, batch_size=10)
+    acc = np.mean([passkey.score(p, s["outputs"][0]) for p, s in zip(preds, samples)])
+    assert acc >= 0.85, (acc, preds[:5])
+
+
+def test_passkey_scoring():
+    assert passkey.score(" 12345. Remember", "12345") == 1.0
+    assert passkey.score(" 1234", "12345") == 0.0
+    assert passkey.score("none", "12345") == 0.0
+    assert passkey.score(" 123456", "12345") == 0.0

@@ -1,0 +1,148 @@
+"""The trainer, run for real through the console command: pinned losses, exact resume after kill -9,
+DDP on 2 CPU processes, bad configs, merge arithmetic."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, run_cli
+from safetensors.torch import load_file
+
+CONFIG = str(ROOT / "train" / "configs" / "tiny_longrecipe.yaml")
+SMALL = ["train.batch_size=2", "train.train_length=128", "train.target_length=512", "train.warmup=2",
+         "train.threads=1", "train.lr=1e-3"]
+
+
+def log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "model" / "model.safetensors"))
+
+
+# Losses of the first 3 steps of each method on the committed tiny model (CPU, fp32, 1 thread).
+PINNED = {
+    "longrecipe": None,
+    "pose": None,
+    "randpos": None,
+    "flt": None,
+}
+
+
+@pytest.mark.parametrize("method", list(PINNED))
+def test_three_step_losses_are_pinned(tmp_path, method):
+    length = ["train.train_length=512"] if method == "flt" else []
+    res = run_cli("train", "--config", CONFIG, f"out={tmp_path}", "train.steps=3", f"train.method={method}",
+                  *SMALL, *length)
+    assert res.returncode == 0, res.stderr[-2000:]
+    losses = [r["loss"] for r in log(tmp_path)]
+    assert len(losses) == 3
+    print(method, losses)
+    assert losses == pytest.approx(PINNED[method], abs=2e-4)
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["max_position_embeddings"] == 512 and saved["rope_parameters"]["rope_theta"] > 10000
+    assert (tmp_path / "config.yaml").read_text().count("method: " + method) == 1
+
+
+def test_kill_9_then_resume_is_bit_identical(tmp_path):
+    args = [*SMALL, "train.train_length=256", "train.steps=30", "train.save_every=3"]
+    ref = tmp_path / "ref"
+    assert run_cli("train", "--config", CONFIG, f"out={ref}", *args).returncode == 0
+    out = tmp_path / "killed"
+    cmd = [str(Path(sys.executable).parent / "longrecipe"), "train", "--config", CONFIG, f"out={out}", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "checkpoints").glob("step-*")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model").exists(), "the run finished before it could be killed"
+    res = run_cli("train", "--config", CONFIG, f"out={out}", *args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    a, b = weights(ref), weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in log(out)] == list(range(1, 31))
+    assert [r["loss"] for r in log(out)] == [r["loss"] for r in log(ref)]
+
+
+def test_two_processes_match_one(tmp_path):
+    args = [*SMALL, "train.steps=3", "train.batch_size=4"]
+    one = tmp_path / "one"
+    assert run_cli("train", "--config", CONFIG, f"out={one}", *args).returncode == 0
+    two = tmp_path / "two"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    res = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "longrecipe", "train",
+                          "--config", CONFIG, f"out={two}", *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    l1, l2 = [r["loss"] for r in log(one)], [r["loss"] for r in log(two)]
+    assert l2 == pytest.approx(l1, abs=1e-4)
+    a, b = weights(one), weights(two)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.methd=pose", "did you mean 'method'"),
+    ("train.method=lora", "is not one of"),
+    ("train.train_length=4096", "must be >= 2 and <= train.target_length"),
+    ("model.path=/nonexistent", "no model at /nonexistent"),
+    ("data.source=/nonexistent.jsonl", "no such file"),
+    ("rope.method=xpos", "is not one of"),
+])
+def test_bad_config_is_one_line_exit_2(tmp_path, override, message):
+    res = run_cli("train", "--config", CONFIG, f"out={tmp_path}", *SMALL, override)
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], res.stderr
+
+
+def test_malformed_data_file(tmp_path):
+    bad = tmp_path / "d.jsonl"
+    bad.write_text('{"text": "ok"}\n{"text": \n')
+    res = run_cli("train", "--config", CONFIG, f"out={tmp_path}/o", *SMALL, f"data.source={bad}")
+    assert res.returncode == 2 and "d.jsonl:2: malformed JSON line" in res.stderr
+
+
+def test_merge_arithmetic(tmp_path, tiny_dir):
+    from longrecipe.train.merge import merge_models
+
+    a = load_file(str(tiny_dir / "model.safetensors"))
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in tiny_dir.iterdir():
+        if f.is_file():
+            (other / f.name).write_bytes(f.read_bytes())
+    from safetensors.torch import save_file
+
+    b = {k: v * 3 + 1 for k, v in a.items()}
+    save_file(b, str(other / "model.safetensors"))
+    res = run_cli("merge", str(other), "tiny", "--weights", "0.25", "0.75", "--out", str(tmp_path / "m"))
+    assert res.returncode == 0, res.stderr
+    m = load_file(str(tmp_path / "m" / "model.safetensors"))
+    for k in a:  # 0.25 * (3a + 1) + 0.75 * a = 1.5 a + 0.25
+        assert torch.allclose(m[k], 1.5 * a[k] + 0.25, atol=1e-6)
+    with pytest.raises(ValueError, match="sum to"):
+        merge_models([str(other), "tiny"], [0.5, 0.6], tmp_path / "x")
+
+
+def test_merge_rejects_other_architectures(tmp_path, tiny_dir):
+    other = tmp_path / "wide"
+    other.mkdir()
+    for f in tiny_dir.iterdir():
+        if f.is_file():
+            (other / f.name).write_bytes(f.read_bytes())
+    conf = json.loads((other / "config.json").read_text())
+    conf["num_hidden_layers"] = 3
+    (other / "config.json").write_text(json.dumps(conf))
+    res = run_cli("merge", "tiny", str(other), "--out", str(tmp_path / "m"))
+    assert res.returncode == 2 and "incompatible models: num_hidden_layers differs" in res.stderr
+    assert not (tmp_path / "m").exists()

@@ -1,0 +1,176 @@
+"""Training samples for each method, built from long documents split at their real sentence boundaries.
+
+Why sentence boundaries from the very text trained on: LongRecipe keeps positions contiguous inside a sentence
+and jumps between sentences; the reference code takes its segments from a different, unfiltered text, so its
+jumps fall mid-sentence. Here the boundaries come from the character offsets of the tokens of the sample itself.
+Every sample is drawn from a generator seeded by (seed, step, micro-batch, rank): resuming at step k needs no
+saved data state and reproduces the same stream.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from longrecipe.train import positions as P
+from longrecipe.train.config import DataConfig, TrainConfig
+
+SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+
+
+@dataclass(frozen=True)
+class Document:
+    ids: np.ndarray  # token ids
+    starts: np.ndarray  # token index where each sentence starts (0 first), sorted
+
+
+def load_texts(cfg: DataConfig) -> list[str]:
+    """The text documents of a data source (one-line errors with the file and line for bad JSONL)."""
+    if cfg.source == "python":
+        from longrecipe import corpus
+
+        return [corpus.text()]
+    path = Path(cfg.source)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.source {cfg.source!r}: no such file (use 'python' or a JSONL path)")
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{i}: malformed JSON line ({err.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get(cfg.text_field), str):
+                raise ValueError(f"{path}:{i}: expected an object with a string field {cfg.text_field!r}")
+            texts.append(row[cfg.text_field])
+    if not texts:
+        raise ValueError(f"{path}: no documents")
+    return texts
+
+
+def tokenize_document(tokenizer: Any, text: str) -> Document:
+    """Token ids of `text` and the token indices where its sentences start (from the tokens' char offsets)."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = np.asarray(enc["input_ids"], dtype=np.int64)
+    token_starts = np.asarray([s for s, _ in enc["offset_mapping"]])
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]
+    starts = np.unique(np.concatenate([[0], np.searchsorted(token_starts, ends)]))
+    return Document(ids=ids, starts=starts[starts < len(ids)])
+
+
+def segments_in(doc: Document, lo: int, hi: int) -> list[int]:
+    """Lengths of the sentence pieces that tile tokens [lo, hi) of `doc`."""
+    inner = doc.starts[(doc.starts > lo) & (doc.starts < hi)]
+    cuts = np.concatenate([[lo], inner, [hi]])
+    return np.diff(cuts).astype(int).tolist()
+
+
+class SampleBuilder:
+    """Builds (input_ids, position_ids) rows for one method from a pool of long documents."""
+
+    def __init__(self, docs: list[Document], data: DataConfig, train: TrainConfig, bos: int | None,
+                 short: list[list[int]] | None = None):
+        self.docs, self.data, self.train, self.bos = docs, data, train, bos
+        need = train.target_length if train.stage == "extension" else 1
+        self.short = [([bos] if bos is not None else []) + p for p in short] if short else []
+        if train.stage == "replay" and not self.short:
+            raise ValueError("replay needs short documents")
+        longest = max((len(d.ids) for d in docs), default=0)
+        if docs and longest < need:
+            raise ValueError(f"no document has {need} tokens (the longest has {longest})")
+
+    def _window(self, rng: np.random.Generator, length: int) -> tuple[Document, int]:
+        long = [d for d in self.docs if len(d.ids) >= length]
+        doc = long[int(rng.integers(len(long)))]
+        return doc, int(rng.integers(0, len(doc.ids) - length + 1))
+
+    def sample(self, rng: np.random.Generator) -> tuple[list[int], list[int], list[int] | None]:
+        """(input ids, position ids, document ids or None) of one row."""
+        t = self.train
+        n = t.train_length
+        if t.stage == "replay":
+            return self._packed(rng)
+        if t.method == "flt":
+            doc, lo = self._window(rng, n)
+            return doc.ids[lo : lo + n].tolist(), P.flt_positions(n), None
+        if t.method == "randpos":
+            doc, lo = self._window(rng, n)
+            return doc.ids[lo : lo + n].tolist(), P.randpos_positions(n, t.target_length, rng), None
+        if t.method == "pose":
+            doc, lo = self._window(rng, t.target_length)
+            pos = P.pose_positions(n, t.target_length, rng)
+            split = next((i for i in range(1, n) if pos[i] != pos[i - 1] + 1), n)
+            # chunk 2 is cropped from later in the same window (the reference's rt2 ~ U[len_chunk, len_input])
+            end2 = lo + int(rng.integers(n, t.target_length + 1))
+            ids = np.concatenate([doc.ids[lo : lo + split], doc.ids[end2 - (n - split) : end2]])
+            return ids.tolist(), pos, None
+        if self.data.selection == "random":
+            return self._random_selection(rng)
+        doc, lo = self._window(rng, n)
+        segs = segments_in(doc, lo, lo + n)
+        return doc.ids[lo : lo + n].tolist(), self._positions(segs, rng), None
+
+    def _positions(self, segments: list[int], rng: np.random.Generator) -> list[int]:
+        return P.longrecipe_positions(segments, self.train.target_length, rng, self.data.max_gap)
+
+    def _random_selection(self, rng: np.random.Generator) -> tuple[list[int], list[int], None]:
+        """Keep each sentence of a target-length window with probability keep_prob until train_length tokens."""
+        t, n = self.train, self.train.train_length
+        doc, lo = self._window(rng, t.target_length)
+        segs = segments_in(doc, lo, lo + t.target_length)
+        starts = lo + np.concatenate([[0], np.cumsum(segs)[:-1]])
+        ids, lengths = [], []
+        for a, ln in zip(starts, segs):
+            if sum(lengths) < n and rng.random() < self.data.keep_prob:
+                take = min(ln, n - sum(lengths))
+                ids.extend(doc.ids[a : a + take].tolist())
+                lengths.append(take)
+        if sum(lengths) < n:  # too few sentences kept: top up from the window's end, contiguous
+            ids.extend(doc.ids[lo + t.target_length - (n - sum(lengths)) : lo + t.target_length].tolist())
+            lengths.append(n - sum(lengths))
+        return ids, self._positions(lengths, rng), None
+
+    def _packed(self, rng: np.random.Generator) -> tuple[list[int], list[int], list[int]]:
+        """Replay rows: short documents packed whole (the last one cut), positions restarting at 0 per document."""
+        n = self.train.train_length
+        ids: list[int] = []
+        pos: list[int] = []
+        docs: list[int] = []
+        while len(ids) < n:
+            d = self.short[int(rng.integers(len(self.short)))][: n - len(ids)]
+            docs.extend([len(set(docs))] * len(d))
+            pos.extend(range(len(d)))
+            ids.extend(d)
+        return ids, pos, docs
+
+    def batch(self, seed: int, step: int, micro: int, rank: int, size: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([seed, step, micro, rank])
+        rows = [self.sample(rng) for _ in range(size)]
+        ids = torch.tensor([r[0] for r in rows], dtype=torch.long)
+        out = {"input_ids": ids, "position_ids": torch.tensor([r[1] for r in rows]), "labels": ids.clone()}
+        if rows[0][2] is not None:
+            out["doc_ids"] = torch.tensor([r[2] for r in rows])
+        return out
+
+
+def build(tokenizer: Any, data: DataConfig, train: TrainConfig) -> SampleBuilder:
+    """Long documents for extension; for replay, short documents (Python corpus paragraphs, or JSONL rows)."""
+    if train.stage == "replay":
+        if data.source == "python":
+            from longrecipe import corpus
+
+            texts = list(corpus.paragraphs())
+        else:
+            texts = load_texts(data)
+        short = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        return SampleBuilder([], data, train, tokenizer.bos_token_id, [s for s in short if s])
+    docs = [tokenize_document(tokenizer, t) for t in load_texts(data)]
+    return SampleBuilder(docs, data, train, tokenizer.bos_token_id)

@@ -1,0 +1,64 @@
+"""The training step: loss from hidden states in chunks, with attention fixed explicitly (see attention.py).
+
+Why chunks: the full fp32 logits of a long sequence (32k tokens x 128k vocab = 16 GB) dwarf the model's
+activations; computing the head and the cross-entropy chunk by chunk under activation checkpointing keeps only
+one chunk of logits alive, forward and backward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from longrecipe.train.attention import model_inputs
+
+IGNORE = -100
+
+
+def _ce_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = torch.nn.functional.linear(hidden, weight).float()
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
+
+
+def shifted_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """targets[t] = labels[t+1]; the first token of a packed document is never predicted from the previous one."""
+    targets = batch["labels"][:, 1:].clone()
+    docs = batch.get("doc_ids")
+    if docs is not None:
+        targets[docs[:, 1:] != docs[:, :-1]] = IGNORE
+    return targets
+
+
+def chunked_loss_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Sum of token cross-entropies, one checkpointed chunk of the sequence at a time."""
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for s in range(0, targets.shape[1], chunk):
+        h, y = hidden[:, s : s + chunk], targets[:, s : s + chunk]
+        if torch.is_grad_enabled():
+            total = total + checkpoint(_ce_sum, h, weight, y, use_reentrant=False)
+        else:
+            total = total + _ce_sum(h, weight, y)
+    return total
+
+
+def loss_and_count(model: Any, batch: dict[str, torch.Tensor], chunk: int = 4096) -> tuple[torch.Tensor, int]:
+    """(sum of token losses, number of predicted tokens): sums let gradient accumulation and data parallel ranks
+    weight every token equally, whatever the padding of each micro-batch."""
+    base = getattr(model, model.base_model_prefix)
+    kwargs = model_inputs(model, batch)
+    hidden = base(**kwargs, use_cache=False).last_hidden_state
+    hidden = hidden.reshape(batch["input_ids"].shape[0], batch["input_ids"].shape[1], -1)
+    targets = shifted_targets(batch)
+    weight = model.get_output_embeddings().weight
+    total = chunked_loss_sum(hidden[:, :-1], weight, targets, chunk)
+    return total, int((targets != IGNORE).sum())
+
+
+def training_loss(model: Any, batch: dict[str, torch.Tensor], chunk: int = 4096) -> torch.Tensor:
+    """Mean next-token loss of `batch` (input_ids, position_ids, labels; optional doc_ids for packed rows)."""
+    total, count = loss_and_count(model, batch, chunk)
+    return total / max(count, 1)

@@ -1,0 +1,255 @@
+"""`longrecipe train`: one stage (extension or replay) from a YAML config, resumable, single process or torchrun.
+
+Layout of `out`:  config.yaml (resolved), train_log.jsonl (one line per step), checkpoints/step-N/ (model,
+optimizer, scheduler, RNG states, step), model/ (the final Hugging Face directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from longrecipe import config as C
+from longrecipe import models
+from longrecipe.io import atomic_dir, write_text
+from longrecipe.schema import append_jsonl, read_jsonl
+from longrecipe.train import data as D
+from longrecipe.train import rope
+from longrecipe.train.config import RunConfig
+from longrecipe.train.loop import IGNORE, loss_and_count, shifted_targets
+
+
+class Dist:
+    """torch.distributed when launched by torchrun (gloo on CPU, nccl on CUDA); a no-op otherwise."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device(f"cuda:{self.local}" if torch.cuda.is_available() else "cpu")
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
+    def sum(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return float(t.item())
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    return C.load(RunConfig, path, overrides).validate()
+
+
+def load_model(cfg: RunConfig, device: torch.device):
+    """Model with the RoPE of the extension target written into its config before the model is built."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = models.resolve(cfg.model.path)
+    trc = cfg.model.trust_remote_code
+    mconf = AutoConfig.from_pretrained(path, trust_remote_code=trc)
+    if cfg.train.stage == "extension":
+        rope.apply(mconf, cfg.rope.method, cfg.train.target_length, cfg.rope.factor)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, config=mconf, dtype=torch.float32, use_safetensors=True, trust_remote_code=trc,
+        attn_implementation=attn_implementation(cfg.model.attn_implementation, device),
+    ).to(device)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trc)
+    return model, tok
+
+
+def attn_implementation(name: str, device: torch.device) -> str:
+    """Resolve `auto`: flash-attn 2 where it can run (CUDA + the package), else PyTorch SDPA."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    return "flash_attention_2" if device.type == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
+
+
+def lr_lambda(cfg: RunConfig):
+    t = cfg.train
+
+    def f(step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, t.warmup))
+        if t.schedule == "constant":
+            return warm
+        progress = min(1.0, step / max(1, t.steps))
+        return warm * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    return f
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def save_checkpoint(out: Path, step: int, model, opt, sched) -> None:
+    """Atomic checkpoint folder; older ones are removed only after the new one is complete."""
+    from safetensors.torch import save_model
+
+    ckpts = out / "checkpoints"
+    with atomic_dir(ckpts / f"step-{step:08d}") as tmp:
+        save_model(model, str(tmp / "model.safetensors"))  # handles tied (shared) tensors
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
+                    "step": step}, tmp / "state.pt")
+    for old in sorted(ckpts.glob("step-*"))[:-1]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = sorted((out / "checkpoints").glob("step-*"))
+    return found[-1] if found else None
+
+
+def restore(ckpt: Path, model, opt, sched) -> int:
+    from safetensors.torch import load_model
+
+    load_model(model, str(ckpt / "model.safetensors"), device=str(next(model.parameters()).device))
+    state = torch.load(ckpt / "state.pt", weights_only=False)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return int(state["step"])
+
+
+def _check_same_config(out: Path, cfg: RunConfig) -> None:
+    saved = out / "config.yaml"
+    if saved.exists() and C.read_yaml(saved) != C.to_dict(cfg):
+        raise ValueError(f"{out} holds a run with a different config; resume with the same config or use a new out")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """On resume, drop log lines past the checkpoint (they will be recomputed identically)."""
+    if path.exists():
+        import json
+
+        keep = [r for r in read_jsonl(path) if r["step"] <= step]
+        write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Path:
+    """Train one stage; returns the final model directory. Resumes from the latest checkpoint in `out`."""
+    cfg = load_config(config_path, overrides)
+    t = cfg.train
+    dist = Dist()
+    if t.batch_size % dist.world:
+        raise ValueError(f"train.batch_size {t.batch_size} is not divisible by the {dist.world} processes")
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    out = Path(cfg.out)
+    if dist.main:
+        _check_same_config(out, cfg)
+        C.save(cfg, out / "config.yaml")
+    D.load_texts(cfg.data) if cfg.data.source != "python" else None  # bad data fails before the model loads
+    torch.manual_seed(t.seed)
+    model, tok = load_model(cfg, dist.device)
+    builder = D.build(tok, cfg.data, t)
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    start = 0
+    if (ckpt := latest_checkpoint(out)) is not None:
+        start = restore(ckpt, model, opt, sched)
+        if dist.main:
+            _truncate_log(out / "train_log.jsonl", start)
+    net: torch.nn.Module = LossModule(model, t.loss_chunk)
+    if dist.world > 1:  # the loss module goes through DDP's forward so that its gradient hooks are armed
+        net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[dist.local] if dist.device.type == "cuda" else None)
+    bf16 = t.precision == "bf16" or (t.precision == "auto" and dist.device.type == "cuda")
+    local = t.batch_size // dist.world
+    t0 = time.time()
+    bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc=f"train {t.method}", disable=not dist.main)
+    board = _tensorboard(out) if t.tensorboard and dist.main else None
+    for step in bar:
+        model.train()
+        micro = [_rows(builder, t, step, m, dist.rank, local) for m in range(t.grad_accum)]
+        # every token of the step weighs the same, whatever micro-batch or process it lands in
+        count = dist.sum(float(sum(int((shifted_targets(b) != IGNORE).sum()) for b in micro)))
+        total = 0.0
+        for m, batch in enumerate(micro):
+            batch = {k: v.to(dist.device) for k, v in batch.items()}
+            last = m == len(micro) - 1
+            ctx = net.no_sync() if dist.world > 1 and not last else contextlib.nullcontext()
+            with ctx:
+                with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss_sum = net(batch)
+                (loss_sum * dist.world / count).backward()  # DDP averages over processes: undo it
+            total += float(loss_sum.detach())
+        gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm))
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        loss = dist.sum(total) / count
+        if dist.main and (step + 1) % t.log_every == 0:
+            append_jsonl(out / "train_log.jsonl", {
+                "step": step + 1, "loss": round(loss, 6), "lr": sched.get_last_lr()[0], "grad_norm": round(gnorm, 6),
+                "tokens": int(count), "elapsed_s": round(time.time() - t0, 3)})
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            if board is not None:
+                board.add_scalar("train/loss", loss, step + 1)
+                board.add_scalar("train/lr", sched.get_last_lr()[0], step + 1)
+        if t.save_every and (step + 1) % t.save_every == 0 and step + 1 < t.steps:
+            if dist.main:
+                save_checkpoint(out, step + 1, model, opt, sched)
+            dist.barrier()
+    final = out / "model"
+    if dist.main:
+        with atomic_dir(final) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    dist.barrier()
+    return final
+
+
+def _rows(builder: D.SampleBuilder, t, step: int, micro: int, rank: int, local: int) -> dict[str, torch.Tensor]:
+    """This rank's rows of a micro-batch: global rows rank*local .. rank*local+local-1, each with its own seed,
+    so any number of processes sees exactly the rows one process would."""
+    parts = [builder.batch(t.seed, step, micro, rank * local + i, 1) for i in range(local)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("train.tensorboard=true needs the tensorboard package (pip install tensorboard)") from None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+class LossModule(torch.nn.Module):
+    """Wraps the model so that one forward returns the step's summed token loss (what DDP must wrap)."""
+
+    def __init__(self, model: torch.nn.Module, chunk: int):
+        super().__init__()
+        self.model, self.chunk = model, chunk
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return loss_and_count(self.model, batch, self.chunk)[0]
