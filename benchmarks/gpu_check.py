@@ -140,14 +140,14 @@ def _time_steps(model, opt, length: int, target: int, steps: int, autocast: bool
     return float(np.median(times[1:])), float(loss.item())
 
 
-def bench_1b(results: dict, lengths: list[int], steps: int) -> None:
+def bench_1b(results: dict, lengths: list[int], steps: int, head_dim: int = 64) -> None:
     """One model (fp32 master weights, bf16 autocast: the trainer's GPU mode) timed at each length; then the
     same at 32k with bf16 weights and no autocast, to show what the casts cost."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    rows: list = []
-    results["throughput_1b"] = rows
-    cfg = LlamaConfig(**LLAMA_1B, max_position_embeddings=4 * max(lengths),
+    rows: list = results.setdefault("throughput_1b", [])
+    shape = {**LLAMA_1B, "num_attention_heads": LLAMA_1B["hidden_size"] // head_dim}
+    cfg = LlamaConfig(**shape, max_position_embeddings=4 * max(lengths),
                       rope_parameters={"rope_type": "default", "rope_theta": 500000.0 * 16})
     torch.manual_seed(0)
     with torch.device("cuda"):
@@ -171,7 +171,8 @@ def bench_1b(results: dict, lengths: list[int], steps: int) -> None:
             del opt
             continue
         flops = count_flops(cfg, length)
-        rows.append({"length": length, "target_span": 4 * length, "mode": mode, "params_B": round(params, 3),
+        rows.append({"length": length, "target_span": 4 * length, "mode": mode, "head_dim": head_dim,
+                     "params_B": round(params, 3),
                      "step_s": step_s, "tokens_per_s": length / step_s,
                      "mfu": flops["total"] / step_s / (PEAK_TFLOPS * 1e12),
                      "attn_share_of_flops": flops["attention"] / flops["total"],
@@ -185,15 +186,20 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--lengths", default="16384,32768,65536")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--head-dims", default="64", help="comma list: 64 = Llama-3.2-1B's heads; 128 = 16 heads")
+    ap.add_argument("--skip-checks", action="store_true", help="only the throughput part")
     args = ap.parse_args()
     results = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(0),
                "torch": torch.__version__, "command": " ".join(sys.argv)}
     import transformers
 
     results["transformers"] = transformers.__version__
-    for name, fn in (("peak", lambda: measure_peak(results)), ("flash", lambda: check_flash(results)),
-                     ("vllm", lambda: check_vllm(results)),
-                     ("1b", lambda: bench_1b(results, [int(x) for x in args.lengths.split(",")], args.steps))):
+    lengths = [int(x) for x in args.lengths.split(",")]
+    parts = [] if args.skip_checks else [("peak", lambda: measure_peak(results)),
+                                         ("flash", lambda: check_flash(results)), ("vllm", lambda: check_vllm(results))]
+    for hd in (int(x) for x in args.head_dims.split(",")):
+        parts.append((f"1b-hd{hd}", lambda hd=hd: bench_1b(results, lengths, args.steps, hd)))
+    for name, fn in parts:
         try:
             fn()
         except Exception as err:  # keep going: one failed check must not hide the others
@@ -201,9 +207,10 @@ def main() -> None:
         print(f"[{name} done]", flush=True)
     Path(args.out, "gpu_check.json").write_text(json.dumps(results, indent=2))
     print(json.dumps({k: v for k, v in results.items() if k != "throughput_1b"}, indent=1))
-    print("| length | span | mode | tok/s | MFU | peak GiB |")
+    print("| length | span | head dim | mode | tok/s | MFU | peak GiB |")
     for r in (r for r in results.get("throughput_1b", []) if "error" not in r):
-        print(f"| {r['length']} | {r['target_span']} | {r['mode']} | {r['tokens_per_s']:.0f} | {100 * r['mfu']:.1f}% "
+        print(f"| {r['length']} | {r['target_span']} | {r['head_dim']} | {r['mode']} | {r['tokens_per_s']:.0f} "
+              f"| {100 * r['mfu']:.1f}% "
               f"| {r['peak_mem_GiB']:.1f} |")
 
 

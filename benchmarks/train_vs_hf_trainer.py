@@ -6,6 +6,8 @@ Both sides train the committed tiny base model (RoPE extended to the longest len
 same rows (full-length sequences from the Python corpus, `tokens` tokens per step). Each (side, length) runs in a
 fresh subprocess; tokens/s is measured over the steps after the first (warm-up); peak memory is the process's
 peak RSS growth during the steps over its RSS just before the first step (activations, gradients, optimizer state).
+Four sides: our step (chunked loss, fused AdamW, clipping) eager and with its decoder layers compiled
+(`train.compile=true`), and `Trainer` with its defaults and with `torch_compile=True`.
 Prints a table with our/Trainer ratios; the targets are >= 1.3x Trainer's tokens/s and peak memory at 8x the
 length <= 8.5x.
 """
@@ -25,6 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bootstrap import ensure_importable  # noqa: E402
 
 ensure_importable()
+
+
+SIDES = ("ours", "ours+compile", "trainer", "trainer+compile")
 
 
 def rss_mib() -> float:
@@ -54,24 +59,30 @@ def setup(length: int, longest: int, tokens: int, steps: int):
     return model, batches
 
 
-def run_ours(model, batches, lr: float) -> list[float]:
+def run_ours(model, batches, lr: float, compile_layers: bool) -> list[float]:
+    """The step of longrecipe.train.recipe: chunked loss (auto chunk), clipping at 1.0, fused AdamW."""
     import torch
 
-    from longrecipe.train.loop import training_loss
+    from longrecipe.train.loop import auto_chunk, training_loss
 
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    if compile_layers:
+        for layer in model.model.layers:
+            layer.compile()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)
+    chunk = auto_chunk(model.config.vocab_size)
     times = []
     for batch in batches:
         t0 = time.perf_counter()
-        loss = training_loss(model, batch)
+        loss = training_loss(model, batch, chunk)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)
     return times
 
 
-def run_trainer(model, batches, lr: float, out: str) -> list[float]:
+def run_trainer(model, batches, lr: float, out: str, compile_model: bool) -> list[float]:
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -90,7 +101,7 @@ def run_trainer(model, batches, lr: float, out: str) -> list[float]:
     args = TrainingArguments(output_dir=out, per_device_train_batch_size=per_step, max_steps=len(batches),
                              learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0, report_to=[],
                              save_strategy="no", logging_strategy="no", use_cpu=True, dataloader_num_workers=0,
-                             disable_tqdm=True, seed=0, optim="adamw_torch")
+                             disable_tqdm=True, seed=0, optim="adamw_torch", torch_compile=compile_model)
     trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=[Clock()],
                       data_collator=lambda feats: {k: torch.stack([f[k] for f in feats]) for k in feats[0]})
     trainer.train()
@@ -106,14 +117,15 @@ def child(side: str, length: int, longest: int, tokens: int, steps: int) -> None
     model, batches = setup(length, longest, tokens, steps)
     before = rss_mib()
     base_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if side == "ours":
-        times = run_ours(model, batches, 1e-4)
+    compiled = side.endswith("+compile")
+    if side.startswith("ours"):
+        times = run_ours(model, batches, 1e-4, compiled)
     else:
         with tempfile.TemporaryDirectory() as out:
-            times = run_trainer(model, batches, 1e-4, out)
+            times = run_trainer(model, batches, 1e-4, out, compiled)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tok_step = len(batches[0]["input_ids"]) * length
-    steady = times[1:]
+    steady = times[2:]  # step 1 (and the compile in it) and step 2 (recompiles, allocator) are warm-up
     print(json.dumps({"side": side, "length": length, "tokens_per_step": tok_step,
                       "tokens_per_s": tok_step * len(steady) / sum(steady),
                       "peak_growth_mib": max(0.0, peak - max(before, base_peak)) + 0.0,
@@ -133,21 +145,23 @@ def main() -> None:
         return
     res = {}
     for length in lengths:
-        for side in ("ours", "trainer"):
+        for side in SIDES:
             out = subprocess.run([sys.executable, __file__, "--lengths", args.lengths, "--tokens", str(args.tokens),
                                   "--steps", str(args.steps), "--child", side, str(length)],
                                  capture_output=True, text=True, check=True)
             res[side, length] = json.loads(out.stdout.strip().splitlines()[-1])
             print(json.dumps(res[side, length]), flush=True)
-    print("| length | ours tok/s | Trainer tok/s | speed ratio | ours peak growth MiB | Trainer peak growth MiB |")
-    print("|---|---|---|---|---|---|")
+    print("| length | " + " | ".join(f"{s} tok/s" for s in SIDES) + " | ours+compile / trainer | ours / trainer"
+          " | ours+compile / trainer+compile | " + " | ".join(f"{s} peak growth MiB" for s in SIDES) + " |")
+    print("|---" * (2 * len(SIDES) + 4) + "|")
     for n in lengths:
-        o, t = res["ours", n], res["trainer", n]
-        speed = o["tokens_per_s"] / t["tokens_per_s"]
-        print(f"| {n} | {o['tokens_per_s']:.0f} | {t['tokens_per_s']:.0f} | {speed:.2f}x"
-              f" | {o['peak_growth_mib']:.0f} | {t['peak_growth_mib']:.0f} |")
+        tps = {s: res[s, n]["tokens_per_s"] for s in SIDES}
+        print(f"| {n} | " + " | ".join(f"{tps[s]:.0f}" for s in SIDES)
+              + f" | {tps['ours+compile'] / tps['trainer']:.2f}x | {tps['ours'] / tps['trainer']:.2f}x"
+              + f" | {tps['ours+compile'] / tps['trainer+compile']:.2f}x | "
+              + " | ".join(f"{res[s, n]['peak_growth_mib']:.0f}" for s in SIDES) + " |")
     lo, hi = lengths[0], lengths[-1]
-    for side in ("ours", "trainer"):
+    for side in SIDES:
         ratio = res[side, hi]["peak_growth_mib"] / max(res[side, lo]["peak_growth_mib"], 1e-9)
         print(f"{side}: peak memory growth at {hi} / at {lo} = {ratio:.2f}x (length ratio {hi / lo:.0f}x)")
 

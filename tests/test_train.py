@@ -31,10 +31,10 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
 
 # Losses of the first 3 steps of each method on the committed tiny model (CPU, fp32, 1 thread).
 PINNED = {
-    "longrecipe": None,
-    "pose": None,
-    "randpos": None,
-    "flt": None,
+    "longrecipe": [2.42865, 2.622801, 2.882445],
+    "pose": [1.897288, 2.588791, 1.841958],
+    "randpos": [3.290946, 3.312855, 4.070049],
+    "flt": [1.382702, 1.951622, 2.071078],
 }
 
 
@@ -87,7 +87,10 @@ def test_two_processes_match_one(tmp_path):
     l1, l2 = [r["loss"] for r in log(one)], [r["loss"] for r in log(two)]
     assert l2 == pytest.approx(l1, abs=1e-4)
     a, b = weights(one), weights(two)
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    # fp32 all-reduce sums in another order; Adam amplifies that on near-zero gradients (seen: 1.1e-5).
+    # A wrong reduction would move weights by ~lr = 1e-3 per step.
+    assert diff < 1e-4, diff
 
 
 @pytest.mark.parametrize("override,message", [

@@ -48,7 +48,8 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 0
     log_every: int = 1
-    loss_chunk: int = 4096
+    loss_chunk: int = 0  # tokens per checkpointed loss chunk; 0 = auto (about 1 GiB of fp32 logits per chunk)
+    compile: bool = False  # torch.compile each decoder layer (regional): faster steps after a one-off compile
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     threads: int = 0
     distributed: Literal["auto", "ddp"] = "auto"

@@ -33,15 +33,25 @@ def shifted_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return targets
 
 
+def auto_chunk(vocab_size: int, budget_bytes: int = 1 << 30) -> int:
+    """Tokens per loss chunk so that one chunk's fp32 logits take about `budget_bytes` (1 GiB)."""
+    return max(1024, budget_bytes // (4 * vocab_size))
+
+
 def chunked_loss_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Sum of token cross-entropies, one checkpointed chunk of the sequence at a time."""
+    """Sum of token cross-entropies over the flattened tokens, `chunk` tokens at a time.
+
+    Several chunks are checkpointed (their logits are recomputed in backward instead of kept); when one chunk
+    covers every token there is nothing to save and no recomputation is paid."""
+    h, y = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+    if chunk <= 0 or y.numel() <= chunk:
+        return _ce_sum(h, weight, y)
     total = hidden.new_zeros((), dtype=torch.float32)
-    for s in range(0, targets.shape[1], chunk):
-        h, y = hidden[:, s : s + chunk], targets[:, s : s + chunk]
+    for s in range(0, y.numel(), chunk):
         if torch.is_grad_enabled():
-            total = total + checkpoint(_ce_sum, h, weight, y, use_reentrant=False)
+            total = total + checkpoint(_ce_sum, h[s : s + chunk], weight, y[s : s + chunk], use_reentrant=False)
         else:
-            total = total + _ce_sum(h, weight, y)
+            total = total + _ce_sum(h[s : s + chunk], weight, y[s : s + chunk])
     return total
 
 

@@ -24,7 +24,7 @@ from longrecipe.schema import append_jsonl, read_jsonl
 from longrecipe.train import data as D
 from longrecipe.train import rope
 from longrecipe.train.config import RunConfig
-from longrecipe.train.loop import IGNORE, loss_and_count, shifted_targets
+from longrecipe.train.loop import IGNORE, auto_chunk, loss_and_count, shifted_targets
 
 
 class Dist:
@@ -171,14 +171,19 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
     torch.manual_seed(t.seed)
     model, tok = load_model(cfg, dist.device)
     builder = D.build(tok, cfg.data, t)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.95),
+                            fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     start = 0
     if (ckpt := latest_checkpoint(out)) is not None:
         start = restore(ckpt, model, opt, sched)
         if dist.main:
             _truncate_log(out / "train_log.jsonl", start)
-    net: torch.nn.Module = LossModule(model, t.loss_chunk)
+    if t.compile:
+        for layer in getattr(model, model.base_model_prefix).layers:
+            layer.compile()
+    chunk = t.loss_chunk or auto_chunk(model.config.vocab_size)
+    net: torch.nn.Module = LossModule(model, chunk)
     if dist.world > 1:  # the loss module goes through DDP's forward so that its gradient hooks are armed
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[dist.local] if dist.device.type == "cuda" else None)

@@ -1,0 +1,152 @@
+"""Shared pieces of the RULER generators: sources, random values, sentence splitting, length fitting.
+
+Fidelity notes (deliberate deviations from NVIDIA/RULER, each for being offline and deterministic):
+- Sentences: RULER splits essays with NLTK's punkt model, which needs a download; we split after '.', '!' or '?'
+  followed by whitespace (punkt also keeps abbreviations such as "Mr." together; essays rarely differ).
+- Fitting: RULER binary-searches one haystack size per task with random draws that change between probes, then
+  shrinks per sample by a fixed increment; we draw each sample's random content once (seeded by task, length,
+  seed and index) and binary-search its own haystack size, so every sample is as long as its budget allows.
+- Token counts include the special tokens the tokenizer adds (e.g. BOS): what the model really reads. RULER
+  counts `tokenizer.tokenize(text)`, one token fewer with a BOS tokenizer.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+# RULER inserts needles at depths drawn from 40 evenly spaced percentages.
+DEPTHS = [int(d) for d in np.round(np.linspace(0, 100, num=40, endpoint=True)).astype(int)]
+_SENT = re.compile(r"(?<=[.!?])\s+")
+
+
+class SourceError(ValueError):
+    """A missing or unusable source (essays, QA file, word lists): one line that says how to provide it."""
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in _SENT.split(text.strip()) if s]
+
+
+@functools.lru_cache(maxsize=8)
+def essay_words(essay_dir: str | None) -> tuple[str, ...]:
+    """The essay haystack as RULER builds it: all essays concatenated (sorted file names, no separator),
+    whitespace collapsed, split on spaces. None = the built-in fallback: natural text shipped with Python."""
+    if essay_dir is None:
+        from longrecipe import corpus
+
+        text = corpus.text()
+    else:
+        path = Path(essay_dir)
+        files = sorted(path.glob("*.txt")) if path.is_dir() else []
+        if not files:
+            raise SourceError(f"no essays (*.txt) in {essay_dir}: pass a folder of Paul Graham essays "
+                              f"(e.g. gkamradt/LLMTest_NeedleInAHaystack's PaulGrahamEssays), or none for the "
+                              f"built-in Python-docs fallback")
+        text = "".join(f.read_text(encoding="utf-8") for f in files)
+    return tuple(re.sub(r"\s+", " ", text).split(" "))
+
+
+def source_hash(essay_dir: str | None) -> str:
+    words = essay_words(essay_dir)
+    return hashlib.sha256(" ".join(words).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def wonderwords_lists() -> dict[str, tuple[str, ...]]:
+    """nouns, adjectives and verbs from the pinned `wonderwords` package (RULER's word source)."""
+    try:
+        import wonderwords
+    except ImportError:
+        raise SourceError("RULER's word lists come from the `wonderwords` package: pip install "
+                          "'longrecipe[eval]' (wonderwords==3.0.1)") from None
+    assets = Path(wonderwords.__file__).parent / "assets"
+    out = {}
+    for name, file in (("nouns", "nounlist.txt"), ("adjs", "adjectivelist.txt"), ("verbs", "verblist.txt")):
+        out[name] = tuple(w.rstrip() for w in (assets / file).read_text(encoding="utf-8").splitlines())
+    return out
+
+
+def wonderwords_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("wonderwords")
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+class Draw:
+    """RULER's random values from one seeded generator: 7-digit numbers, adjective-noun words, uuid4s."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+        lists = wonderwords_lists()
+        # RULER samples from sorted(set(adj-noun)); sampling adj and noun independently is the same
+        # distribution without materialising ~6M pairs.
+        self.adjs = sorted(set(lists["adjs"]))
+        self.nouns = sorted(set(lists["nouns"]))
+
+    def number(self, digits: int = 7) -> str:
+        return str(int(self.rng.integers(10 ** (digits - 1), 10**digits)))
+
+    def word(self) -> str:
+        adj = self.adjs[int(self.rng.integers(len(self.adjs)))]
+        return f"{adj}-{self.nouns[int(self.rng.integers(len(self.nouns)))]}"
+
+    def uuid(self) -> str:
+        return str(uuid.UUID(int=int.from_bytes(self.rng.bytes(16), "big"), version=4))
+
+    def value(self, kind: str) -> str:
+        return {"numbers": self.number, "words": self.word, "uuids": self.uuid}[kind]()
+
+
+def count_tokens(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text)["input_ids"])
+
+
+def fit(build: Callable[[int], str], tokenizer: Any, budget: int, unit_tokens: float, lo: int = 1) -> tuple[str, int]:
+    """Largest haystack size n >= lo with tokens(build(n)) <= budget (binary search; token counts grow with n).
+
+    `unit_tokens` (a rough tokens-per-unit estimate) only sets the search's upper bound."""
+    if count_tokens(tokenizer, build(lo)) > budget:
+        raise ValueError(f"the budget of {budget} tokens cannot hold the task's template and needles "
+                         f"({count_tokens(tokenizer, build(lo))} tokens with {lo} haystack units)")
+    hi = max(lo + 1, int(3 * budget / max(unit_tokens, 1e-6)))
+    while count_tokens(tokenizer, build(hi)) <= budget:
+        hi *= 2
+    while lo < hi - 1:
+        mid = (lo + hi) // 2
+        if count_tokens(tokenizer, build(mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return build(lo), lo
+
+
+def sample_rng(seed: int, task: str, length: int, index: int) -> np.random.Generator:
+    key = int.from_bytes(hashlib.sha256(f"{task}:{length}".encode()).digest()[:8], "big")
+    return np.random.default_rng([seed, key, index])
+
+
+def record(tokenizer: Any, prompt: str, answer_prefix: str, outputs: list[str], index: int,
+           tokens_to_generate: int) -> dict:
+    """One sample as RULER writes it: input without the answer prefix, `length` = prompt tokens + tokens to
+    generate; plus the token position of the first answer in the input and that position as a depth fraction."""
+    assert prompt.endswith(answer_prefix)
+    text = prompt[: len(prompt) - len(answer_prefix)]
+    total = count_tokens(tokenizer, prompt)
+    at = text.find(outputs[0])
+    position = count_tokens(tokenizer, text[:at]) if at >= 0 else None
+    return {"index": index, "input": text, "answer_prefix": answer_prefix, "outputs": list(outputs),
+            "length": total + tokens_to_generate, "prompt_tokens": total, "max_new_tokens": tokens_to_generate,
+            "answer_position": position,
+            "depth": None if position is None else round(position / max(total, 1), 4)}

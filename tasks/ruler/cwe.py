@@ -1,0 +1,62 @@
+"""RULER common words extraction: a numbered word list in which 10 words repeat more often; one-shot example."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from longrecipe.tasks.ruler import common as C
+
+TEMPLATE = ("Below is a numbered list of words. In these words, some appear more often than others. Memorize the "
+            "ones that appear most often.\n{context}\nQuestion: What are the 10 most common words in the above list?")
+ANSWER_PREFIX = " Answer: The top 10 words that appear most often in the list are:"
+TOKENS_TO_GENERATE = 120
+
+
+def vocabulary(seed: int) -> list[str]:
+    """sorted(set(nouns + adjectives + verbs)), shuffled once by the task seed (as RULER does)."""
+    lists = C.wonderwords_lists()
+    words = sorted(set(lists["nouns"] + lists["adjs"] + lists["verbs"]))
+    np.random.default_rng(seed).shuffle(words)
+    return words
+
+
+def _example(words: list[str], rng: np.random.Generator, n: int, common_rep: int, rare_rep: int, num_cw: int):
+    if n > len(words):
+        raise C.SourceError(f"cwe needs {n} distinct words, the wonderwords vocabulary has {len(words)}; "
+                            "use a shorter length")
+    chosen = [words[i] for i in rng.choice(len(words), size=n, replace=False)]
+    common, rare = chosen[:num_cw], chosen[num_cw:]
+    listing = common * common_rep + rare * rare_rep
+    np.random.default_rng(len(listing)).shuffle(listing)  # RULER shuffles with a fixed seed
+    return " ".join(f"{i + 1}. {w}" for i, w in enumerate(listing)), common
+
+
+def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int, seed: int, task: str,
+             essay_dir: str | None = None, wrap=lambda s: s) -> list[dict]:
+    words, num_cw = vocabulary(seed), args["num_cw"]
+    short = length < 4096  # RULER's settings below 4k tokens
+    shot_args = (20, 3, 1) if short else (40, 10, 3)
+    main_rep = (6, 1) if short else (args["freq_cw"], args["freq_ucw"])
+    out = []
+    for index in range(num_samples):
+        rng = C.sample_rng(seed, task, length, index)
+        shot_ctx, shot_ans = _example(words, rng, shot_args[0], shot_args[1], shot_args[2], num_cw)
+        shot = (TEMPLATE + ANSWER_PREFIX).format(context=shot_ctx) + " " + " ".join(
+            f"{i + 1}. {w}" for i, w in enumerate(shot_ans))
+        draw_seed = int(rng.integers(2**63))
+        answers: dict[int, list[str]] = {}
+
+        def build(n: int) -> str:
+            ctx, answers[n] = _example(words, np.random.default_rng([draw_seed, n]), n, *main_rep, num_cw)
+            return wrap(shot + "\n" + TEMPLATE.format(context=ctx)) + ANSWER_PREFIX
+
+        budget = length - TOKENS_TO_GENERATE
+        prompt, n = C.fit(build, tokenizer, budget, C.count_tokens(tokenizer, " 1. word") * sum(main_rep) / (
+            1 + main_rep[1] / max(main_rep[0], 1)), lo=num_cw + 1)
+        build(n)
+        rec = C.record(tokenizer, prompt, ANSWER_PREFIX, answers[n], index, TOKENS_TO_GENERATE)
+        rec["answer_position"], rec["depth"] = None, None  # the answers are spread over the whole list
+        out.append(rec)
+    return out
