@@ -8,11 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from longrecipe.tasks import ruler
 from longrecipe.tasks.ruler import common
-
-from conftest import ROOT
 
 # Reference text: NVIDIA/RULER scripts/data/synthetic/constants.py (templates and answer prefixes, verbatim).
 REFERENCE = {
