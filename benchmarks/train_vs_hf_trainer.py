@@ -63,17 +63,19 @@ def run_ours(model, batches, lr: float, compile_layers: bool) -> list[float]:
     """The step of longrecipe.train.recipe: chunked loss (auto chunk), clipping at 1.0, fused AdamW."""
     import torch
 
-    from longrecipe.train.loop import auto_chunk, training_loss
+    from longrecipe.train.loop import _ce_sum, auto_chunk, compiled_ce, training_loss
 
-    if compile_layers:
+    ce = _ce_sum
+    if compile_layers:  # what train.compile=true does: each decoder layer and the loss chunk
         for layer in model.model.layers:
             layer.compile()
+        ce = compiled_ce()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=True)
     chunk = auto_chunk(model.config.vocab_size)
     times = []
     for batch in batches:
         t0 = time.perf_counter()
-        loss = training_loss(model, batch, chunk)
+        loss = training_loss(model, batch, chunk, ce)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

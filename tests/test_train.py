@@ -149,3 +149,10 @@ def test_merge_rejects_other_architectures(tmp_path, tiny_dir):
     res = run_cli("merge", "tiny", str(other), "--out", str(tmp_path / "m"))
     assert res.returncode == 2 and "incompatible models: num_hidden_layers differs" in res.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_compiled_training_matches_eager(tmp_path):
+    # train.compile=true compiles each decoder layer and the loss chunk: same losses within float tolerance
+    res = run_cli("train", "--config", CONFIG, f"out={tmp_path}", "train.steps=3", "train.compile=true", *SMALL)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [r["loss"] for r in log(tmp_path)] == pytest.approx(PINNED["longrecipe"], abs=1e-3)

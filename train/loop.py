@@ -18,6 +18,7 @@ IGNORE = -100
 
 
 def _ce_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of one chunk: head matmul, fp32 upcast, log-softmax, gather."""
     logits = torch.nn.functional.linear(hidden, weight).float()
     return torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
@@ -38,24 +39,36 @@ def auto_chunk(vocab_size: int, budget_bytes: int = 1 << 30) -> int:
     return max(1024, budget_bytes // (4 * vocab_size))
 
 
-def chunked_loss_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+_COMPILED_CE: list = []
+
+
+def compiled_ce() -> Any:
+    """`_ce_sum` under torch.compile (fuses upcast, log-softmax and gather: fewer passes over the logits)."""
+    if not _COMPILED_CE:
+        _COMPILED_CE.append(torch.compile(_ce_sum))
+    return _COMPILED_CE[0]
+
+
+def chunked_loss_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
+                     ce: Any = _ce_sum) -> torch.Tensor:
     """Sum of token cross-entropies over the flattened tokens, `chunk` tokens at a time.
 
     Several chunks are checkpointed (their logits are recomputed in backward instead of kept); when one chunk
     covers every token there is nothing to save and no recomputation is paid."""
     h, y = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
     if chunk <= 0 or y.numel() <= chunk:
-        return _ce_sum(h, weight, y)
+        return ce(h, weight, y)
     total = hidden.new_zeros((), dtype=torch.float32)
     for s in range(0, y.numel(), chunk):
         if torch.is_grad_enabled():
-            total = total + checkpoint(_ce_sum, h[s : s + chunk], weight, y[s : s + chunk], use_reentrant=False)
+            total = total + checkpoint(ce, h[s : s + chunk], weight, y[s : s + chunk], use_reentrant=False)
         else:
-            total = total + _ce_sum(h[s : s + chunk], weight, y[s : s + chunk])
+            total = total + ce(h[s : s + chunk], weight, y[s : s + chunk])
     return total
 
 
-def loss_and_count(model: Any, batch: dict[str, torch.Tensor], chunk: int = 4096) -> tuple[torch.Tensor, int]:
+def loss_and_count(model: Any, batch: dict[str, torch.Tensor], chunk: int = 4096,
+                   ce: Any = _ce_sum) -> tuple[torch.Tensor, int]:
     """(sum of token losses, number of predicted tokens): sums let gradient accumulation and data parallel ranks
     weight every token equally, whatever the padding of each micro-batch."""
     base = getattr(model, model.base_model_prefix)
@@ -64,11 +77,11 @@ def loss_and_count(model: Any, batch: dict[str, torch.Tensor], chunk: int = 4096
     hidden = hidden.reshape(batch["input_ids"].shape[0], batch["input_ids"].shape[1], -1)
     targets = shifted_targets(batch)
     weight = model.get_output_embeddings().weight
-    total = chunked_loss_sum(hidden[:, :-1], weight, targets, chunk)
+    total = chunked_loss_sum(hidden[:, :-1], weight, targets, chunk, ce)
     return total, int((targets != IGNORE).sum())
 
 
-def training_loss(model: Any, batch: dict[str, torch.Tensor], chunk: int = 4096) -> torch.Tensor:
+def training_loss(model: Any, batch: dict[str, torch.Tensor], chunk: int = 4096, ce: Any = _ce_sum) -> torch.Tensor:
     """Mean next-token loss of `batch` (input_ids, position_ids, labels; optional doc_ids for packed rows)."""
-    total, count = loss_and_count(model, batch, chunk)
+    total, count = loss_and_count(model, batch, chunk, ce)
     return total / max(count, 1)

@@ -24,7 +24,7 @@ from longrecipe.schema import append_jsonl, read_jsonl
 from longrecipe.train import data as D
 from longrecipe.train import rope
 from longrecipe.train.config import RunConfig
-from longrecipe.train.loop import IGNORE, auto_chunk, loss_and_count, shifted_targets
+from longrecipe.train.loop import IGNORE, _ce_sum, auto_chunk, compiled_ce, loss_and_count, shifted_targets
 
 
 class Dist:
@@ -183,7 +183,7 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
         for layer in getattr(model, model.base_model_prefix).layers:
             layer.compile()
     chunk = t.loss_chunk or auto_chunk(model.config.vocab_size)
-    net: torch.nn.Module = LossModule(model, chunk)
+    net: torch.nn.Module = LossModule(model, chunk, compiled_ce() if t.compile else _ce_sum)
     if dist.world > 1:  # the loss module goes through DDP's forward so that its gradient hooks are armed
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[dist.local] if dist.device.type == "cuda" else None)
@@ -252,9 +252,9 @@ def _tensorboard(out: Path):
 class LossModule(torch.nn.Module):
     """Wraps the model so that one forward returns the step's summed token loss (what DDP must wrap)."""
 
-    def __init__(self, model: torch.nn.Module, chunk: int):
+    def __init__(self, model: torch.nn.Module, chunk: int, ce: Any = _ce_sum):
         super().__init__()
-        self.model, self.chunk = model, chunk
+        self.model, self.chunk, self.ce = model, chunk, ce
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return loss_and_count(self.model, batch, self.chunk)[0]
+        return loss_and_count(self.model, batch, self.chunk, self.ce)[0]

@@ -1,0 +1,120 @@
+"""Needle in a Haystack (gkamradt/LLMTest_NeedleInAHaystack): one fact hidden at a grid of depths and lengths.
+
+Faithful to the original: lengths and depths by linspace (35 x 35 by default, depths rounded to integers), the
+haystack = the essays concatenated and repeated until long enough, trimmed in tokens to the context length, the
+needle inserted at the end of the sentence before the depth's token position (back to the previous '.' token),
+a 200-token buffer (haystack + needle = length - 200 tokens) for the question and the answer, the original
+system and question messages; multi-needle insertion as in its multi-needle tester.
+Deviations: the original grades answers with an LLM (1-10); we score by case-insensitive substrings of the
+reference fragments (fraction found, 0-100). Essay files are read in sorted order (the original uses glob order).
+Without a chat template the messages are joined by blank lines and `answer_prefix` (default none) is appended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+TASK_VERSION = 1
+NEEDLE = "\nThe best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.\n"
+QUESTION = "What is the best thing to do in San Francisco?"
+REFERENCES = ("eat a sandwich", "Dolores Park")
+SYSTEM = "You are a helpful AI bot that answers questions for a user. Keep your response short and direct"
+QUESTION_SUFFIX = " Don't give information outside the document or repeat your findings"
+MULTI_NEEDLES = (
+    " Figs are one of the secret ingredients needed to build the perfect pizza. ",
+    " Prosciutto is one of the secret ingredients needed to build the perfect pizza. ",
+    " Goat cheese is one of the secret ingredients needed to build the perfect pizza. ",
+)
+BUFFER = 200
+TOKENS_TO_GENERATE = 64
+
+
+def default_lengths(lo: int = 1000, hi: int = 16000, n: int = 35) -> list[int]:
+    return [int(x) for x in np.round(np.linspace(lo, hi, num=n, endpoint=True)).astype(int)]
+
+
+def default_depths(lo: int = 0, hi: int = 100, n: int = 35) -> list[int]:
+    return [int(x) for x in np.round(np.linspace(lo, hi, num=n, endpoint=True)).astype(int)]
+
+
+def _encode(tok: Any, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def haystack_tokens(tok: Any, essay_dir: str | None, max_length: int) -> list[int]:
+    """The essays (or the built-in Python text), concatenated and repeated until `max_length` tokens."""
+    from longrecipe.tasks.ruler.common import SourceError
+
+    if essay_dir is None:
+        from longrecipe import corpus
+
+        text = corpus.text()
+    else:
+        from pathlib import Path
+
+        files = sorted(Path(essay_dir).glob("*.txt"))
+        if not files:
+            raise SourceError(f"no essays (*.txt) in {essay_dir}")
+        text = "".join(f.read_text(encoding="utf-8") for f in files)
+    unit = _encode(tok, text)
+    return (unit * (max_length // max(len(unit), 1) + 1))[:max_length]
+
+
+def insert(tok: Any, context: list[int], needles: Sequence[str], depth: float, length: int) -> tuple[list[int], int]:
+    """Insert needles as the original does; returns the tokens and where the first needle starts."""
+    period = set(_encode(tok, "."))
+    budget = length - BUFFER
+    needle_ids = [_encode(tok, n) for n in needles]
+    total = sum(map(len, needle_ids))
+    if len(context) + total > budget:
+        context = context[: max(0, budget - total)]
+    step = (100 - depth) / len(needles)
+    first = None
+    for ids in needle_ids:
+        if depth == 100:
+            point = len(context)
+        else:
+            point = int(len(context) * (depth / 100))
+            while point > 0 and context[point - 1] not in period:
+                point -= 1
+        context = context[:point] + ids + context[point:]
+        first = point if first is None else first
+        depth += step
+    return context, first or 0
+
+
+def generate(tokenizer: Any, lengths: Sequence[int] | None = None, depths: Sequence[float] | None = None,
+             essay_dir: str | None = None, needles: Sequence[str] = (NEEDLE,), question: str = QUESTION,
+             references: Sequence[str] = REFERENCES, chat_template: bool = False, answer_prefix: str = "") -> list[dict]:
+    """One sample per (length, depth): input, answer_prefix, outputs (reference fragments), length (tokens of
+    the prompt), depth (percent), answer_position (token index of the first needle in the haystack)."""
+    lengths = list(lengths or default_lengths())
+    depths = list(depths if depths is not None else default_depths())
+    if min(lengths) <= BUFFER:
+        raise ValueError(f"NIAH lengths must exceed the {BUFFER}-token buffer, got {min(lengths)}")
+    hay = haystack_tokens(tokenizer, essay_dir, max(lengths))
+    out = []
+    for length in lengths:
+        for depth in depths:
+            ids, position = insert(tokenizer, hay[:length], needles, float(depth), length)
+            context = tokenizer.decode(ids)
+            user = question + QUESTION_SUFFIX
+            if chat_template:
+                prompt = tokenizer.apply_chat_template(
+                    [{"role": "system", "content": SYSTEM}, {"role": "user", "content": context},
+                     {"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+            else:
+                prompt = f"{SYSTEM}\n\n{context}\n\n{user}\n"
+            out.append({"index": len(out), "input": prompt, "answer_prefix": answer_prefix,
+                        "outputs": list(references), "length": len(tokenizer(prompt + answer_prefix)["input_ids"]),
+                        "context_length": length, "depth": depth, "answer_position": position,
+                        "max_new_tokens": TOKENS_TO_GENERATE})
+    return out
+
+
+def score(prediction: str, references: Sequence[str]) -> float:
+    """Fraction of reference fragments found (case-insensitive), 0-100."""
+    return 100.0 * sum(r.lower() in prediction.lower() for r in references) / len(references)
