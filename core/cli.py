@@ -81,6 +81,18 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from longrecipe.train.analysis import run
+
+    result = run(args.base, args.extended, args.data, args.out, window=args.window, buckets=args.buckets,
+                 top=args.top, score=args.score, max_windows=args.max_windows, device=args.device)
+    ranked = ", ".join(f"{t} {v:.2f}" for t, v in result["enrichment"].items())
+    print(f"{result['tokens']} tokens in {result['windows']} windows of {result['window']}; "
+          f"enrichment among the top {int(100 * args.top)}% (share top / share all): {ranked}")
+    print(f"wrote {args.out}/token_types.csv, token_types.json, token_types.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from longrecipe import __version__
 
@@ -112,6 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("train", cmd_train, "train (context extension or replay) from a YAML config")
     sp.add_argument("--config", required=True, help="YAML config (train/configs/*.yaml)")
     sp.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+
+    sp = add("analyze", cmd_analyze, "impactful-token analysis: token types whose next-token score changes most "
+             "between a base and an extended model")
+    sp.add_argument("--base", required=True, help="base model H (directory or 'tiny')")
+    sp.add_argument("--extended", required=True, help="context-extended model H' (same tokenizer)")
+    sp.add_argument("--data", default="python", help="JSONL with a 'text' field, or 'python' (built-in text)")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--window", type=int, default=None, help="tokens per window (default: H' max positions)")
+    sp.add_argument("--buckets", type=int, default=8, help="position buckets")
+    sp.add_argument("--top", type=float, default=0.2, help="fraction of tokens by delta kept per bucket")
+    sp.add_argument("--score", choices=("logit", "logprob"), default="logit")
+    sp.add_argument("--max-windows", type=int, default=64)
+    sp.add_argument("--device", default=None)
 
     sp = add("merge", cmd_merge, "weighted parameter average of models of one architecture")
     sp.add_argument("models", nargs="+", help="model directories (the first one's config is kept)")

@@ -88,7 +88,8 @@ def insert(tok: Any, context: list[int], needles: Sequence[str], depth: float, l
 
 def generate(tokenizer: Any, lengths: Sequence[int] | None = None, depths: Sequence[float] | None = None,
              essay_dir: str | None = None, needles: Sequence[str] = (NEEDLE,), question: str = QUESTION,
-             references: Sequence[str] = REFERENCES, chat_template: bool = False, answer_prefix: str = "") -> list[dict]:
+             references: Sequence[str] = REFERENCES, chat_template: bool = False,
+             answer_prefix: str = "") -> list[dict]:
     """One sample per (length, depth): input, answer_prefix, outputs (reference fragments), length (tokens of
     the prompt), depth (percent), answer_position (token index of the first needle in the haystack)."""
     lengths = list(lengths or default_lengths())

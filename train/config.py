@@ -27,6 +27,12 @@ class DataConfig:
     text_field: str = "text"
     selection: Literal["none", "random", "impactful"] = "none"
     keep_prob: float = 0.5  # sentence keep probability for selection=random
+    # selection=impactful: keep sentences holding an anchor type; others with probability keep_other.
+    # anchor_mode=digit is the reference release's shortcut (a sentence with a digit is an anchor sentence).
+    anchors: tuple[str, ...] = ("NUM", "PRON", "AUX", "CCONJ", "ADP")
+    anchors_from: str | None = None  # token_types.json of `longrecipe analyze`: its 5 most enriched types
+    anchor_mode: Literal["types", "digit"] = "types"
+    keep_other: float = 0.3
     max_gap: int | None = None  # None: the reference's budget form; M: the paper's gaps ~ U{0..M}
 
 
@@ -74,7 +80,11 @@ class RunConfig:
                              "train.target_length")
         if t.steps < 1 or t.batch_size < 1 or t.grad_accum < 1:
             raise ValueError("train.steps, train.batch_size and train.grad_accum must be >= 1")
-        if self.data.selection == "impactful":
-            raise ValueError("data.selection=impactful needs the impactful-token analysis, not implemented yet; "
-                             "use none or random")
+        from longrecipe.train.lexicon import TYPES
+
+        bad = [a for a in self.data.anchors if a not in TYPES]
+        if bad:
+            raise ValueError(f"data.anchors: unknown type {bad[0]!r}; choose from {', '.join(TYPES)}")
+        if not (0.0 <= self.data.keep_prob <= 1.0 and 0.0 <= self.data.keep_other <= 1.0):
+            raise ValueError("data.keep_prob and data.keep_other must be probabilities in [0, 1]")
         return self

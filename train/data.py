@@ -77,8 +77,14 @@ class SampleBuilder:
     """Builds (input_ids, position_ids) rows for one method from a pool of long documents."""
 
     def __init__(self, docs: list[Document], data: DataConfig, train: TrainConfig, bos: int | None,
-                 short: list[list[int]] | None = None):
-        self.docs, self.data, self.train, self.bos = docs, data, train, bos
+                 short: list[list[int]] | None = None, decode: Any = None):
+        self.docs, self.data, self.train, self.bos, self.decode = docs, data, train, bos, decode
+        self._anchor_cache: dict[int, np.ndarray] = {}
+        self.anchors = data.anchors
+        if data.anchors_from:
+            from longrecipe.train.analysis import anchors_from
+
+            self.anchors = anchors_from(data.anchors_from)
         need = train.target_length if train.stage == "extension" else 1
         self.short = [([bos] if bos is not None else []) + p for p in short] if short else []
         if train.stage == "replay" and not self.short:
@@ -114,6 +120,8 @@ class SampleBuilder:
             return ids.tolist(), pos, None
         if self.data.selection == "random":
             return self._random_selection(rng)
+        if self.data.selection == "impactful":
+            return self._impactful(rng)
         doc, lo = self._window(rng, n)
         segs = segments_in(doc, lo, lo + n)
         return doc.ids[lo : lo + n].tolist(), self._positions(segs, rng), None
@@ -136,6 +144,46 @@ class SampleBuilder:
         if sum(lengths) < n:  # too few sentences kept: top up from the window's end, contiguous
             ids.extend(doc.ids[lo + t.target_length - (n - sum(lengths)) : lo + t.target_length].tolist())
             lengths.append(n - sum(lengths))
+        return ids, self._positions(lengths, rng), None
+
+    def _anchored(self, doc_index: int) -> np.ndarray:
+        """Per sentence of a document: does it carry an anchor (computed once per document)?"""
+        if doc_index not in self._anchor_cache:
+            from longrecipe.train.lexicon import sentence_types
+
+            doc = self.docs[doc_index]
+            bounds = np.concatenate([doc.starts, [len(doc.ids)]])
+            anchors = set(self.anchors)
+            flags = []
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                text = self.decode(doc.ids[a:b].tolist())
+                if self.data.anchor_mode == "digit":
+                    flags.append(any(c.isdigit() for c in text))
+                else:
+                    flags.append(bool(sentence_types(text) & anchors))
+            self._anchor_cache[doc_index] = np.asarray(flags, dtype=bool)
+        return self._anchor_cache[doc_index]
+
+    def _impactful(self, rng: np.random.Generator) -> tuple[list[int], list[int], None]:
+        """LongRecipe selection: from a random sentence on, keep anchor sentences (others with probability
+        keep_other) until exactly train_length tokens; positions jump between the kept sentences."""
+        n = self.train.train_length
+        long = [i for i, d in enumerate(self.docs) if len(d.ids) >= n]
+        index = long[int(rng.integers(len(long)))]
+        doc, flags = self.docs[index], self._anchored(index)
+        if not flags.any() and self.data.keep_other == 0:
+            raise ValueError("no sentence of the data carries an anchor type; lower data.anchors or raise "
+                             "data.keep_other")
+        bounds = np.concatenate([doc.starts, [len(doc.ids)]])
+        s = int(rng.integers(len(flags)))
+        ids: list[int] = []
+        lengths: list[int] = []
+        while len(ids) < n:  # walk on (wrapping around): upsamples kept sentences when a document is short
+            if flags[s] or rng.random() < self.data.keep_other:
+                piece = doc.ids[bounds[s] : bounds[s + 1]][: n - len(ids)].tolist()
+                ids += piece
+                lengths.append(len(piece))
+            s = (s + 1) % len(flags)
         return ids, self._positions(lengths, rng), None
 
     def _packed(self, rng: np.random.Generator) -> tuple[list[int], list[int], list[int]]:
@@ -173,4 +221,12 @@ def build(tokenizer: Any, data: DataConfig, train: TrainConfig) -> SampleBuilder
         short = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         return SampleBuilder([], data, train, tokenizer.bos_token_id, [s for s in short if s])
     docs = [tokenize_document(tokenizer, t) for t in load_texts(data)]
-    return SampleBuilder(docs, data, train, tokenizer.bos_token_id)
+    return SampleBuilder(docs, data, train, tokenizer.bos_token_id, decode=tokenizer.decode)
+
+
+def statistics(builder: SampleBuilder, samples: int = 64, seed: int = 0) -> dict[str, float]:
+    """What the produced data looks like: mean contiguous segment length, mean and max position span."""
+    rng = np.random.default_rng(seed)
+    cov = [P.coverage(builder.sample(rng)[1]) for _ in range(samples)]
+    return {"mean_segment": float(np.mean([c["mean_run"] for c in cov])),
+            "mean_span": float(np.mean([c["span"] for c in cov])), "max_span": int(max(c["span"] for c in cov))}
