@@ -113,23 +113,47 @@ def count_tokens(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text)["input_ids"])
 
 
-def fit(build: Callable[[int], str], tokenizer: Any, budget: int, unit_tokens: float, lo: int = 1) -> tuple[str, int]:
-    """Largest haystack size n >= lo with tokens(build(n)) <= budget (binary search; token counts grow with n).
+def fit(build: Callable[[int], str], tokenizer: Any, budget: int, unit_tokens: float, lo: int = 1,
+        hint: int | None = None) -> tuple[str, int]:
+    """Largest haystack size n >= lo with tokens(build(n)) <= budget (token counts grow with n).
 
-    `unit_tokens` (a rough tokens-per-unit estimate) only sets the search's upper bound."""
-    if count_tokens(tokenizer, build(lo)) > budget:
+    Exponential search from a start point, then bisection: from `hint` (the previous sample's size: samples of one
+    task differ by a few units, so ~3-5 tokenizations) or else from a slope measured on two probes. RULER instead
+    grows the haystack by a fixed increment from the bottom, re-tokenizing the whole prompt each time."""
+    counts: dict[int, int] = {}
+
+    def size(n: int) -> int:
+        if n not in counts:
+            counts[n] = count_tokens(tokenizer, build(n))
+        return counts[n]
+
+    if size(lo) > budget:
         raise ValueError(f"the budget of {budget} tokens cannot hold the task's template and needles "
-                         f"({count_tokens(tokenizer, build(lo))} tokens with {lo} haystack units)")
-    hi = max(lo + 1, int(3 * budget / max(unit_tokens, 1e-6)))
-    while count_tokens(tokenizer, build(hi)) <= budget:
-        hi *= 2
-    while lo < hi - 1:
-        mid = (lo + hi) // 2
-        if count_tokens(tokenizer, build(mid)) <= budget:
-            lo = mid
-        else:
-            hi = mid
-    return build(lo), lo
+                         f"({size(lo)} tokens with {lo} haystack units)")
+    if hint is None or hint < lo:
+        probe = lo + max(1, int((budget - size(lo)) / max(unit_tokens, 1e-6)))
+        slope = max((size(probe) - size(lo)) / (probe - lo), 1e-6)
+        hint = lo + int((budget - size(lo)) / slope)
+    start, step = max(hint, lo), 1
+    if size(start) <= budget:
+        good, bad = start, None
+        while bad is None:
+            if size(start + step) <= budget:
+                good, step = start + step, step * 2
+            else:
+                bad = start + step
+    else:
+        good, bad = None, start
+        while good is None:
+            cand = max(lo, start - step)
+            if size(cand) <= budget:
+                good = cand
+            else:
+                bad, step = cand, step * 2
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if size(mid) <= budget else (good, mid)
+    return build(good), good
 
 
 def sample_rng(seed: int, task: str, length: int, index: int) -> np.random.Generator:

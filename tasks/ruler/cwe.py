@@ -39,7 +39,7 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
     short = length < 4096  # RULER's settings below 4k tokens
     shot_args = (20, 3, 1) if short else (40, 10, 3)
     main_rep = (6, 1) if short else (args["freq_cw"], args["freq_ucw"])
-    out = []
+    out, hint = [], None
     for index in range(num_samples):
         rng = C.sample_rng(seed, task, length, index)
         shot_ctx, shot_ans = _example(words, rng, shot_args[0], shot_args[1], shot_args[2], num_cw)
@@ -53,8 +53,9 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
             return wrap(shot + "\n" + TEMPLATE.format(context=ctx)) + ANSWER_PREFIX
 
         budget = length - TOKENS_TO_GENERATE
-        prompt, n = C.fit(build, tokenizer, budget, C.count_tokens(tokenizer, " 1. word") * sum(main_rep) / (
-            1 + main_rep[1] / max(main_rep[0], 1)), lo=num_cw + 1)
+        unit = C.count_tokens(tokenizer, " 1. word") * main_rep[1]
+        prompt, n = C.fit(build, tokenizer, budget, unit, lo=num_cw + 1, hint=hint)
+        hint = n
         build(n)
         rec = C.record(tokenizer, prompt, ANSWER_PREFIX, answers[n], index, TOKENS_TO_GENERATE)
         rec["answer_position"], rec["depth"] = None, None  # the answers are spread over the whole list

@@ -49,7 +49,7 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
     budget = length - TOKENS_TO_GENERATE
     vocab_size = args.get("vocab_size", -1)
     vocab_size = budget // 50 if vocab_size in (-1, None) else vocab_size
-    out = []
+    out, hint = [], None
     for index in range(num_samples):
         rng = C.sample_rng(seed, task, length, index)
         vocab = coded_vocab(rng, max(vocab_size, 4))
@@ -60,7 +60,7 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
             np.random.default_rng([shuffle_seed, n]).shuffle(words)
             return wrap(TEMPLATE.format(context=" ".join(words))) + ANSWER_PREFIX
 
-        prompt, _ = C.fit(build, tokenizer, budget, C.count_tokens(tokenizer, " abcdef"), lo=1)
+        prompt, hint = C.fit(build, tokenizer, budget, C.count_tokens(tokenizer, " abcdef"), lo=1, hint=hint)
         rec = C.record(tokenizer, prompt, ANSWER_PREFIX, vocab[1:4], index, TOKENS_TO_GENERATE)
         rec["answer_position"], rec["depth"] = None, None
         out.append(rec)

@@ -52,7 +52,7 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
     template, prefix, type_v = TEMPLATE, ANSWER_PREFIX, args["type_needle_v"]
     if nq * nv == 1:
         template, prefix, type_v = singular(template), singular(prefix), type_v[:-1]
-    out = []
+    out, hint = [], None
     for index in range(num_samples):
         rng = C.sample_rng(seed, task, length, index)
         draw = C.Draw(rng)
@@ -90,7 +90,7 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
 
         unit = 1.3 if haystack == "essay" else C.count_tokens(tokenizer, C.NOISE if haystack == "noise" else
                                                               needles[0])
-        prompt, _ = C.fit(build, tokenizer, length - TOKENS_TO_GENERATE, unit, lo=1)
+        prompt, hint = C.fit(build, tokenizer, length - TOKENS_TO_GENERATE, unit, lo=1, hint=hint)
         out.append(C.record(tokenizer, prompt, prefix.format(type_needle_v=type_v, query=query), answers, index,
                             TOKENS_TO_GENERATE))
     return out

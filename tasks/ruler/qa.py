@@ -89,7 +89,7 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
     qas, docs = (read_squad if args["dataset"] == "squad" else read_hotpotqa)(str(qa_file))
     if not qas:
         raise C.SourceError(f"{qa_file}: no answerable questions")
-    out = []
+    out, hint = [], None
     for index in range(num_samples):
         qa = qas[index % len(qas)]
         rng = C.sample_rng(seed, task, length, index)
@@ -101,6 +101,6 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
             return wrap(TEMPLATE.format(context=context, query=qa["query"])) + ANSWER_PREFIX
 
         unit = C.count_tokens(tokenizer, docs[qa["context"][0]])
-        prompt, _ = C.fit(build, tokenizer, length - TOKENS_TO_GENERATE, unit, lo=len(qa["context"]))
+        prompt, hint = C.fit(build, tokenizer, length - TOKENS_TO_GENERATE, unit, lo=len(qa["context"]), hint=hint)
         out.append(C.record(tokenizer, prompt, ANSWER_PREFIX, qa["outputs"], index, TOKENS_TO_GENERATE))
     return out

@@ -74,7 +74,7 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
     if args.get("type_haystack", "noise") != "noise":
         raise ValueError("variable tracking is implemented with RULER's default noise haystack only")
     icl, icl_names = _icl_example(tokenizer, C.sample_rng(seed, task + ":icl", length, 0), args, wrap)
-    out = []
+    out, hint = [], None
     for index in range(num_samples):
         rng = C.sample_rng(seed, task, length, index)
         variables, chains = _chains(rng, args["num_chains"], args["num_hops"], icl=False)
@@ -85,7 +85,8 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
             body, prefix = _prompt(chains, variables, n, place_seed, args["num_hops"])
             return wrap(shot + "\n" + body) + prefix
 
-        prompt, _ = C.fit(build, tokenizer, length - TOKENS_TO_GENERATE, C.count_tokens(tokenizer, C.NOISE), lo=1)
+        prompt, hint = C.fit(build, tokenizer, length - TOKENS_TO_GENERATE, C.count_tokens(tokenizer, C.NOISE), lo=1,
+                             hint=hint)
         prefix = _prompt(chains, variables, 1, place_seed, args["num_hops"])[1]
         rec = C.record(tokenizer, prompt, prefix, variables[0], index, TOKENS_TO_GENERATE)
         # the answers also occur in the one-shot example: record where the real chain starts
