@@ -93,6 +93,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from longrecipe.evaluate.runner import EvalConfig, run_eval
+
+    cfg = EvalConfig(
+        model=args.model, out=args.out, suites=tuple(s.strip() for s in args.suite.split(",") if s.strip()),
+        lengths=tuple(args.lengths), backend=args.backend, allow_extrapolation=args.allow_extrapolation,
+        samples=args.samples, seed=args.seed, essay_dir=args.essay_dir, qa_squad=args.qa_squad,
+        qa_hotpot=args.qa_hotpot, ruler_tasks=tuple(t for t in (args.ruler_tasks or "").split(",") if t),
+        niah_depths=args.niah_depths, batch_size=args.batch_size,
+        general_tasks=tuple(t for t in args.general_tasks.split(",") if t),
+        allow_code_execution=args.allow_code_execution, max_model_len=args.max_model_len, device=args.device)
+    path = run_eval(cfg, command="longrecipe " + " ".join(sys.argv[1:]))
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from longrecipe import __version__
 
@@ -124,6 +140,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("train", cmd_train, "train (context extension or replay) from a YAML config")
     sp.add_argument("--config", required=True, help="YAML config (train/configs/*.yaml)")
     sp.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+
+    sp = add("eval", cmd_eval, "evaluate a model: prepare tasks, predict (resumable), score, write results.json")
+    sp.add_argument("--model", required=True, help="model directory, or 'tiny'")
+    sp.add_argument("--suite", default="ruler", help="comma list of ruler, niah, passkey, general")
+    sp.add_argument("--lengths", type=_lengths, default=[256], help="comma list of context lengths")
+    sp.add_argument("--backend", choices=("hf", "vllm"), default="hf")
+    sp.add_argument("--out", required=True, help="run directory (re-running the same command resumes)")
+    sp.add_argument("--allow-extrapolation", action="store_true", help="allow lengths above max_position_embeddings")
+    sp.add_argument("--samples", type=int, default=20, help="samples per task and length")
+    sp.add_argument("--seed", type=int, default=42)
+    sp.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"),
+                    help="folder of essays (*.txt) for essay haystacks (default: built-in Python text)")
+    sp.add_argument("--qa-squad", default=None, help="SQuAD v2 JSON for RULER qa_1")
+    sp.add_argument("--qa-hotpot", default=None, help="HotpotQA JSON for RULER qa_2")
+    sp.add_argument("--ruler-tasks", default=None, help="comma list (default: all whose sources are available)")
+    sp.add_argument("--niah-depths", type=int, default=11, help="NIAH depths per length (linspace 0-100)")
+    sp.add_argument("--batch-size", type=int, default=8)
+    sp.add_argument("--general-tasks", default="longrecipe_cloze,longrecipe_passkey_short",
+                    help="lm-eval task names for --suite general")
+    sp.add_argument("--allow-code-execution", action="store_true", help="allow tasks that run generated code")
+    sp.add_argument("--max-model-len", type=int, default=None, help="vLLM max_model_len (default: longest length)")
+    sp.add_argument("--device", default=None)
 
     sp = add("analyze", cmd_analyze, "impactful-token analysis: token types whose next-token score changes most "
              "between a base and an extended model")

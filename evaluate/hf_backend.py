@@ -34,7 +34,7 @@ def load_model(model_dir: str | Path, device: str | None = None, dtype: torch.dt
 
 @torch.inference_mode()
 def greedy_generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
-                    batch_size: int = 8, progress: bool = False) -> list[str]:
+                    batch_size: int = 8, progress: bool = False, eos_token_id: Any = None) -> list[str]:
     """Greedy continuations of `prompts` (decoded, special tokens dropped), in the input order."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
@@ -51,7 +51,8 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_
             mask[row, width - len(encoded[i]) :] = 1
         gen = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-            do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+            do_sample=False, pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id if eos_token_id is None else eos_token_id,
         )
         for row, i in enumerate(idx):
             out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)

