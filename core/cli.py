@@ -109,6 +109,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from longrecipe.reports.load import ReportError
+    from longrecipe.reports.report import build_report
+
+    try:
+        paths = build_report(args.runs, args.out, args.target)
+    except ReportError as err:
+        raise UsageError(str(err)) from None
+    print(f"wrote {len(paths)} files to {args.out}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from longrecipe.reports.check import run_check
+    from longrecipe.reports.load import ReportError
+
+    try:
+        return run_check(args.baseline, args.run, args.tolerance, args.per_task, args.update_baseline)
+    except ReportError as err:
+        raise UsageError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from longrecipe import __version__
 
@@ -163,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-model-len", type=int, default=None, help="vLLM max_model_len (default: longest length)")
     sp.add_argument("--device", default=None)
 
+    sp = add("report", cmd_report, "tables (md, tex, csv) and plots (png, svg) from run directories")
+    sp.add_argument("runs", nargs="+", help="run directories holding results.json (or results.json files)")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--target", type=int, default=None, help="target context length to mark on plots")
+
+    sp = add("check", cmd_check, "regression gate: exit 1 if a tracked score dropped by more than the tolerance")
+    sp.add_argument("run", help="run directory (or results.json)")
+    sp.add_argument("--baseline", required=True, help="baseline results.json")
+    sp.add_argument("--tolerance", type=float, default=1.0, help="allowed drop in points (default 1.0)")
+    sp.add_argument("--per-task", action="store_true", help="track every task row, not only suite-level scores")
+    sp.add_argument("--update-baseline", action="store_true", help="rewrite the baseline from this run (atomic)")
+
     sp = add("analyze", cmd_analyze, "impactful-token analysis: token types whose next-token score changes most "
              "between a base and an extended model")
     sp.add_argument("--base", required=True, help="base model H (directory or 'tiny')")
@@ -186,9 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    from transformers.utils import logging as hf_logging
+    if args.command not in ("report", "check"):  # those two never import torch or transformers
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # our own tqdm bars are the progress; keep stderr for what matters
+        hf_logging.disable_progress_bar()  # our own tqdm bars are the progress; keep stderr for what matters
     from longrecipe.config import ConfigError
     from longrecipe.schema import SchemaError
 

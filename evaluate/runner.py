@@ -235,7 +235,7 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
         rows += run_general(cfg, path, out, log)
     conf = json.loads((path / "config.json").read_text())
     results = Results(run=run_info(command or " ".join(sys.argv), asdict(cfg), cfg.seed),
-                      model=ModelInfo(str(path), conf.get("rope_parameters"), conf.get("max_position_embeddings")),
+                      model=ModelInfo(cfg.model, conf.get("rope_parameters"), conf.get("max_position_embeddings")),
                       backend=cfg.backend, scores=tuple(rows))
     results.save(out / "results.json")
     return out / "results.json"

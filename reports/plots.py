@@ -1,0 +1,107 @@
+"""Plots (PNG and SVG): NIAH heatmaps, RULER score vs length, training-loss curves, Table-1 bar chart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
+
+from longrecipe.reports import tables  # noqa: E402
+
+# the original Needle-in-a-Haystack visualisation's colours: red (0) -> yellow -> green (100)
+NIAH_CMAP = LinearSegmentedColormap.from_list("niah", ["#F0496E", "#EBB839", "#0CD79F"])
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.svg"]
+    for p in paths:
+        fig.savefig(p, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def niah_heatmap(df: pd.DataFrame, run: str, out: Path) -> list[Path]:
+    grid = tables.niah_grid(df, run)
+    if grid.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * grid.shape[1] + 3), max(3.5, 0.3 * grid.shape[0] + 1.5)))
+    im = ax.imshow(grid.values, cmap=NIAH_CMAP, vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), [str(int(c)) for c in grid.columns], rotation=45)
+    ax.set_yticks(range(grid.shape[0]), [f"{d:g}" for d in grid.index])
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("needle depth (%)")
+    ax.set_title(f"Needle in a Haystack: {run}")
+    fig.colorbar(im, ax=ax, label="score")
+    return _save(fig, out, f"niah_{run}")
+
+
+def ruler_vs_length(df: pd.DataFrame, windows: dict[str, int | None], out: Path,
+                    target: int | None = None) -> list[Path]:
+    r = df[(df.suite == "ruler") & (df.task == "average") & df.context_length.notna()]
+    if r.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for run, g in r.groupby("run"):
+        g = g.sort_values("context_length")
+        ax.plot(g.context_length, g.value, marker="o", label=run)
+    ax.set_xscale("log", base=2)
+    lengths = sorted(r.context_length.unique())
+    ax.set_xticks(lengths, [str(int(n)) for n in lengths])
+    natives = {w for w in windows.values() if w}
+    for w in sorted(natives):
+        ax.axvline(w, color="grey", ls=":", lw=1)
+        ax.text(w, 101, f"window {w}", fontsize=7, ha="center", va="bottom", color="grey")
+    if target:
+        ax.axvline(target, color="black", ls="--", lw=1)
+        ax.text(target, 101, f"target {target}", fontsize=7, ha="center", va="bottom")
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("context length (tokens, log2)")
+    ax.set_ylabel("RULER score (mean over tasks)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, out, "ruler_vs_length")
+
+
+def loss_curves(logs: dict[str, Path], out: Path) -> list[Path]:
+    if not logs:
+        return []
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, path in sorted(logs.items()):
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, out, "loss_curves")
+
+
+def table1_bars(t1: pd.DataFrame, out: Path) -> list[Path]:
+    if t1.empty:
+        return []
+    ax = t1.T.plot.bar(figsize=(max(6, 1.3 * t1.shape[1] + 3), 4), rot=0)
+    ax.set_ylabel("score")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8, title="run")
+    ax.grid(alpha=0.3, axis="y")
+    return _save(ax.figure, out, "table1_bars")
+
+
+def train_logs(runs: Sequence[str | Path]) -> dict[str, Path]:
+    """train_log.jsonl files found in or beside the run folders (a train run holds eval runs, or vice versa)."""
+    found = {}
+    for run in runs:
+        p = Path(run)
+        for cand in (p / "train_log.jsonl", p.parent / "train_log.jsonl", p.parent.parent / "train_log.jsonl"):
+            if cand.is_file():
+                found[p.name] = cand
+                break
+    return found

@@ -1,0 +1,28 @@
+"""`longrecipe report RUN_DIR... --out DIR`: every table (md, tex, csv) and plot (png, svg) of a set of runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from longrecipe.reports import load, plots, tables
+
+
+def build_report(runs: Sequence[str | Path], out: str | Path, target: int | None = None) -> list[Path]:
+    out = Path(out)
+    df = load.frame(runs)
+    written: list[Path] = []
+    t1 = tables.table1(df)
+    if not t1.empty:
+        written += tables.write(t1, out, "table1", "Long-context and general scores per run")
+    by_len = tables.ruler_by_length(df)
+    if not by_len.empty:
+        written += tables.write(by_len, out, "ruler_by_length", "RULER by context length")
+    for run in sorted(df[df.suite == "niah"].run.unique()):
+        written += plots.niah_heatmap(df, run, out)
+    written += plots.ruler_vs_length(df, load.model_windows(runs), out, target)
+    written += plots.loss_curves(plots.train_logs(runs), out)
+    written += plots.table1_bars(t1, out)
+    df.to_csv(out / "scores.csv", index=False)
+    written.append(out / "scores.csv")
+    return written

@@ -1,0 +1,123 @@
+"""Reports: golden Markdown from fixture results, the check's three exit codes, every plot, the notebook."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+
+from longrecipe.schema import ModelInfo, Results, ScoreRow, run_info
+
+LENGTHS = (256, 512, 1024, 2048)
+FIXTURE = {
+    "base": {"niah_multikey_1": (90, 40, 10, 0), "niah_multivalue": (80, 30, 0, 0), "cloze": 60.0, "window": 256},
+    "longrecipe": {"niah_multikey_1": (88, 85, 80, 70), "niah_multivalue": (82, 75, 70, 60), "cloze": 58.0,
+                   "window": 2048},
+}
+
+
+def write_run(folder: Path, spec: dict) -> Path:
+    from longrecipe.tasks import ruler
+
+    rows = []
+    for task in ("niah_multikey_1", "niah_multivalue"):
+        rows += [ScoreRow("ruler", task, "string_match_all", float(v), 1, n, None, 10)
+                 for n, v in zip(LENGTHS, spec[task])]
+    per_len = {n: (a + b) / 2 for n, a, b in zip(LENGTHS, spec["niah_multikey_1"], spec["niah_multivalue"])}
+    rows += [ScoreRow("ruler", "average", "mean_over_tasks", v, 1, n, None, 2) for n, v in per_len.items()]
+    agg = ruler.aggregate(per_len)
+    rows += [ScoreRow("ruler", "summary", m, round(agg[m], 2), 1, None, None, 4) for m in ("avg", "wavg_inc",
+                                                                                          "wavg_dec")]
+    rows.append(ScoreRow("ruler", "summary", "effective_length", float(agg["effective_length"] or 0), 1))
+    for n in LENGTHS:
+        for depth in (0.0, 50.0, 100.0):
+            rows.append(ScoreRow("niah", "needle", "substring", 100.0 if n <= spec["window"] else 0.0, 1, n, depth, 1))
+    rows.append(ScoreRow("general", "longrecipe_cloze", "acc", spec["cloze"], 1, None, None, 60))
+    res = Results(run_info("fixture", {}), ModelInfo("tiny", None, spec["window"]), "hf", tuple(rows))
+    folder.mkdir(parents=True, exist_ok=True)
+    res.save(folder / "results.json")
+    return folder
+
+
+@pytest.fixture()
+def runs(tmp_path) -> list[Path]:
+    return [write_run(tmp_path / name, spec) for name, spec in FIXTURE.items()]
+
+
+GOLDEN_TABLE1 = """| run | NIAH(M) | RULER | longrecipe_cloze (acc) |
+|---|---|---|---|
+| base | 31.2 | 31.2 | **60.0** |
+| longrecipe | **76.2** | **76.2** | 58.0 |
+"""
+
+
+def test_golden_markdown(runs, tmp_path):
+    res = run_cli("report", *map(str, runs), "--out", str(tmp_path / "rep"), "--target", "2048")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "rep" / "table1.md").read_text() == GOLDEN_TABLE1
+    by_len = (tmp_path / "rep" / "ruler_by_length.md").read_text().splitlines()
+    assert by_len[0] == "| run | 256 | 512 | 1024 | 2048 | Avg | wAvg(inc) | wAvg(dec) | Effective |"
+    # base: per-length means 85, 35, 5, 0 -> Avg 31.25; wAvg(inc) = (85 + 70 + 15 + 0) / 10 = 17.0
+    # wAvg(dec) = (4*85 + 3*35 + 2*5 + 0) / 10 = 45.5; no length scores > 85.6, so no effective length
+    assert by_len[2] == "| base | **85.0** | 35.0 | 5.0 | 0.0 | 31.2 | 17.0 | 45.5 | - |"
+    tex = (tmp_path / "rep" / "table1.tex").read_text()
+    assert "\\toprule" in tex and "\\textbf{76.2}" in tex and "longrecipe\\_cloze" in tex
+    assert (tmp_path / "rep" / "table1.csv").read_text().startswith("run,NIAH(M),RULER,")
+
+
+def test_every_plot_is_produced(runs, tmp_path):
+    train_log = runs[1] / "train_log.jsonl"
+    train_log.write_text("".join(json.dumps({"step": i, "loss": 3.0 / i}) + "\n" for i in range(1, 20)))
+    assert run_cli("report", *map(str, runs), "--out", str(tmp_path / "rep")).returncode == 0
+    for name in ("niah_base", "niah_longrecipe", "ruler_vs_length", "loss_curves", "table1_bars"):
+        for ext in ("png", "svg"):
+            p = tmp_path / "rep" / f"{name}.{ext}"
+            assert p.is_file() and p.stat().st_size > 5_000, p
+
+
+def test_check_exit_codes(runs, tmp_path):
+    base, new = runs[0] / "results.json", runs[1] / "results.json"
+    ok = run_cli("check", str(runs[0]), "--baseline", str(base))
+    assert ok.returncode == 0 and "none dropped" in ok.stdout
+    drop = run_cli("check", str(runs[1]), "--baseline", str(base))
+    assert drop.returncode == 1
+    assert "longrecipe_cloze" in drop.stdout and "-2.00" in drop.stdout and "60.00" in drop.stdout
+    assert run_cli("check", str(runs[1]), "--baseline", str(base), "--tolerance", "2.5").returncode == 0
+    per_task = run_cli("check", str(runs[0]), "--baseline", str(new), "--per-task")
+    assert per_task.returncode == 1 and "niah_multikey_1" in per_task.stdout
+    bad = run_cli("check", str(tmp_path / "nowhere"), "--baseline", str(base))
+    assert bad.returncode == 2 and "no results file" in bad.stderr
+    (tmp_path / "broken.json").write_text("{")
+    assert run_cli("check", str(runs[0]), "--baseline", str(tmp_path / "broken.json")).returncode == 2
+    copy = tmp_path / "baseline.json"
+    copy.write_text(base.read_text())
+    assert run_cli("check", str(runs[1]), "--baseline", str(copy), "--update-baseline").returncode == 0
+    assert json.loads(copy.read_text()) == json.loads(new.read_text())
+    assert run_cli("check", str(runs[1]), "--baseline", str(copy)).returncode == 0
+
+
+def test_reports_never_import_torch():
+    code = ("import sys, longrecipe.reports.report, longrecipe.reports.check, longrecipe.reports.plots; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_notebook_executes(runs):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "notebooks" / "results.ipynb", as_version=4)
+    os.environ["LONGRECIPE_RUNS"] = ",".join(map(str, runs))
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        os.environ.pop("LONGRECIPE_RUNS")
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    text = json.dumps(outputs)
+    assert "NIAH(M)" in text and "image/png" in text and "error" not in {o.get("output_type") for o in outputs}
