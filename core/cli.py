@@ -103,7 +103,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         qa_hotpot=args.qa_hotpot, ruler_tasks=tuple(t for t in (args.ruler_tasks or "").split(",") if t),
         niah_depths=args.niah_depths, batch_size=args.batch_size,
         general_tasks=tuple(t for t in args.general_tasks.split(",") if t),
-        allow_code_execution=args.allow_code_execution, max_model_len=args.max_model_len, device=args.device)
+        allow_code_execution=args.allow_code_execution, max_model_len=args.max_model_len, device=args.device,
+        longbench_dir=args.longbench_dir, longbench_datasets=tuple(d for d in (args.longbench_datasets or "").split(",")
+                                                                   if d),
+        longbench_max_length=args.longbench_max_length, longbench_cot=args.longbench_cot,
+        chat_template=args.chat_template)
     path = run_eval(cfg, command="longrecipe " + " ".join(sys.argv[1:]))
     print(f"wrote {path}")
     return 0
@@ -165,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("eval", cmd_eval, "evaluate a model: prepare tasks, predict (resumable), score, write results.json")
     sp.add_argument("--model", required=True, help="model directory, or 'tiny'")
-    sp.add_argument("--suite", default="ruler", help="comma list of ruler, niah, passkey, general")
+    sp.add_argument("--suite", default="ruler", help="comma list of ruler, niah, passkey, longbench, longbench_e, "
+                    "longbench_v2, general")
     sp.add_argument("--lengths", type=_lengths, default=[256], help="comma list of context lengths")
     sp.add_argument("--backend", choices=("hf", "vllm"), default="hf")
     sp.add_argument("--out", required=True, help="run directory (re-running the same command resumes)")
@@ -183,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="lm-eval task names for --suite general")
     sp.add_argument("--allow-code-execution", action="store_true", help="allow tasks that run generated code")
     sp.add_argument("--max-model-len", type=int, default=None, help="vLLM max_model_len (default: longest length)")
+    sp.add_argument("--longbench-dir", default=None, help="folder of LongBench JSONL files (original record format)")
+    sp.add_argument("--longbench-datasets", default=None, help="comma list (default: every file present)")
+    sp.add_argument("--longbench-max-length", type=int, default=None,
+                    help="prompt tokens kept by middle truncation (default: window - tokens to generate)")
+    sp.add_argument("--longbench-cot", action="store_true", help="LongBench v2 with the chain-of-thought pass")
+    sp.add_argument("--chat-template", action="store_true", help="apply the tokenizer's chat template (LongBench)")
     sp.add_argument("--device", default=None)
 
     sp = add("report", cmd_report, "tables (md, tex, csv) and plots (png, svg) from run directories")

@@ -20,9 +20,7 @@ from tqdm.auto import tqdm
 from longrecipe import models
 from longrecipe.schema import ModelInfo, Results, SchemaError, ScoreRow, append_jsonl, read_jsonl, run_info
 
-SUITES = ("ruler", "niah", "passkey", "general")
-PLANNED = {"longbench": "LongBench is not implemented yet", "longbench_e": "LongBench-E is not implemented yet",
-           "longbench_v2": "LongBench v2 is not implemented yet"}
+SUITES = ("ruler", "niah", "passkey", "longbench", "longbench_e", "longbench_v2", "general")
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,11 @@ class EvalConfig:
     allow_code_execution: bool = False
     max_model_len: int | None = None
     device: str | None = None
+    longbench_dir: str | None = None
+    longbench_datasets: tuple[str, ...] = ()
+    longbench_max_length: int | None = None
+    longbench_cot: bool = False
+    chat_template: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -57,6 +60,7 @@ class Job:
     length: int | None
     samples: list[dict]
     version: int | str = 1
+    then: Any = None  # makes the next job from this one's predictions (LongBench v2 chain of thought)
 
     def path(self, out: Path) -> Path:
         return out / "predictions" / self.suite / self.task / f"{self.length or 'na'}.jsonl"
@@ -66,8 +70,6 @@ def validate(cfg: EvalConfig) -> tuple[Path, int]:
     """One-line errors for bad input before anything is computed or written."""
     path = models.resolve(cfg.model)
     for suite in cfg.suites:
-        if suite in PLANNED:
-            raise ValueError(f"--suite {suite}: {PLANNED[suite]}; available: {', '.join(SUITES)}")
         if suite not in SUITES:
             raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
     conf = json.loads((path / "config.json").read_text())
@@ -81,6 +83,9 @@ def validate(cfg: EvalConfig) -> tuple[Path, int]:
     bad = [t for t in cfg.ruler_tasks if t not in ruler.TASKS]
     if bad:
         raise ValueError(f"unknown RULER task {bad[0]!r}; choose from {', '.join(ruler.TASKS)}")
+    if any(s.startswith("longbench") for s in cfg.suites) and not cfg.longbench_dir:
+        raise ValueError("the LongBench suites need --longbench-dir: a folder of JSONL files in LongBench's record "
+                         "format ({dataset}.jsonl, {dataset}_e.jsonl, longbench_v2.jsonl)")
     return path, window
 
 
@@ -94,7 +99,7 @@ def _check_same_run(out: Path, cfg: EvalConfig) -> None:
             raise ValueError(f"{out} holds predictions of a different run ({diff[0]} differs); use a new --out")
 
 
-def prepare(cfg: EvalConfig, tokenizer: Any, log=print) -> list[Job]:
+def prepare(cfg: EvalConfig, tokenizer: Any, log=print, window: int = 0) -> list[Job]:
     from longrecipe.tasks import niah, passkey, ruler
     from longrecipe.tasks.ruler import default_cache_dir
 
@@ -124,11 +129,91 @@ def prepare(cfg: EvalConfig, tokenizer: Any, log=print) -> list[Job]:
             samples = niah.generate(tokenizer, [length], depths, cfg.essay_dir,
                                     answer_prefix=" The best thing to do in San Francisco is")
             jobs.append(Job("niah", "needle", length, samples, niah.TASK_VERSION))
+    jobs += prepare_longbench(cfg, tokenizer, window or max(cfg.lengths))
     if "passkey" in cfg.suites:
         for length in cfg.lengths:
             jobs.append(Job("passkey", "passkey", length, passkey.generate(tokenizer, length, cfg.samples, cfg.seed),
                             passkey.TASK_VERSION))
     return jobs
+
+
+def _longbench_files(cfg: EvalConfig, suite: str) -> list[tuple[str, Path]]:
+    from longrecipe.tasks import longbench as lb
+
+    if not cfg.longbench_dir:
+        raise ValueError(f"--suite {suite} needs --longbench-dir: a folder of JSONL files in LongBench's record format")
+    folder = Path(cfg.longbench_dir)
+    if suite == "longbench_v2":
+        return [("longbench_v2", folder / "longbench_v2.jsonl")]
+    names = cfg.longbench_datasets or (lb.DATASETS if suite == "longbench" else lb.DATASETS_E)
+    suffix = "" if suite == "longbench" else "_e"
+    files = [(d, folder / f"{d}{suffix}.jsonl") for d in names]
+    if cfg.longbench_datasets:
+        return files  # named datasets must exist: lb.load gives the one-line error
+    present = [(d, f) for d, f in files if f.is_file()]
+    if not present:
+        raise FileNotFoundError(f"no {suite} files ({{dataset}}{suffix}.jsonl) in {folder}")
+    return present
+
+
+def prepare_longbench(cfg: EvalConfig, tokenizer: Any, window: int) -> list[Job]:
+    """LongBench prompts middle-truncated to the model's window minus the dataset's tokens to generate."""
+    from longrecipe.tasks import longbench as lb
+    from longrecipe.tasks import longbench_v2 as v2
+
+    jobs = []
+    for suite in ("longbench", "longbench_e"):
+        if suite not in cfg.suites:
+            continue
+        for dataset, path in _longbench_files(cfg, suite):
+            if dataset not in lb.DATASETS:
+                raise ValueError(f"unknown LongBench dataset {dataset!r}; choose from {', '.join(lb.DATASETS)}")
+            new = lb.MAX_NEW_TOKENS[dataset]
+            limit = cfg.longbench_max_length or max(16, window - new)
+            samples = [{"index": i, "input": lb.build_prompt(dataset, r, tokenizer, limit, cfg.chat_template),
+                        "answer_prefix": "", "outputs": list(r["answers"]), "all_classes": r.get("all_classes"),
+                        "length": r["length"], "max_new_tokens": new} for i, r in enumerate(lb.load(path))]
+            jobs.append(Job(suite, dataset, None, samples, lb.TASK_VERSION))
+    if "longbench_v2" in cfg.suites:
+        (_, path), = _longbench_files(cfg, "longbench_v2")
+        records = _load_v2(path)
+        limit = cfg.longbench_max_length or max(16, window - (v2.COT_NEW_TOKENS if cfg.longbench_cot else
+                                                                v2.MAX_NEW_TOKENS))
+
+        def sample(i: int, r: dict, reasoning: str | None = None) -> dict:
+            return {"index": i, "input": v2.build_prompt(r, tokenizer, limit, cfg.longbench_cot, reasoning),
+                    "answer_prefix": "", "outputs": [r["answer"]], "difficulty": r["difficulty"],
+                    "length": r["length"], "max_new_tokens": v2.COT_NEW_TOKENS if cfg.longbench_cot and reasoning
+                    is None else v2.MAX_NEW_TOKENS}
+
+        if cfg.longbench_cot:
+            def answer_pass(preds: list[dict]) -> Job:
+                return Job("longbench_v2", "answer", None, [sample(i, r, p["prediction"]) for i, (r, p) in
+                                                            enumerate(zip(records, preds))], v2.TASK_VERSION)
+
+            jobs.append(Job("longbench_v2", "cot", None, [sample(i, r) for i, r in enumerate(records)],
+                            v2.TASK_VERSION, then=answer_pass))
+        else:
+            jobs.append(Job("longbench_v2", "answer", None, [sample(i, r) for i, r in enumerate(records)],
+                            v2.TASK_VERSION))
+    return jobs
+
+
+def _load_v2(path: Path) -> list[dict]:
+    from longrecipe.schema import read_jsonl
+    from longrecipe.tasks import longbench_v2 as v2
+
+    if not path.is_file():
+        raise FileNotFoundError(f"LongBench v2 data not found: {path} (JSONL of the original records)")
+    try:
+        records = read_jsonl(path)
+    except SchemaError as err:
+        raise ValueError(str(err)) from None
+    for i, r in enumerate(records, 1):
+        missing = [f for f in v2.FIELDS if f not in r]
+        if missing:
+            raise ValueError(f"{path}:{i}: missing field {missing[0]!r}")
+    return records
 
 
 def _read_done(path: Path) -> dict[int, dict]:
@@ -157,6 +242,9 @@ def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print) -> li
         for s, pred in zip(batch, backend.generate(reqs)):
             row = {"index": s["index"], "prediction": pred, "outputs": s["outputs"], "length": s.get("length"),
                    "depth": s.get("depth"), "answer_position": s.get("answer_position")}
+            for key in ("all_classes", "difficulty"):
+                if key in s:
+                    row[key] = s[key]
             append_jsonl(path, row)
             done[int(s["index"])] = row
             new_tokens += len(backend.tokenizer(pred, add_special_tokens=False)["input_ids"])
@@ -181,9 +269,51 @@ def score(job: Job, preds: list[dict]) -> list[ScoreRow]:
             rows.append(ScoreRow("niah", job.task, "substring", niah.score(p["prediction"], p["outputs"]),
                                  job.version, job.length, float(p["depth"]), 1))
         return rows
+    if job.suite.startswith("longbench"):
+        return score_longbench(job, preds)
     values = [100 * passkey.score(t, r[0]) for t, r in zip(texts, refs)]
     return [ScoreRow("passkey", "passkey", "exact_match", sum(values) / len(values), job.version, job.length, None,
                      len(values))]
+
+
+def score_longbench(job: Job, preds: list[dict]) -> list[ScoreRow]:
+    from longrecipe.tasks import longbench as lb
+    from longrecipe.tasks import longbench_v2 as v2
+
+    if job.suite == "longbench_v2":
+        if job.task == "cot":
+            return []
+        records = [{"answer": p["outputs"][0], "difficulty": p["difficulty"], "length": p["length"]} for p in preds]
+        acc = v2.summary(records, [v2.extract_answer(p["prediction"]) for p in preds])
+        nulls = sum(v2.extract_answer(p["prediction"]) is None for p in preds)
+        return [ScoreRow("longbench_v2", group, "accuracy", value, job.version, None, None, len(preds), nulls)
+                for group, value in acc.items()]
+    metric = lb.METRIC_NAMES[job.task]
+    if job.suite == "longbench":
+        value = lb.dataset_score(job.task, [p["prediction"] for p in preds], [p["outputs"] for p in preds],
+                                 preds[0].get("all_classes") if preds else None)
+        return [ScoreRow("longbench", job.task, metric, value, job.version, None, None, len(preds))]
+    rows = []
+    for lo, name in lb.BUCKETS:  # LongBench-E: context_length holds the bucket's lower bound (record length units)
+        part = [p for p in preds if lb.bucket(int(p["length"])) == name]
+        if part:
+            value = lb.dataset_score(job.task, [p["prediction"] for p in part], [p["outputs"] for p in part],
+                                     part[0].get("all_classes"))
+            rows.append(ScoreRow("longbench_e", job.task, metric, value, job.version, lo, None, len(part)))
+    return rows
+
+
+def longbench_summary(rows: list[ScoreRow]) -> list[ScoreRow]:
+    """Category averages per language and the leaderboard average (mean of categories, Code shared)."""
+    from longrecipe.tasks import longbench as lb
+
+    scores = {r.task: r.value for r in rows if r.suite == "longbench" and r.task in lb.DATASETS}
+    out = []
+    for lang, cats in lb.category_averages(scores).items():
+        for cat, value in cats.items():
+            task = "average" if cat == "Avg" else cat
+            out.append(ScoreRow("longbench", task, f"avg_{lang}", round(value, 2), 1, None, None, len(scores)))
+    return out
 
 
 def ruler_summary(rows: list[ScoreRow]) -> list[ScoreRow]:
@@ -207,7 +337,7 @@ def ruler_summary(rows: list[ScoreRow]) -> list[ScoreRow]:
 
 
 def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
-    path, _window = validate(cfg)
+    path, window = validate(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     _check_same_run(out, cfg)
@@ -217,7 +347,7 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    jobs = prepare(cfg, tokenizer, log)
+    jobs = prepare(cfg, tokenizer, log, window)
     rows: list[ScoreRow] = []
     if jobs:
         from longrecipe.evaluate.backends import make_backend
@@ -225,10 +355,15 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
         max_len = cfg.max_model_len or max(max(cfg.lengths), 1)
         backend = make_backend(cfg.backend, str(path), device=cfg.device, batch_size=cfg.batch_size,
                                max_model_len=max_len)
-        for job in jobs:
-            rows += score(job, predict(job, backend, out, cfg.batch_size, log))
+        queue = list(jobs)
+        while queue:
+            job = queue.pop(0)
+            preds = predict(job, backend, out, cfg.batch_size, log)
+            rows += score(job, preds)
+            if job.then is not None:
+                queue.insert(0, job.then(preds))
         del backend
-    rows += ruler_summary(rows)
+    rows += ruler_summary(rows) + longbench_summary(rows)
     if "general" in cfg.suites:
         from longrecipe.evaluate.general import run_general
 

@@ -18,6 +18,12 @@ def build_report(runs: Sequence[str | Path], out: str | Path, target: int | None
     by_len = tables.ruler_by_length(df)
     if not by_len.empty:
         written += tables.write(by_len, out, "ruler_by_length", "RULER by context length")
+    lb = tables.longbench_by_category(df)
+    if not lb.empty:
+        written += tables.write(lb, out, "longbench_by_category", "LongBench by category and language")
+    lbe = tables.longbench_e_by_bucket(df)
+    if not lbe.empty:
+        written += tables.write(lbe, out, "longbench_e_by_bucket", "LongBench-E by length bucket")
     for run in sorted(df[df.suite == "niah"].run.unique()):
         written += plots.niah_heatmap(df, run, out)
     written += plots.ruler_vs_length(df, load.model_windows(runs), out, target)

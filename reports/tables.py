@@ -29,7 +29,7 @@ def table1(df: pd.DataFrame) -> pd.DataFrame:
     per_len = ruler[(ruler.task == "average") & ruler.context_length.notna()]
     if not per_len.empty:
         cols["RULER"] = _mean(per_len)
-    lb = df[(df.suite == "longbench") & (df.task == "average")]
+    lb = df[(df.suite == "longbench") & (df.task == "average") & (df.metric == "avg_en")]
     if not lb.empty:
         cols["LongBench"] = _mean(lb)
     general = df[df.suite == "general"]
@@ -56,6 +56,35 @@ def ruler_by_length(df: pd.DataFrame) -> pd.DataFrame:
             wide[name] = summary[key]
     if "Effective" in wide:
         wide["Effective"] = wide["Effective"].map(lambda v: "-" if not v or math.isnan(v) else str(int(v)))
+    wide.index.name = "run"
+    return wide
+
+
+LB_CATEGORIES = ("Single-Doc QA", "Multi-Doc QA", "Summarization", "Few-shot Learning", "Code Completion",
+                 "Synthetic Tasks")
+
+
+def longbench_by_category(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows = (run, language); columns = Avg and the six categories (LongBench's leaderboard layout)."""
+    lb = df[(df.suite == "longbench") & df.metric.isin(["avg_en", "avg_zh"])]
+    if lb.empty:
+        return pd.DataFrame()
+    lb = lb.assign(language=lb.metric.str[-2:], column=lb.task.replace({"average": "Avg"}))
+    wide = lb.pivot_table(index=["run", "language"], columns="column", values="value", aggfunc="mean")
+    wide = wide[[c for c in ("Avg", *LB_CATEGORIES) if c in wide.columns]]
+    wide.index = [f"{r} ({lang})" for r, lang in wide.index]
+    wide.index.name = "run (language)"
+    return wide
+
+
+def longbench_e_by_bucket(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows = run; columns = the LongBench-E length buckets (mean over its datasets)."""
+    e = df[df.suite == "longbench_e"]
+    if e.empty:
+        return pd.DataFrame()
+    names = {0: "0-4k", 4000: "4-8k", 8000: "8k+"}
+    wide = e.pivot_table(index="run", columns="context_length", values="value", aggfunc="mean")
+    wide.columns = [names.get(int(c), str(c)) for c in wide.columns]
     wide.index.name = "run"
     return wide
 

@@ -64,7 +64,7 @@ def test_niah_and_ruler_rows(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--model", "/no/such/model"], "no model at /no/such/model"),
     (["--model", "tiny", "--suite", "rulr"], "unknown suite 'rulr'"),
-    (["--model", "tiny", "--suite", "longbench"], "LongBench is not implemented yet"),
+    (["--model", "tiny", "--suite", "longbench"], "need --longbench-dir"),
     (["--model", "tiny", "--lengths", "1024"], "above the model's max_position_embeddings (256)"),
     (["--model", "tiny", "--ruler-tasks", "niah_single_9"], "unknown RULER task"),
 ])
@@ -127,3 +127,64 @@ def test_vllm_backend_agrees_with_hf(tmp_path):
         total += len(a)
     print(f"hf/vllm identical greedy answers: {same}/{total}")
     assert total >= 100 and same / total >= 0.95
+
+
+def _lb_record(dataset: str, i: int, **extra) -> dict:
+    base = {"input": f"Question {i}?", "context": "Some context words. " * (10 + 30 * i), "answers": [f"answer {i}"],
+            "length": [100, 5000, 9000][i % 3], "dataset": dataset, "language": "en", "all_classes": None,
+            "_id": f"{dataset}-{i}"}
+    return {**base, **extra}
+
+
+def test_longbench_suites(tmp_path):
+    data = tmp_path / "lb"
+    data.mkdir()
+    for name in ("hotpotqa", "passage_count"):
+        rows = [_lb_record(name, i) for i in range(3)]
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (data / f"{name}_e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trec = [_lb_record("trec", i, answers=["Number"], all_classes=["Number", "Location"]) for i in range(2)]
+    (data / "trec.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trec))
+    v2 = [{"_id": str(i), "domain": "d", "sub_domain": "s", "difficulty": ["easy", "hard"][i % 2],
+           "length": ["short", "medium", "long"][i % 3], "question": "Which?", "choice_A": "a", "choice_B": "b",
+           "choice_C": "c", "choice_D": "d", "answer": "B", "context": "text " * 50} for i in range(4)]
+    (data / "longbench_v2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in v2))
+    res = run_cli("eval", "--model", "tiny", "--suite", "longbench,longbench_e,longbench_v2", "--longbench-dir",
+                  str(data), "--out", str(tmp_path / "run"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    scores = json.loads((tmp_path / "run" / "results.json").read_text())["scores"]
+    v1 = {r["task"]: r for r in scores if r["suite"] == "longbench" and r["metric"] in ("qa_f1", "count",
+                                                                                         "classification")}
+    assert set(v1) == {"hotpotqa", "passage_count", "trec"} and all(r["n"] in (2, 3) for r in v1.values())
+    cats = {(r["task"], r["metric"]) for r in scores if r["suite"] == "longbench" and r["metric"].startswith("avg")}
+    assert ("Multi-Doc QA", "avg_en") in cats and ("average", "avg_en") in cats
+    e = sorted((r["task"], r["context_length"], r["n"]) for r in scores if r["suite"] == "longbench_e")
+    assert e == [("hotpotqa", 0, 1), ("hotpotqa", 4000, 1), ("hotpotqa", 8000, 1), ("passage_count", 0, 1),
+                 ("passage_count", 4000, 1), ("passage_count", 8000, 1)]
+    groups = {r["task"]: r for r in scores if r["suite"] == "longbench_v2"}
+    assert set(groups) == {"Overall", "Easy", "Hard", "Short", "Medium", "Long"} and groups["Overall"]["n"] == 4
+    # prompts were middle-truncated to the 256-token window minus the tokens to generate
+    preds = (tmp_path / "run" / "predictions" / "longbench" / "hotpotqa" / "na.jsonl").read_text().splitlines()
+    assert len(preds) == 3
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "hotpotqa.jsonl").write_text('{"input": 1}\n')
+    res = run_cli("eval", "--model", "tiny", "--suite", "longbench", "--longbench-dir", str(bad), "--out",
+                  str(tmp_path / "r2"))
+    assert res.returncode == 2 and "hotpotqa.jsonl:1: missing field 'context'" in res.stderr
+
+
+def test_longbench_v2_answer_parsing():
+    from longrecipe.tasks import longbench_v2 as v2
+
+    assert v2.extract_answer("The correct answer is (C).") == "C"
+    assert v2.extract_answer("**The correct answer is B**") == "B"
+    assert v2.extract_answer("I think C") is None
+    recs = [{"answer": "A", "difficulty": "easy", "length": "short"}, {"answer": "B", "difficulty": "hard",
+                                                                         "length": "long"}]
+    assert v2.summary(recs, ["A", None]) == {"Overall": 50.0, "Easy": 100.0, "Hard": 0.0, "Short": 100.0,
+                                             "Long": 0.0}
+    prompt = v2.fill(v2.TEMPLATE_0SHOT, {"context": " doc ", "question": "Q?", "choice_A": "a", "choice_B": "b",
+                                          "choice_C": "c", "choice_D": "d"})
+    assert prompt.startswith("Please read the following text and answer the question below.\n\n<text>\ndoc\n</text>")
+    assert prompt.endswith('Format your response as follows: "The correct answer is (insert answer here)".')

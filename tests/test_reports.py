@@ -121,3 +121,21 @@ def test_notebook_executes(runs):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     text = json.dumps(outputs)
     assert "NIAH(M)" in text and "image/png" in text and "error" not in {o.get("output_type") for o in outputs}
+
+
+def test_longbench_tables(tmp_path):
+    rows = [ScoreRow("longbench", "hotpotqa", "qa_f1", 40.0), ScoreRow("longbench", "Multi-Doc QA", "avg_en", 40.0),
+            ScoreRow("longbench", "average", "avg_en", 35.0), ScoreRow("longbench", "average", "avg_zh", 20.0),
+            ScoreRow("longbench", "Single-Doc QA", "avg_zh", 20.0)]
+    rows += [ScoreRow("longbench_e", "hotpotqa", "qa_f1", v, 1, lo) for lo, v in ((0, 50.0), (4000, 30.0),
+                                                                                  (8000, 10.0))]
+    res = Results(run_info("fixture", {}), ModelInfo("m", None, 256), "hf", tuple(rows))
+    (tmp_path / "lb").mkdir()
+    res.save(tmp_path / "lb" / "results.json")
+    assert run_cli("report", str(tmp_path / "lb"), "--out", str(tmp_path / "rep")).returncode == 0
+    cat = (tmp_path / "rep" / "longbench_by_category.md").read_text().splitlines()
+    assert cat[0] == "| run (language) | Avg | Single-Doc QA | Multi-Doc QA |"
+    assert cat[2] == "| lb (en) | **35.0** | - | 40.0 |" and cat[3] == "| lb (zh) | 20.0 | 20.0 | - |"
+    e = (tmp_path / "rep" / "longbench_e_by_bucket.md").read_text().splitlines()
+    assert e[0] == "| run | 0-4k | 4-8k | 8k+ |" and e[2] == "| lb | 50.0 | 30.0 | 10.0 |"
+    assert (tmp_path / "rep" / "table1.md").read_text().splitlines()[2] == "| lb | 35.0 |"

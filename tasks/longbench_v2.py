@@ -1,0 +1,58 @@
+"""LongBench v2: four-choice questions answered by generation; the answer is parsed from "The correct answer is
+(X)"; accuracy Overall / Easy / Hard / Short / Medium / Long, as THUDM/LongBench's pred.py and result.py.
+
+Optional chain of thought: a first pass (TEMPLATE_COT, 1024 new tokens) then an answer pass (TEMPLATE_COT_ANSWER,
+128 new tokens) that sees the reasoning. Middle truncation is in token ids, as the reference does for v2.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from longrecipe.tasks.longbench import middle_truncate
+from longrecipe.tasks.longbench_v2_spec import TEMPLATE_0SHOT, TEMPLATE_COT, TEMPLATE_COT_ANSWER
+
+TASK_VERSION = 1
+MAX_NEW_TOKENS = 128
+COT_NEW_TOKENS = 1024
+FIELDS = ("_id", "domain", "sub_domain", "difficulty", "length", "question", "choice_A", "choice_B", "choice_C",
+          "choice_D", "answer", "context")
+
+
+def fill(template: str, record: Mapping[str, Any], cot: str | None = None) -> str:
+    text = (template.replace("$DOC$", record["context"].strip()).replace("$Q$", record["question"].strip())
+            .replace("$C_A$", record["choice_A"].strip()).replace("$C_B$", record["choice_B"].strip())
+            .replace("$C_C$", record["choice_C"].strip()).replace("$C_D$", record["choice_D"].strip()))
+    return text.replace("$COT$", cot) if cot is not None else text
+
+
+def build_prompt(record: Mapping[str, Any], tokenizer: Any, max_length: int, cot: bool = False,
+                 reasoning: str | None = None) -> str:
+    """The (first or answer-pass) prompt, middle-truncated to max_length token ids."""
+    template = TEMPLATE_COT_ANSWER if reasoning is not None else (TEMPLATE_COT if cot else TEMPLATE_0SHOT)
+    text = fill(template, record, reasoning)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) > max_length:
+        text = tokenizer.decode(middle_truncate(ids, max_length), skip_special_tokens=True)
+    return text
+
+
+def extract_answer(response: str) -> str | None:
+    """'The correct answer is (X)', else 'The correct answer is X' (asterisks removed first); None if absent."""
+    response = response.replace("*", "")
+    match = re.search(r"The correct answer is \(([A-D])\)", response) or re.search(
+        r"The correct answer is ([A-D])", response)
+    return match.group(1) if match else None
+
+
+def summary(records: Sequence[Mapping[str, Any]], predictions: Sequence[str | None]) -> dict[str, float]:
+    """Accuracy (%, 1 decimal) overall and by difficulty (easy/hard) and length (short/medium/long)."""
+    groups: dict[str, list[int]] = {k: [] for k in ("Overall", "Easy", "Hard", "Short", "Medium", "Long")}
+    for rec, pred in zip(records, predictions):
+        hit = int(pred == rec["answer"])
+        groups["Overall"].append(hit)
+        groups["Easy" if rec["difficulty"] == "easy" else "Hard"].append(hit)
+        groups[{"short": "Short", "medium": "Medium"}.get(rec["length"], "Long")].append(hit)
+    return {k: round(100 * sum(v) / len(v), 1) for k, v in groups.items() if v}
