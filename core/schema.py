@@ -21,6 +21,7 @@ import json
 import platform
 import subprocess
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,9 +151,8 @@ def run_info(command: str, config: dict[str, Any], seed: int | None = None) -> R
                    seed=seed, hardware=hardware())
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read JSONL; a malformed line is a SchemaError with the file and line number."""
-    rows = []
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of every non-blank line; a malformed line is a SchemaError naming file and line."""
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
@@ -163,8 +163,12 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
                 raise SchemaError(f"{path}:{i}: malformed JSON line ({err.msg})") from None
             if not isinstance(row, dict):
                 raise SchemaError(f"{path}:{i}: expected a JSON object")
-            rows.append(row)
-    return rows
+            yield i, row
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read JSONL; a malformed line is a SchemaError with the file and line number."""
+    return [row for _, row in iter_jsonl(path)]
 
 
 def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:

@@ -200,20 +200,12 @@ def prepare_longbench(cfg: EvalConfig, tokenizer: Any, window: int) -> list[Job]
 
 
 def _load_v2(path: Path) -> list[dict]:
-    from longrecipe.schema import read_jsonl
     from longrecipe.tasks import longbench_v2 as v2
+    from longrecipe.tasks.longbench import checked_records
 
     if not path.is_file():
         raise FileNotFoundError(f"LongBench v2 data not found: {path} (JSONL of the original records)")
-    try:
-        records = read_jsonl(path)
-    except SchemaError as err:
-        raise ValueError(str(err)) from None
-    for i, r in enumerate(records, 1):
-        missing = [f for f in v2.FIELDS if f not in r]
-        if missing:
-            raise ValueError(f"{path}:{i}: missing field {missing[0]!r}")
-    return records
+    return checked_records(path, v2.FIELDS)
 
 
 def _read_done(path: Path) -> dict[int, dict]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,16 +20,12 @@ def results_path(run: str | Path) -> Path:
 
 
 def read_results(run: str | Path) -> dict:
-    path = results_path(run)
+    from longrecipe.schema import Results, SchemaError  # no torch: the schema module is pure Python
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"{path}: no results file") from None
-    except json.JSONDecodeError as err:
-        raise ReportError(f"{path}: malformed JSON at line {err.lineno}: {err.msg}") from None
-    if data.get("schema_version") != 1 or not isinstance(data.get("scores"), list):
-        raise ReportError(f"{path}: not a v1 results file")
-    return data
+        return Results.load(results_path(run)).to_dict()
+    except SchemaError as err:
+        raise ReportError(str(err).replace("no such results file", "no results file")) from None
 
 
 def label(run: str | Path) -> str:

@@ -11,7 +11,6 @@ reference's decode-and-re-encode, which can drift by a few tokens.
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections import Counter
@@ -208,15 +207,16 @@ def load(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"LongBench data not found: {path} (one JSONL per dataset, original format)")
+    return checked_records(path, ("input", "context", "answers", "length"))
+
+
+def checked_records(path: Path, fields: Sequence[str]) -> list[dict]:
+    """JSONL records that all carry `fields`; else a one-line error with the file and line."""
+    from longrecipe.schema import iter_jsonl
+
     out = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{i}: malformed JSON line ({err.msg})") from None
-        missing = [f for f in ("input", "context", "answers", "length") if f not in rec]
+    for i, rec in iter_jsonl(path):
+        missing = [f for f in fields if f not in rec]
         if missing:
             raise ValueError(f"{path}:{i}: missing field {missing[0]!r}")
         out.append(rec)

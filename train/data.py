@@ -9,7 +9,6 @@ saved data state and reproduces the same stream.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,18 +38,13 @@ def load_texts(cfg: DataConfig) -> list[str]:
     path = Path(cfg.source)
     if not path.is_file():
         raise FileNotFoundError(f"data.source {cfg.source!r}: no such file (use 'python' or a JSONL path)")
+    from longrecipe.schema import iter_jsonl
+
     texts = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{i}: malformed JSON line ({err.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get(cfg.text_field), str):
-                raise ValueError(f"{path}:{i}: expected an object with a string field {cfg.text_field!r}")
-            texts.append(row[cfg.text_field])
+    for i, row in iter_jsonl(path):
+        if not isinstance(row.get(cfg.text_field), str):
+            raise ValueError(f"{path}:{i}: expected an object with a string field {cfg.text_field!r}")
+        texts.append(row[cfg.text_field])
     if not texts:
         raise ValueError(f"{path}: no documents")
     return texts
