@@ -73,6 +73,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from longrecipe.train.run import run_all
+
+    out = run_all(args.config, args.overrides)
+    print(f"run directory: {out} (model/, eval/, report/)")
+    return 0
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from longrecipe.train.merge import merge_models
 
@@ -220,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--score", choices=("logit", "logprob"), default="logit")
     sp.add_argument("--max-windows", type=int, default=64)
     sp.add_argument("--device", default=None)
+
+    sp = add("run", cmd_run, "train, then evaluate the result and the base model, then report (one run directory)")
+    sp.add_argument("--config", required=True, help="YAML config (train/configs/*.yaml)")
+    sp.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. eval.lengths=256,512")
 
     sp = add("merge", cmd_merge, "weighted parameter average of models of one architecture")
     sp.add_argument("models", nargs="+", help="model directories (the first one's config is kept)")

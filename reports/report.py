@@ -8,7 +8,8 @@ from pathlib import Path
 from longrecipe.reports import load, plots, tables
 
 
-def build_report(runs: Sequence[str | Path], out: str | Path, target: int | None = None) -> list[Path]:
+def build_report(runs: Sequence[str | Path], out: str | Path, target: int | None = None,
+                 train_logs: dict[str, Path] | None = None) -> list[Path]:
     out = Path(out)
     df = load.frame(runs)
     written: list[Path] = []
@@ -27,7 +28,7 @@ def build_report(runs: Sequence[str | Path], out: str | Path, target: int | None
     for run in sorted(df[df.suite == "niah"].run.unique()):
         written += plots.niah_heatmap(df, run, out)
     written += plots.ruler_vs_length(df, load.model_windows(runs), out, target)
-    written += plots.loss_curves(plots.train_logs(runs), out)
+    written += plots.loss_curves(plots.train_logs(runs) if train_logs is None else train_logs, out)
     written += plots.table1_bars(t1, out)
     df.to_csv(out / "scores.csv", index=False)
     written.append(out / "scores.csv")

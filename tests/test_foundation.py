@@ -7,7 +7,7 @@ import sys
 
 from conftest import ROOT, run_cli
 
-SUBCOMMANDS = ("tiny-base", "passkey", "train", "merge")
+SUBCOMMANDS = ("tiny-base", "passkey", "train", "run", "merge", "analyze", "eval", "report", "check")
 
 
 def test_import_evaluate_from_repo_root_is_huggingface():

@@ -156,3 +156,18 @@ def test_compiled_training_matches_eager(tmp_path):
     res = run_cli("train", "--config", CONFIG, f"out={tmp_path}", "train.steps=3", "train.compile=true", *SMALL)
     assert res.returncode == 0, res.stderr[-2000:]
     assert [r["loss"] for r in log(tmp_path)] == pytest.approx(PINNED["longrecipe"], abs=1e-3)
+
+
+def test_run_trains_evaluates_and_reports(tmp_path):
+    res = run_cli("run", "--config", CONFIG, f"out={tmp_path}", "train.steps=2", "train.batch_size=2",
+                  "train.train_length=128", "train.target_length=512", "train.threads=1", "eval.suites=passkey,niah",
+                  "eval.samples=4")
+    assert res.returncode == 0, res.stderr[-2000:]
+    for name in ("trained", "base"):
+        data = json.loads((tmp_path / "eval" / name / "results.json").read_text())
+        assert {r["context_length"] for r in data["scores"] if r["suite"] == "passkey"} == {256, 512}
+    assert json.loads((tmp_path / "eval" / "trained" / "results.json").read_text())["model"][
+        "max_position_embeddings"] == 512
+    for f in ("loss_curves.png", "niah_trained.png", "niah_base.png", "scores.csv"):
+        assert (tmp_path / "report" / f).is_file()
+    assert (tmp_path / "model" / "model.safetensors").is_file() and (tmp_path / "config.yaml").is_file()

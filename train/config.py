@@ -63,12 +63,25 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvalSection:
+    """What `longrecipe run` evaluates after training (ignored by `longrecipe train`)."""
+
+    suites: tuple[str, ...] = ("ruler", "niah", "passkey")
+    lengths: tuple[int, ...] = ()  # default: the native window doubled up to the target length
+    samples: int = 20
+    backend: Literal["hf", "vllm"] = "hf"
+    essay_dir: str | None = None
+    compare_base: bool = True
+
+
+@dataclass(frozen=True)
 class RunConfig:
     out: str = "runs/train"
     model: ModelConfig = field(default_factory=ModelConfig)
     rope: RopeConfig = field(default_factory=RopeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalSection = field(default_factory=EvalSection)
 
     def validate(self) -> RunConfig:
         t = self.train

@@ -1,0 +1,48 @@
+"""`longrecipe run`: train, then evaluate the result (and the base model), then report, in one run directory.
+
+Layout of `out`: config.yaml, train_log.jsonl, model/ (the trained model), eval/trained/ and eval/base/
+(predictions, results.json), report/ (tables and plots).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from longrecipe.train.recipe import load_config, run_training
+
+
+def default_lengths(native: int, target: int) -> tuple[int, ...]:
+    """native, 2 x native, ... up to the target (the target itself included)."""
+    out, n = [], native
+    while n < target:
+        out.append(n)
+        n *= 2
+    return (*out, target)
+
+
+def run_all(config_path: str, overrides: list[str] | tuple[str, ...] = (), log=print) -> Path:
+    from longrecipe import models
+    from longrecipe.evaluate.runner import EvalConfig, run_eval
+    from longrecipe.reports.report import build_report
+
+    cfg = load_config(config_path, overrides)
+    out = Path(cfg.out)
+    base_dir = models.resolve(cfg.model.path)
+    native = int(json.loads((base_dir / "config.json").read_text())["max_position_embeddings"])
+    lengths = cfg.eval.lengths or default_lengths(native, cfg.train.target_length)
+    log(f"[1/3] training {cfg.train.method} ({cfg.train.stage}) -> {out / 'model'}")
+    model = run_training(config_path, overrides)
+    runs = []
+    targets = [("trained", str(model))] + ([("base", cfg.model.path)] if cfg.eval.compare_base else [])
+    for name, path in targets:
+        log(f"[2/3] evaluating {name} at {', '.join(map(str, lengths))}")
+        ecfg = EvalConfig(model=path, out=str(out / "eval" / name), suites=cfg.eval.suites, lengths=tuple(lengths),
+                          backend=cfg.eval.backend, allow_extrapolation=True, samples=cfg.eval.samples,
+                          essay_dir=cfg.eval.essay_dir)
+        run_eval(ecfg, command=f"longrecipe run --config {config_path}", log=log)
+        runs.append(out / "eval" / name)
+    log(f"[3/3] report -> {out / 'report'}")
+    logs = {"trained": out / "train_log.jsonl"} if (out / "train_log.jsonl").exists() else {}
+    build_report(runs, out / "report", target=cfg.train.target_length, train_logs=logs)
+    return out
