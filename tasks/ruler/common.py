@@ -60,6 +60,14 @@ def source_hash(essay_dir: str | None) -> str:
     return hashlib.sha256(" ".join(words).encode()).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=64)
+def essay_sentences(essay_dir: str | None, n: int) -> tuple[str, ...]:
+    """Sentences of the first n haystack words (repeated when n exceeds the essays): shared by every sample."""
+    words = essay_words(essay_dir)
+    text = " ".join((words * (n // len(words) + 1))[:n]) if n > len(words) else " ".join(words[:n])
+    return tuple(split_sentences(text))
+
+
 @functools.lru_cache(maxsize=1)
 def wonderwords_lists() -> dict[str, tuple[str, ...]]:
     """nouns, adjectives and verbs from the pinned `wonderwords` package (RULER's word source)."""
@@ -127,10 +135,13 @@ def fit(build: Callable[[int], str], tokenizer: Any, budget: int, unit_tokens: f
             counts[n] = count_tokens(tokenizer, build(n))
         return counts[n]
 
-    if size(lo) > budget:
-        raise ValueError(f"the budget of {budget} tokens cannot hold the task's template and needles "
-                         f"({size(lo)} tokens with {lo} haystack units)")
+    def too_small() -> ValueError:
+        return ValueError(f"the budget of {budget} tokens cannot hold the task's template and needles "
+                          f"({size(lo)} tokens with {lo} haystack units)")
+
     if hint is None or hint < lo:
+        if size(lo) > budget:
+            raise too_small()
         probe = lo + max(1, int((budget - size(lo)) / max(unit_tokens, 1e-6)))
         slope = max((size(probe) - size(lo)) / (probe - lo), 1e-6)
         hint = lo + int((budget - size(lo)) / slope)
@@ -148,6 +159,8 @@ def fit(build: Callable[[int], str], tokenizer: Any, budget: int, unit_tokens: f
             cand = max(lo, start - step)
             if size(cand) <= budget:
                 good = cand
+            elif cand == lo:
+                raise too_small()
             else:
                 bad, step = cand, step * 2
     while bad - good > 1:
@@ -167,9 +180,14 @@ def record(tokenizer: Any, prompt: str, answer_prefix: str, outputs: list[str], 
     generate; plus the token position of the first answer in the input and that position as a depth fraction."""
     assert prompt.endswith(answer_prefix)
     text = prompt[: len(prompt) - len(answer_prefix)]
-    total = count_tokens(tokenizer, prompt)
+    enc = tokenizer(prompt, return_offsets_mapping=True)  # one pass: the length and the answer's token index
+    total = len(enc["input_ids"])
     at = text.find(outputs[0])
-    position = count_tokens(tokenizer, text[:at]) if at >= 0 else None
+    position = None
+    if at >= 0:
+        starts = [s for s, e in enc["offset_mapping"] if e > s or s > 0]
+        specials = total - len(starts)  # e.g. BOS, which has an empty offset span
+        position = specials + next((i for i, s in enumerate(starts) if s >= at), len(starts))
     return {"index": index, "input": text, "answer_prefix": answer_prefix, "outputs": list(outputs),
             "length": total + tokens_to_generate, "prompt_tokens": total, "max_new_tokens": tokens_to_generate,
             "answer_position": position,

@@ -23,9 +23,8 @@ def singular(text: str) -> str:
     return text.replace("Some", "A").replace("are all", "is").replace("are", "is").replace("answers", "answer")
 
 
-def _essay_context(words: tuple[str, ...], n: int, needles: list[str], depths: list[int]) -> str:
-    text = " ".join((words * (n // len(words) + 1))[:n]) if n > len(words) else " ".join(words[:n])
-    sents = C.split_sentences(text)
+def _essay_context(essay_dir: str | None, n: int, needles: list[str], depths: list[int]) -> str:
+    sents = C.essay_sentences(essay_dir, n)
     cuts = [0] + sorted(int(len(sents) * (d / 100)) for d in depths) + [len(sents)]
     pieces = []
     for i in range(1, len(cuts)):
@@ -48,7 +47,8 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
              essay_dir: str | None = None, wrap=lambda s: s) -> list[dict]:
     k = max(args["num_needle_k"], args["num_needle_q"])
     nv, nq, haystack = args["num_needle_v"], args["num_needle_q"], args["type_haystack"]
-    words = C.essay_words(essay_dir) if haystack == "essay" else ()
+    if haystack == "essay":
+        C.essay_words(essay_dir)  # a missing essay folder fails here, before any work
     template, prefix, type_v = TEMPLATE, ANSWER_PREFIX, args["type_needle_v"]
     if nq * nv == 1:
         template, prefix, type_v = singular(template), singular(prefix), type_v[:-1]
@@ -82,7 +82,7 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
 
         def build(n: int) -> str:
             if haystack == "essay":
-                context = _essay_context(words, n, needles, depths)
+                context = _essay_context(essay_dir, n, needles, depths)
             else:
                 context = _line_context(base(n), n, needles, np.random.default_rng([place_seed, n]))
             body = template.format(type_needle_v=type_v, context=context, query=query)
