@@ -83,6 +83,12 @@ def wonderwords_lists() -> dict[str, tuple[str, ...]]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _adjs_nouns() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    lists = wonderwords_lists()
+    return tuple(sorted(set(lists["adjs"]))), tuple(sorted(set(lists["nouns"])))
+
+
 def wonderwords_version() -> str:
     from importlib import metadata
 
@@ -97,11 +103,9 @@ class Draw:
 
     def __init__(self, rng: np.random.Generator):
         self.rng = rng
-        lists = wonderwords_lists()
         # RULER samples from sorted(set(adj-noun)); sampling adj and noun independently is the same
         # distribution without materialising ~6M pairs.
-        self.adjs = sorted(set(lists["adjs"]))
-        self.nouns = sorted(set(lists["nouns"]))
+        self.adjs, self.nouns = _adjs_nouns()
 
     def number(self, digits: int = 7) -> str:
         return str(int(self.rng.integers(10 ** (digits - 1), 10**digits)))

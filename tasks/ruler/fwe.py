@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import string
 from typing import Any
@@ -19,6 +20,7 @@ TOKENS_TO_GENERATE = 50
 CODED_WORDLEN = 6
 
 
+@functools.lru_cache(maxsize=16)
 def zeta(alpha: float, terms: int = 100_000) -> float:
     """Riemann zeta(alpha) for alpha > 1: partial sum plus the Euler-Maclaurin tail (error < 1e-12 here)."""
     n = terms

@@ -69,13 +69,14 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
         depths = [int(d) for d in rng.choice(C.DEPTHS, size=len(needles), replace=False)]
         pool_rng = np.random.default_rng(rng.integers(2**63))
         place_seed = int(rng.integers(2**63))
+        pool_draw = C.Draw(pool_rng)
         pool: list[str] = []  # distractor needles, drawn once in order so that size n reuses the first n
 
         def base(n: int) -> list[str]:
             if haystack == "noise":
                 return [C.NOISE] * n
             while len(pool) < n:
-                d = C.Draw(pool_rng)
+                d = pool_draw
                 pool.append(NEEDLE.format(type_needle_v=args["type_needle_v"], key=d.value(args["type_needle_k"]),
                                           value=d.value(args["type_needle_v"])))
             return pool[:n]
