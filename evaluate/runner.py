@@ -8,7 +8,6 @@ a failed run never replaces the results of a previous one.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from longrecipe import models
-from longrecipe.schema import ModelInfo, Results, SchemaError, ScoreRow, append_jsonl, read_jsonl, run_info
+from longrecipe.schema import ModelInfo, Results, ScoreRow, append_jsonl, read_jsonl, run_info
 
 SUITES = ("ruler", "niah", "passkey", "longbench", "longbench_e", "longbench_v2", "general")
 
@@ -367,5 +366,3 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
     results.save(out / "results.json")
     return out / "results.json"
 
-
-__all__ = ["EvalConfig", "run_eval", "SchemaError", "os"]

@@ -14,17 +14,14 @@ def build_report(runs: Sequence[str | Path], out: str | Path, target: int | None
     df = load.frame(runs)
     written: list[Path] = []
     t1 = tables.table1(df)
-    if not t1.empty:
-        written += tables.write(t1, out, "table1", "Long-context and general scores per run")
-    by_len = tables.ruler_by_length(df)
-    if not by_len.empty:
-        written += tables.write(by_len, out, "ruler_by_length", "RULER by context length")
-    lb = tables.longbench_by_category(df)
-    if not lb.empty:
-        written += tables.write(lb, out, "longbench_by_category", "LongBench by category and language")
-    lbe = tables.longbench_e_by_bucket(df)
-    if not lbe.empty:
-        written += tables.write(lbe, out, "longbench_e_by_bucket", "LongBench-E by length bucket")
+    for table, name, caption in (
+        (t1, "table1", "Long-context and general scores per run"),
+        (tables.ruler_by_length(df), "ruler_by_length", "RULER by context length"),
+        (tables.longbench_by_category(df), "longbench_by_category", "LongBench by category and language"),
+        (tables.longbench_e_by_bucket(df), "longbench_e_by_bucket", "LongBench-E by length bucket"),
+    ):
+        if not table.empty:  # a table only for the suites the runs hold
+            written += tables.write(table, out, name, caption)
     for run in sorted(df[df.suite == "niah"].run.unique()):
         written += plots.niah_heatmap(df, run, out)
     written += plots.ruler_vs_length(df, load.model_windows(runs), out, target)
