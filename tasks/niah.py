@@ -46,20 +46,9 @@ def _encode(tok: Any, text: str) -> list[int]:
 
 def haystack_tokens(tok: Any, essay_dir: str | None, max_length: int) -> list[int]:
     """The essays (or the built-in Python text), concatenated and repeated until `max_length` tokens."""
-    from longrecipe.tasks.ruler.common import SourceError
+    from longrecipe.tasks.ruler.common import essay_text
 
-    if essay_dir is None:
-        from longrecipe import corpus
-
-        text = corpus.text()
-    else:
-        from pathlib import Path
-
-        files = sorted(Path(essay_dir).glob("*.txt"))
-        if not files:
-            raise SourceError(f"no essays (*.txt) in {essay_dir}")
-        text = "".join(f.read_text(encoding="utf-8") for f in files)
-    unit = _encode(tok, text)
+    unit = _encode(tok, essay_text(essay_dir))
     return (unit * (max_length // max(len(unit), 1) + 1))[:max_length]
 
 

@@ -37,22 +37,26 @@ def split_sentences(text: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=8)
-def essay_words(essay_dir: str | None) -> tuple[str, ...]:
-    """The essay haystack as RULER builds it: all essays concatenated (sorted file names, no separator),
-    whitespace collapsed, split on spaces. None = the built-in fallback: natural text shipped with Python."""
+def essay_text(essay_dir: str | None) -> str:
+    """All essays concatenated (sorted file names, no separator), as RULER and NIAH read them.
+    None = the built-in fallback: natural text shipped with Python."""
     if essay_dir is None:
         from longrecipe import corpus
 
-        text = corpus.text()
-    else:
-        path = Path(essay_dir)
-        files = sorted(path.glob("*.txt")) if path.is_dir() else []
-        if not files:
-            raise SourceError(f"no essays (*.txt) in {essay_dir}: pass a folder of Paul Graham essays "
-                              f"(e.g. gkamradt/LLMTest_NeedleInAHaystack's PaulGrahamEssays), or none for the "
-                              f"built-in Python-docs fallback")
-        text = "".join(f.read_text(encoding="utf-8") for f in files)
-    return tuple(re.sub(r"\s+", " ", text).split(" "))
+        return corpus.text()
+    path = Path(essay_dir)
+    files = sorted(path.glob("*.txt")) if path.is_dir() else []
+    if not files:
+        raise SourceError(f"no essays (*.txt) in {essay_dir}: pass a folder of Paul Graham essays "
+                          f"(e.g. gkamradt/LLMTest_NeedleInAHaystack's PaulGrahamEssays), or none for the "
+                          f"built-in Python-docs fallback")
+    return "".join(f.read_text(encoding="utf-8") for f in files)
+
+
+@functools.lru_cache(maxsize=8)
+def essay_words(essay_dir: str | None) -> tuple[str, ...]:
+    """The essay haystack as RULER builds it: whitespace collapsed, split on spaces."""
+    return tuple(re.sub(r"\s+", " ", essay_text(essay_dir)).split(" "))
 
 
 def source_hash(essay_dir: str | None) -> str:
