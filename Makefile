@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
 
+# The paper's study at toy scale (~30-40 min on 2 cores); regenerates the report committed in docs/demo.
 demo: setup
-	$(BIN)/longrecipe passkey --model tiny
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/longrecipe demo --full-study --out runs/demo --report docs/demo
 
 lint: setup
 	$(BIN)/ruff check .

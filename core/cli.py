@@ -81,6 +81,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ratios(text: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions, got {text!r}") from None
+    if not out or not all(0 < r <= 1 for r in out):
+        raise argparse.ArgumentTypeError(f"expected fractions in (0, 1], got {text!r}")
+    return out
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from longrecipe.demo import DemoConfig, run_demo
+
+    kw = {k: v for k, v in (("out", args.out), ("report", args.report), ("essay_dir", args.essay_dir),
+                            ("backend", args.backend), ("stages", args.stages or args.full_study),
+                            ("ratios", args.ratios if args.ratios else (0.1, 0.2, 0.3, 0.4) if args.full_study
+                             else ()))}
+    if args.lengths:
+        kw["lengths"] = tuple(args.lengths)
+    if args.samples:
+        kw["samples"] = args.samples
+    cfg = DemoConfig.quick_config(**kw) if args.quick else DemoConfig(**kw)
+    report = run_demo(cfg)
+    print(f"report: {report}")
+    return 0
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from longrecipe.train.merge import merge_models
 
@@ -110,7 +137,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         samples=args.samples, seed=args.seed, essay_dir=args.essay_dir, qa_squad=args.qa_squad,
         qa_hotpot=args.qa_hotpot, ruler_tasks=tuple(t for t in (args.ruler_tasks or "").split(",") if t),
         niah_depths=args.niah_depths, batch_size=args.batch_size,
-        general_tasks=tuple(t for t in args.general_tasks.split(",") if t),
+        general_tasks=tuple(t for t in args.general_tasks.split(",") if t), general_max_length=args.general_max_length,
+        ppl_file=args.ppl_file,
         allow_code_execution=args.allow_code_execution, max_model_len=args.max_model_len, device=args.device,
         longbench_dir=args.longbench_dir, longbench_datasets=tuple(d for d in (args.longbench_datasets or "").split(",")
                                                                    if d),
@@ -177,8 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("eval", cmd_eval, "evaluate a model: prepare tasks, predict (resumable), score, write results.json")
     sp.add_argument("--model", required=True, help="model directory, or 'tiny'")
-    sp.add_argument("--suite", default="ruler", help="comma list of ruler, niah, passkey, longbench, longbench_e, "
-                    "longbench_v2, general")
+    sp.add_argument("--suite", default="ruler", help="comma list of ruler, niah, passkey, ppl, longbench, "
+                    "longbench_e, longbench_v2, general")
     sp.add_argument("--lengths", type=_lengths, default=[256], help="comma list of context lengths")
     sp.add_argument("--backend", choices=("hf", "vllm"), default="hf")
     sp.add_argument("--out", required=True, help="run directory (re-running the same command resumes)")
@@ -192,9 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ruler-tasks", default=None, help="comma list (default: all whose sources are available)")
     sp.add_argument("--niah-depths", type=int, default=11, help="NIAH depths per length (linspace 0-100)")
     sp.add_argument("--batch-size", type=int, default=8)
-    sp.add_argument("--general-tasks", default="longrecipe_cloze,longrecipe_passkey_short",
+    sp.add_argument("--general-tasks", default="longrecipe_cloze,longrecipe_passkey_short,longrecipe_heldout",
                     help="lm-eval task names for --suite general")
+    sp.add_argument("--general-max-length", type=int, default=None,
+                    help="lm-eval's window for the general suite (default: the model's max_position_embeddings)")
     sp.add_argument("--allow-code-execution", action="store_true", help="allow tasks that run generated code")
+    sp.add_argument("--ppl-file", default=None, help="JSONL of {\"text\"} rows for --suite ppl (default: held-out "
+                    "Python prose)")
     sp.add_argument("--max-model-len", type=int, default=None, help="vLLM max_model_len (default: longest length)")
     sp.add_argument("--longbench-dir", default=None, help="folder of LongBench JSONL files (original record format)")
     sp.add_argument("--longbench-datasets", default=None, help="comma list (default: every file present)")
@@ -232,6 +264,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("run", cmd_run, "train, then evaluate the result and the base model, then report (one run directory)")
     sp.add_argument("--config", required=True, help="YAML config (train/configs/*.yaml)")
     sp.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. eval.lengths=256,512")
+
+    sp = add("demo", cmd_demo, "the paper's study at toy scale: extend the embedded tiny model 256 -> 2048 with FLT, "
+             "PoSE, RandPos and LongRecipe, evaluate all of them and the base model, write the report")
+    sp.add_argument("--out", default="runs/demo", help="run directory (re-running resumes; default runs/demo)")
+    sp.add_argument("--report", default=None, help="report folder (default OUT/report)")
+    sp.add_argument("--quick", action="store_true", help="a few steps and samples of everything (CI, minutes)")
+    sp.add_argument("--stages", action="store_true", help="Table-3 view: general ability before replay, after "
+                    "replay, after merge")
+    sp.add_argument("--ratios", type=_ratios, default=None, help="token-ratio study, e.g. 0.1,0.2,0.3,0.4")
+    sp.add_argument("--full-study", action="store_true", help="--stages and --ratios 0.1,0.2,0.3,0.4")
+    sp.add_argument("--lengths", type=_lengths, default=None, help="evaluation lengths (default 256,512,1024,2048)")
+    sp.add_argument("--samples", type=int, default=None, help="samples per task and length")
+    sp.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"),
+                    help="folder of essays (*.txt) for essay haystacks (default: built-in Python text)")
+    sp.add_argument("--backend", choices=("hf", "vllm"), default="hf")
 
     sp = add("merge", cmd_merge, "weighted parameter average of models of one architecture")
     sp.add_argument("models", nargs="+", help="model directories (the first one's config is kept)")

@@ -25,6 +25,13 @@ DOC_MODULES = (
     "threading", "timeit", "tokenize", "traceback", "turtle", "typing", "unittest/case", "urllib/parse",
     "urllib/request", "uuid", "warnings", "wave", "weakref", "webbrowser", "zipfile",
 )
+# Never trained on (by the tiny base model or the demo): the held-out text of "general ability" perplexity.
+HELDOUT_MODULES = (
+    "bz2", "codeop", "concurrent/futures/_base", "doctest", "email/utils", "filecmp", "getopt", "graphlib",
+    "hashlib", "linecache", "locale", "lzma", "modulefinder", "pkgutil", "platform", "plistlib", "pstats", "pyclbr",
+    "reprlib", "runpy", "shelve", "ssl", "symtable", "sysconfig", "trace", "tracemalloc", "xml/dom/minidom",
+    "zipapp", "zipimport",
+)
 
 _WS = re.compile(r"\s+")
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -39,10 +46,10 @@ def _pydoc_paragraphs() -> list[str]:
     return out
 
 
-def _docstring_paragraphs() -> list[str]:
+def _docstring_paragraphs(modules: tuple[str, ...] = DOC_MODULES) -> list[str]:
     lib = Path(sysconfig.get_paths()["stdlib"])
     out: list[str] = []
-    for name in DOC_MODULES:
+    for name in modules:
         path = lib / f"{name}.py"
         if not path.exists():
             continue
@@ -58,8 +65,19 @@ def _docstring_paragraphs() -> list[str]:
 @functools.lru_cache(maxsize=1)
 def paragraphs() -> tuple[str, ...]:
     """Prose paragraphs (code blocks and grammar rules dropped), whitespace normalised, in a fixed order."""
+    return _prose(_pydoc_paragraphs() + _docstring_paragraphs())
+
+
+@functools.lru_cache(maxsize=1)
+def heldout_paragraphs() -> tuple[str, ...]:
+    """Prose of modules outside the training corpus (HELDOUT_MODULES), minus any paragraph the corpus holds."""
+    seen = set(paragraphs())
+    return tuple(p for p in _prose(_docstring_paragraphs(HELDOUT_MODULES)) if p not in seen)
+
+
+def _prose(raw: list[str]) -> tuple[str, ...]:
     keep = []
-    for p in _pydoc_paragraphs() + _docstring_paragraphs():
+    for p in raw:
         lines = p.splitlines()
         if any(line.startswith("   ") or line.startswith(">>>") for line in lines):
             continue  # code samples and grammar productions are not prose

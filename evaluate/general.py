@@ -3,8 +3,9 @@
 Task names pass through to lm-eval (mmlu, gsm8k, humaneval, ... for users who have their data). Offline, the
 project writes two local tasks of its own next to the run and registers them with lm-eval's TaskManager:
 `longrecipe_cloze` (multiple choice by log-likelihood: the true ending of a sentence from the Python docs against
-three endings of other sentences) and `longrecipe_passkey_short` (generation: a passkey at 128 tokens, exact
-match). Code-executing tasks run only with --allow-code-execution.
+three endings of other sentences), `longrecipe_passkey_short` (generation: a passkey at 128 tokens, exact
+match) and `longrecipe_heldout` (rolling log-likelihood of prose from stdlib modules that no training here uses:
+word and byte perplexity, bits per byte). Code-executing tasks run only with --allow-code-execution.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import numpy as np
 
 from longrecipe.schema import ScoreRow
 
-LOCAL_TASKS = ("longrecipe_cloze", "longrecipe_passkey_short")
+LOCAL_TASKS = ("longrecipe_cloze", "longrecipe_passkey_short", "longrecipe_heldout")
+# lm-eval reports these as they are (not fractions): never scaled to 0-100
+RAW_METRICS = frozenset({"word_perplexity", "byte_perplexity", "bits_per_byte", "perplexity"})
 CODE_TASKS = re.compile(r"^(humaneval|mbpp|ds1000|apps|instructhumaneval)", re.I)
 
 CLOZE_YAML = """task: longrecipe_cloze
@@ -67,6 +70,31 @@ metadata:
   version: 1.0
 """
 
+HELDOUT_YAML = """task: longrecipe_heldout
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{{{text}}}}"
+metric_list:
+  - metric: word_perplexity
+  - metric: byte_perplexity
+  - metric: bits_per_byte
+metadata:
+  version: 1.0
+"""
+
+
+def heldout_items(n: int = 40, per_doc: int = 4) -> list[dict]:
+    """`n` documents of `per_doc` consecutive held-out paragraphs (text no model here was trained on)."""
+    from longrecipe import corpus
+
+    paras = corpus.heldout_paragraphs()
+    return [{"text": " ".join(paras[i * per_doc : (i + 1) * per_doc])} for i in range(min(n, len(paras) // per_doc))]
+
 
 def cloze_items(n: int = 60, seed: int = 0) -> list[dict]:
     """Sentences of >= 10 words: context = the first 60 % of words; choices = its ending and 3 others'."""
@@ -95,7 +123,8 @@ def passkey_items(tokenizer: Any, n: int = 40, seed: int = 7) -> list[dict]:
 def write_local_tasks(folder: Path, tokenizer: Any) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, items, yaml in (("cloze", cloze_items(), CLOZE_YAML),
-                              ("passkey_short", passkey_items(tokenizer), PASSKEY_YAML)):
+                              ("passkey_short", passkey_items(tokenizer), PASSKEY_YAML),
+                              ("heldout", heldout_items(), HELDOUT_YAML)):
         data = folder / f"{name}.jsonl"
         data.write_text("".join(json.dumps(x) + "\n" for x in items))
         (folder / f"{name}.yaml").write_text(yaml.format(data=json.dumps(str(data.resolve()))))
@@ -103,7 +132,8 @@ def write_local_tasks(folder: Path, tokenizer: Any) -> Path:
 
 
 def to_rows(results: dict) -> list[ScoreRow]:
-    """lm-eval's results dict -> tidy rows (metric names without lm-eval's ',filter' suffix; values x100)."""
+    """lm-eval's results dict -> tidy rows (metric names without lm-eval's ',filter' suffix; fractions x100,
+    perplexities as they are)."""
     rows = []
     for task, metrics in results["results"].items():
         n = int(results.get("n-samples", {}).get(task, {}).get("effective", 0))
@@ -112,7 +142,9 @@ def to_rows(results: dict) -> list[ScoreRow]:
             if "," not in key or "_stderr" in key or not isinstance(value, (int, float)):
                 continue
             metric = key.split(",")[0]
-            rows.append(ScoreRow("general", task, metric, round(100 * float(value), 2), version, None, None, n))
+            scale = 1.0 if metric in RAW_METRICS else 100.0
+            rows.append(ScoreRow("general", task, metric, round(scale * float(value), 4 if scale == 1 else 2),
+                                 version, None, None, n))
     return rows
 
 
@@ -130,12 +162,15 @@ def run_general(cfg: Any, model_dir: Path, out: Path, log=print) -> list[ScoreRo
     tok = AutoTokenizer.from_pretrained(model_dir)
     folder = write_local_tasks(out / "general_tasks", tok)
     window = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings", 2048)
+    if getattr(cfg, "general_max_length", None):  # general ability at a fixed (e.g. the native) length
+        window = min(int(window), int(cfg.general_max_length))
     results = lm_eval.simple_evaluate(
         model="hf", model_args={"pretrained": str(model_dir), "max_length": int(window), "dtype": "float32",
                                 "device": cfg.device or "cpu"},
         tasks=list(cfg.general_tasks), task_manager=TaskManager(include_path=str(folder)),
         batch_size=cfg.batch_size, confirm_run_unsafe_code=cfg.allow_code_execution, log_samples=False,
-        random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed)
+        random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,
+        limit=getattr(cfg, "general_limit", None))
     rows = to_rows(results)
     log("general: " + ", ".join(f"{r.task}/{r.metric}={r.value}" for r in rows))
     return rows

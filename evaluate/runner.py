@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from longrecipe import models
 from longrecipe.schema import ModelInfo, Results, ScoreRow, append_jsonl, read_jsonl, run_info
 
-SUITES = ("ruler", "niah", "passkey", "longbench", "longbench_e", "longbench_v2", "general")
+SUITES = ("ruler", "niah", "passkey", "ppl", "longbench", "longbench_e", "longbench_v2", "general")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class EvalConfig:
     niah_depths: int = 11
     batch_size: int = 8
     general_tasks: tuple[str, ...] = ("longrecipe_cloze",)
+    general_max_length: int | None = None  # lm-eval's window for general tasks (default: the model's)
+    general_limit: int | None = None  # lm-eval's limit: the first N documents of each general task
+    ppl_file: str | None = None  # JSONL {"text"} for the ppl suite (default: held-out Python prose)
     allow_code_execution: bool = False
     max_model_len: int | None = None
     device: str | None = None
@@ -355,6 +358,10 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
                 queue.insert(0, job.then(preds))
         del backend
     rows += ruler_summary(rows) + longbench_summary(rows)
+    if "ppl" in cfg.suites:
+        from longrecipe.evaluate.perplexity import run_perplexity
+
+        rows += run_perplexity(path, cfg.lengths, device=cfg.device, text_file=cfg.ppl_file, log=log)
     if "general" in cfg.suites:
         from longrecipe.evaluate.general import run_general
 

@@ -46,8 +46,21 @@ def niah_heatmap(df: pd.DataFrame, run: str, out: Path) -> list[Path]:
 def ruler_vs_length(df: pd.DataFrame, windows: dict[str, int | None], out: Path,
                     target: int | None = None) -> list[Path]:
     r = df[(df.suite == "ruler") & (df.task == "average") & df.context_length.notna()]
+    return _vs_length(r, "RULER score (mean over tasks)", windows, out, target, "ruler_vs_length")
+
+
+def suite_vs_length(df: pd.DataFrame, suite: str, ylabel: str, windows: dict[str, int | None], out: Path,
+                    target: int | None = None, log_y: bool = False) -> list[Path]:
+    r = df[(df.suite == suite) & df.context_length.notna()]
+    return _vs_length(r, ylabel, windows, out, target, f"{suite}_vs_length", log_y)
+
+
+def _vs_length(r: pd.DataFrame, ylabel: str, windows: dict[str, int | None], out: Path, target: int | None,
+               name: str, log_y: bool = False) -> list[Path]:
+    """One line per run over context length (log2 x axis); dotted: model windows, dashed: the target."""
     if r.empty:
         return []
+    r = r.groupby(["run", "context_length"], as_index=False)["value"].mean()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for run, g in r.groupby("run"):
         g = g.sort_values("context_length")
@@ -55,19 +68,22 @@ def ruler_vs_length(df: pd.DataFrame, windows: dict[str, int | None], out: Path,
     ax.set_xscale("log", base=2)
     lengths = sorted(r.context_length.unique())
     ax.set_xticks(lengths, [str(int(n)) for n in lengths])
-    natives = {w for w in windows.values() if w}
-    for w in sorted(natives):
+    if log_y:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(0, 105)
+    top = ax.get_ylim()[1]
+    for w in sorted({w for w in windows.values() if w and w != target}):
         ax.axvline(w, color="grey", ls=":", lw=1)
-        ax.text(w, 101, f"window {w}", fontsize=7, ha="center", va="bottom", color="grey")
+        ax.text(w, top, f"window {w}", fontsize=7, ha="center", va="bottom", color="grey")
     if target:
         ax.axvline(target, color="black", ls="--", lw=1)
-        ax.text(target, 101, f"target {target}", fontsize=7, ha="center", va="bottom")
-    ax.set_ylim(0, 105)
+        ax.text(target, top, f"target {target}", fontsize=7, ha="center", va="bottom")
     ax.set_xlabel("context length (tokens, log2)")
-    ax.set_ylabel("RULER score (mean over tasks)")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, out, "ruler_vs_length")
+    return _save(fig, out, name)
 
 
 def loss_curves(logs: dict[str, Path], out: Path) -> list[Path]:
@@ -85,6 +101,7 @@ def loss_curves(logs: dict[str, Path], out: Path) -> list[Path]:
 
 
 def table1_bars(t1: pd.DataFrame, out: Path) -> list[Path]:
+    t1 = t1[[c for c in t1.columns if not tables.lower_is_better(c)]]  # scores only (0-100), no perplexities
     if t1.empty:
         return []
     ax = t1.T.plot.bar(figsize=(max(6, 1.3 * t1.shape[1] + 3), 4), rot=0)

@@ -20,7 +20,8 @@ def _mean(df: pd.DataFrame) -> pd.Series:
 
 def table1(df: pd.DataFrame) -> pd.DataFrame:
     """Rows = runs. NIAH(M): mean of the multi-needle RULER tasks over lengths; RULER: mean over lengths of the
-    per-length task means; LongBench: its average when present; then every general task's first metric."""
+    per-length task means; LongBench: its average when present; passkey: mean over lengths; held-out perplexity
+    at the longest length; then every general task's first metric."""
     cols: dict[str, pd.Series] = {}
     ruler = df[df.suite == "ruler"]
     niah_m = ruler[ruler.task.isin(NIAH_M)]
@@ -32,6 +33,13 @@ def table1(df: pd.DataFrame) -> pd.DataFrame:
     lb = df[(df.suite == "longbench") & (df.task == "average") & (df.metric == "avg_en")]
     if not lb.empty:
         cols["LongBench"] = _mean(lb)
+    passkey = df[df.suite == "passkey"]
+    if not passkey.empty:
+        cols["passkey"] = _mean(passkey)
+    ppl = df[(df.suite == "ppl") & df.context_length.notna()]
+    if not ppl.empty:
+        longest = int(ppl.context_length.max())
+        cols[f"perplexity@{longest}"] = _mean(ppl[ppl.context_length == longest])
     general = df[df.suite == "general"]
     for task, g in general.groupby("task", sort=True):
         metric = "acc" if "acc" in set(g.metric) else sorted(set(g.metric))[0]
@@ -56,6 +64,17 @@ def ruler_by_length(df: pd.DataFrame) -> pd.DataFrame:
             wide[name] = summary[key]
     if "Effective" in wide:
         wide["Effective"] = wide["Effective"].map(lambda v: "-" if not v or math.isnan(v) else str(int(v)))
+    wide.index.name = "run"
+    return wide
+
+
+def by_length(df: pd.DataFrame, suite: str) -> pd.DataFrame:
+    """Rows = runs; columns = context lengths (one score per length: passkey accuracy, perplexity)."""
+    r = df[(df.suite == suite) & df.context_length.notna()]
+    if r.empty:
+        return pd.DataFrame()
+    wide = r.pivot_table(index="run", columns="context_length", values="value", aggfunc="mean")
+    wide.columns = [int(c) for c in wide.columns]
     wide.index.name = "run"
     return wide
 
@@ -95,26 +114,44 @@ def niah_grid(df: pd.DataFrame, run: str) -> pd.DataFrame:
     return n.pivot_table(index="depth", columns="context_length", values="value", aggfunc="mean")
 
 
-def _bold_best(table: pd.DataFrame, wrap) -> pd.DataFrame:
+LOWER_IS_BETTER = ("perplexity", "bits_per_byte", "FLOPs", "wall", "tokens")
+
+
+def lower_is_better(column: object) -> bool:
+    """Perplexities and costs: the best value of such a column is its smallest."""
+    return any(key in str(column) for key in LOWER_IS_BETTER)
+
+
+def _bold_best(table: pd.DataFrame, wrap, lower: bool = False) -> pd.DataFrame:
+    """Best value of each column in bold (the smallest where `lower` or the column is a cost or a perplexity);
+    nothing where all values tie."""
     out = table.copy().astype(object)
     for col in table.columns:
         num = pd.to_numeric(table[col], errors="coerce")
-        if num.notna().sum() < 2 or col == "Effective":
+        if num.notna().sum() < 2 or num.nunique() < 2 or col == "Effective":
             out[col] = [_fmt(v) for v in table[col]]
             continue
-        best = num.max()
+        best = num.min() if lower or lower_is_better(col) else num.max()
         out[col] = [wrap(_fmt(v)) if pd.notna(n) and n == best else _fmt(v) for v, n in zip(table[col], num)]
     return out
 
 
 def _fmt(v: object) -> str:
     if isinstance(v, float):
-        return "-" if math.isnan(v) else f"{v:.1f}"
+        if math.isnan(v):
+            return "-"
+        if abs(v) >= 1e5:  # FLOPs, token counts
+            return f"{v:.3g}"
+        return f"{v:.2f}" if abs(v) < 10 and v != round(v) else f"{v:.1f}"  # bits per byte, FLOP ratios
     return str(v)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    t = _bold_best(table, lambda s: f"**{s}**")
+def _plain(table: pd.DataFrame) -> pd.DataFrame:
+    return table.apply(lambda col: [_fmt(v) for v in col]).astype(object) if not table.empty else table
+
+
+def to_markdown(table: pd.DataFrame, bold: bool = True, lower: bool = False) -> str:
+    t = _bold_best(table, lambda s: f"**{s}**", lower) if bold else _plain(table)
     head = [table.index.name or ""] + [str(c) for c in t.columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for idx, row in t.iterrows():
@@ -122,8 +159,8 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_latex(table: pd.DataFrame, caption: str) -> str:
-    t = _bold_best(table, lambda s: f"\\textbf{{{s}}}")
+def to_latex(table: pd.DataFrame, caption: str, bold: bool = True, lower: bool = False) -> str:
+    t = _bold_best(table, lambda s: f"\\textbf{{{s}}}", lower) if bold else _plain(table)
     esc = lambda s: str(s).replace("_", "\\_").replace("%", "\\%")  # noqa: E731
     cols = "l" + "r" * len(t.columns)
     lines = ["\\begin{table}[t]", "\\centering", f"\\caption{{{esc(caption)}}}", f"\\begin{{tabular}}{{{cols}}}",
@@ -136,12 +173,14 @@ def to_latex(table: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(table: pd.DataFrame, out: Path, name: str, caption: str) -> list[Path]:
-    """name.md, name.tex and name.csv (atomic writes)."""
+def write(table: pd.DataFrame, out: Path, name: str, caption: str, bold: bool = True,
+          lower: bool = False) -> list[Path]:
+    """name.md, name.tex and name.csv (atomic writes); `bold` marks the best value of each column (the smallest
+    where `lower`, e.g. perplexities)."""
     from longrecipe.io import write_text
 
     paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
-    write_text(paths[0], to_markdown(table))
-    write_text(paths[1], to_latex(table, caption))
+    write_text(paths[0], to_markdown(table, bold, lower))
+    write_text(paths[1], to_latex(table, caption, bold, lower))
     write_text(paths[2], table.to_csv())
     return paths

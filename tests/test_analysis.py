@@ -107,7 +107,7 @@ def test_impactful_samples_are_exact_and_sentence_aligned():
     sentences = {tuple(doc.ids[x:y].tolist()) for x, y in zip(bounds[:-1], bounds[1:])}
     rng = np.random.default_rng(0)
     for _ in range(5):
-        ids, pos, _ = b.sample(rng)
+        ids, pos, _, _ = b.sample(rng)
         lengths = seen[-1]
         assert len(ids) == len(pos) == 614 == sum(lengths) and max(pos) < 2048 and pos[0] == 0
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -130,7 +130,7 @@ def test_impactful_samples_are_exact_and_sentence_aligned():
 
 def test_digit_mode_keeps_only_digit_sentences():
     b, tok = builder("impactful", anchor_mode="digit", keep_other=0.0)
-    ids, pos, _ = b.sample(np.random.default_rng(1))
+    ids, pos, _, _ = b.sample(np.random.default_rng(1))
     runs = np.split(np.arange(len(ids)), np.flatnonzero(np.diff(pos) != 1) + 1)
     assert all(any(c.isdigit() for c in tok.decode([ids[i] for i in r])) for r in runs[:-1])
 

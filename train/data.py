@@ -19,6 +19,7 @@ import torch
 
 from longrecipe.train import positions as P
 from longrecipe.train.config import DataConfig, TrainConfig
+from longrecipe.train.loop import IGNORE
 
 SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
 
@@ -27,37 +28,55 @@ SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
 class Document:
     ids: np.ndarray  # token ids
     starts: np.ndarray  # token index where each sentence starts (0 first), sorted
+    loss: np.ndarray | None = None  # per token: is it a training target? (None: every token is)
 
 
 def load_texts(cfg: DataConfig) -> list[str]:
     """The text documents of a data source (one-line errors with the file and line for bad JSONL)."""
+    return [t for t, _ in load_documents(cfg)]
+
+
+def load_documents(cfg: DataConfig) -> list[tuple[str, list[tuple[int, int]] | None]]:
+    """(text, loss spans or None) per document. A JSONL row may name the character spans that are training
+    targets in `loss_spans` ([[start, end], ...], like a completion-only mask); without it every token is."""
     if cfg.source == "python":
         from longrecipe import corpus
 
-        return [corpus.text()]
+        return [(corpus.text(), None)]
     path = Path(cfg.source)
     if not path.is_file():
         raise FileNotFoundError(f"data.source {cfg.source!r}: no such file (use 'python' or a JSONL path)")
     from longrecipe.schema import iter_jsonl
 
-    texts = []
+    docs = []
     for i, row in iter_jsonl(path):
         if not isinstance(row.get(cfg.text_field), str):
             raise ValueError(f"{path}:{i}: expected an object with a string field {cfg.text_field!r}")
-        texts.append(row[cfg.text_field])
-    if not texts:
+        spans = row.get("loss_spans")
+        if spans is not None and not (isinstance(spans, list) and all(
+                isinstance(x, list) and len(x) == 2 and all(isinstance(v, int) for v in x) for x in spans)):
+            raise ValueError(f"{path}:{i}: loss_spans must be a list of [start, end] character offsets")
+        docs.append((row[cfg.text_field], [tuple(x) for x in spans] if spans is not None else None))
+    if not docs:
         raise ValueError(f"{path}: no documents")
-    return texts
+    return docs
 
 
-def tokenize_document(tokenizer: Any, text: str) -> Document:
-    """Token ids of `text` and the token indices where its sentences start (from the tokens' char offsets)."""
+def tokenize_document(tokenizer: Any, text: str, loss_spans: list[tuple[int, int]] | None = None) -> Document:
+    """Token ids of `text`, the token indices where its sentences start (from the tokens' char offsets), and
+    which tokens are targets when `loss_spans` is given (a token is one when it overlaps a span)."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = np.asarray(enc["input_ids"], dtype=np.int64)
-    token_starts = np.asarray([s for s, _ in enc["offset_mapping"]])
+    offsets = np.asarray(enc["offset_mapping"]).reshape(-1, 2)
+    token_starts = offsets[:, 0]
     ends = [m.end() for m in SENTENCE_END.finditer(text)]
     starts = np.unique(np.concatenate([[0], np.searchsorted(token_starts, ends)]))
-    return Document(ids=ids, starts=starts[starts < len(ids)])
+    loss = None
+    if loss_spans is not None:
+        loss = np.zeros(len(ids), dtype=bool)
+        for a, b in loss_spans:
+            loss |= (offsets[:, 0] < b) & (offsets[:, 1] > a)
+    return Document(ids=ids, starts=starts[starts < len(ids)], loss=loss)
 
 
 def segments_in(doc: Document, lo: int, hi: int) -> list[int]:
@@ -92,53 +111,57 @@ class SampleBuilder:
         doc = long[int(rng.integers(len(long)))]
         return doc, int(rng.integers(0, len(doc.ids) - length + 1))
 
-    def sample(self, rng: np.random.Generator) -> tuple[list[int], list[int], list[int] | None]:
-        """(input ids, position ids, document ids or None) of one row."""
+    def sample(self, rng: np.random.Generator) -> tuple[list[int], list[int], list[int] | None, list[bool] | None]:
+        """(input ids, position ids, document ids or None, loss mask or None) of one row."""
+        if self.train.stage == "replay":
+            return (*self._packed(rng), None)
+        doc, idx, pos = self._select(rng)
+        return doc.ids[idx].tolist(), pos, None, doc.loss[idx].tolist() if doc.loss is not None else None
+
+    def _select(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
+        """The document, the indices of its tokens that make the row, and their position ids."""
         t = self.train
         n = t.train_length
-        if t.stage == "replay":
-            return self._packed(rng)
         if t.method == "flt":
             doc, lo = self._window(rng, n)
-            return doc.ids[lo : lo + n].tolist(), P.flt_positions(n), None
+            return doc, np.arange(lo, lo + n), P.flt_positions(n)
         if t.method == "randpos":
             doc, lo = self._window(rng, n)
-            return doc.ids[lo : lo + n].tolist(), P.randpos_positions(n, t.target_length, rng), None
+            return doc, np.arange(lo, lo + n), P.randpos_positions(n, t.target_length, rng)
         if t.method == "pose":
             doc, lo = self._window(rng, t.target_length)
             pos = P.pose_positions(n, t.target_length, rng)
             split = next((i for i in range(1, n) if pos[i] != pos[i - 1] + 1), n)
             # chunk 2 is cropped from later in the same window (the reference's rt2 ~ U[len_chunk, len_input])
             end2 = lo + int(rng.integers(n, t.target_length + 1))
-            ids = np.concatenate([doc.ids[lo : lo + split], doc.ids[end2 - (n - split) : end2]])
-            return ids.tolist(), pos, None
+            return doc, np.concatenate([np.arange(lo, lo + split), np.arange(end2 - (n - split), end2)]), pos
         if self.data.selection == "random":
             return self._random_selection(rng)
         if self.data.selection == "impactful":
             return self._impactful(rng)
         doc, lo = self._window(rng, n)
-        segs = segments_in(doc, lo, lo + n)
-        return doc.ids[lo : lo + n].tolist(), self._positions(segs, rng), None
+        return doc, np.arange(lo, lo + n), self._positions(segments_in(doc, lo, lo + n), rng)
 
     def _positions(self, segments: list[int], rng: np.random.Generator) -> list[int]:
         return P.longrecipe_positions(segments, self.train.target_length, rng, self.data.max_gap)
 
-    def _random_selection(self, rng: np.random.Generator) -> tuple[list[int], list[int], None]:
+    def _random_selection(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
         """Keep each sentence of a target-length window with probability keep_prob until train_length tokens."""
         t, n = self.train, self.train.train_length
         doc, lo = self._window(rng, t.target_length)
         segs = segments_in(doc, lo, lo + t.target_length)
         starts = lo + np.concatenate([[0], np.cumsum(segs)[:-1]])
-        ids, lengths = [], []
+        idx: list[int] = []
+        lengths: list[int] = []
         for a, ln in zip(starts, segs):
             if sum(lengths) < n and rng.random() < self.data.keep_prob:
                 take = min(ln, n - sum(lengths))
-                ids.extend(doc.ids[a : a + take].tolist())
+                idx.extend(range(a, a + take))
                 lengths.append(take)
         if sum(lengths) < n:  # too few sentences kept: top up from the window's end, contiguous
-            ids.extend(doc.ids[lo + t.target_length - (n - sum(lengths)) : lo + t.target_length].tolist())
+            idx.extend(range(lo + t.target_length - (n - sum(lengths)), lo + t.target_length))
             lengths.append(n - sum(lengths))
-        return ids, self._positions(lengths, rng), None
+        return doc, np.asarray(idx), self._positions(lengths, rng)
 
     def _anchored(self, doc_index: int) -> np.ndarray:
         """Per sentence of a document: does it carry an anchor (computed once per document)?"""
@@ -158,7 +181,7 @@ class SampleBuilder:
             self._anchor_cache[doc_index] = np.asarray(flags, dtype=bool)
         return self._anchor_cache[doc_index]
 
-    def _impactful(self, rng: np.random.Generator) -> tuple[list[int], list[int], None]:
+    def _impactful(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
         """LongRecipe selection: from a random sentence on, keep anchor sentences (others with probability
         keep_other) until exactly train_length tokens; positions jump between the kept sentences."""
         n = self.train.train_length
@@ -170,15 +193,15 @@ class SampleBuilder:
                              "data.keep_other")
         bounds = np.concatenate([doc.starts, [len(doc.ids)]])
         s = int(rng.integers(len(flags)))
-        ids: list[int] = []
+        idx: list[int] = []
         lengths: list[int] = []
-        while len(ids) < n:  # walk on (wrapping around): upsamples kept sentences when a document is short
+        while len(idx) < n:  # walk on (wrapping around): upsamples kept sentences when a document is short
             if flags[s] or rng.random() < self.data.keep_other:
-                piece = doc.ids[bounds[s] : bounds[s + 1]][: n - len(ids)].tolist()
-                ids += piece
+                piece = range(bounds[s], min(bounds[s + 1], bounds[s] + n - len(idx)))
+                idx.extend(piece)
                 lengths.append(len(piece))
             s = (s + 1) % len(flags)
-        return ids, self._positions(lengths, rng), None
+        return doc, np.asarray(idx), self._positions(lengths, rng)
 
     def _packed(self, rng: np.random.Generator) -> tuple[list[int], list[int], list[int]]:
         """Replay rows: short documents packed whole (the last one cut), positions restarting at 0 per document."""
@@ -197,7 +220,11 @@ class SampleBuilder:
         rng = np.random.default_rng([seed, step, micro, rank])
         rows = [self.sample(rng) for _ in range(size)]
         ids = torch.tensor([r[0] for r in rows], dtype=torch.long)
-        out = {"input_ids": ids, "position_ids": torch.tensor([r[1] for r in rows]), "labels": ids.clone()}
+        labels = ids.clone()
+        for i, r in enumerate(rows):
+            if r[3] is not None:  # completion-only rows: tokens outside the loss spans are not targets
+                labels[i, ~torch.tensor(r[3], dtype=torch.bool)] = IGNORE
+        out = {"input_ids": ids, "position_ids": torch.tensor([r[1] for r in rows]), "labels": labels}
         if rows[0][2] is not None:
             out["doc_ids"] = torch.tensor([r[2] for r in rows])
         return out
@@ -214,7 +241,7 @@ def build(tokenizer: Any, data: DataConfig, train: TrainConfig) -> SampleBuilder
             texts = load_texts(data)
         short = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         return SampleBuilder([], data, train, tokenizer.bos_token_id, [s for s in short if s])
-    docs = [tokenize_document(tokenizer, t) for t in load_texts(data)]
+    docs = [tokenize_document(tokenizer, t, spans) for t, spans in load_documents(data)]
     return SampleBuilder(docs, data, train, tokenizer.bos_token_id, decode=tokenizer.decode)
 
 

@@ -1,0 +1,255 @@
+"""`longrecipe demo`: the paper's study at toy scale, on the embedded tiny base model (native 256 -> 2048).
+
+Why one command: the study is only comparable when every method trains on the same data, sees the same number of
+training samples and is evaluated by the same harness; one command that does all of it (and resumes where it
+stopped) is what makes the comparison repeatable on a laptop CPU. Layout of `out`:
+
+    demo_config.json              the resolved settings of this run
+    data/long.jsonl               the long training documents (Python prose + retrieval documents)
+    train/<method>/               one `longrecipe train` run per training stage (config.yaml, train_log.jsonl, model/)
+    longrecipe/analysis/          impactful-token analysis of the base vs the PoSE-extended model
+    models/<run>/                 the final model of every run (LongRecipe: after replay and merge)
+    eval/<run>/                   predictions and results.json of every evaluated model
+    report/                       tables (md, tex, csv) and plots (png, svg)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BASELINES = ("flt", "pose", "randpos")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out: str = "runs/demo"
+    report: str | None = None  # where the report goes (default: OUT/report)
+    quick: bool = False
+    target: int = 2048
+    ratio: float = 0.3  # training length of PoSE, RandPos and LongRecipe as a fraction of the target
+    ratios: tuple[float, ...] = ()  # token-ratio study: LongRecipe at each ratio (FLT is the 100 % point)
+    stages: bool = False  # Table-3 view: general ability before replay, after replay, after merge
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 5e-4
+    rope: str = "ntk-at-target"
+    replay_steps: int = 40
+    replay_lr: float = 5e-5
+    merge_weight: float = 0.5  # weight of the extended model; the original model gets 1 - merge_weight
+    retrieval_docs: int = 256
+    analysis_windows: int = 32
+    lengths: tuple[int, ...] = (256, 512, 1024, 2048)
+    samples: int = 20
+    niah_depths: int = 11
+    general_limit: int | None = None
+    essay_dir: str | None = None
+    backend: str = "hf"
+    seed: int = 0
+
+    @classmethod
+    def quick_config(cls, **kw: Any) -> DemoConfig:
+        """A few steps and samples of everything: the whole pipeline in a few minutes (CI)."""
+        small = dict(quick=True, steps=4, batch_size=4, replay_steps=2, retrieval_docs=16, analysis_windows=2,
+                     lengths=(256, 512), samples=2, niah_depths=2, general_limit=8)
+        return cls(**{**small, **kw})
+
+    @property
+    def train_length(self) -> int:
+        return max(2, round(self.ratio * self.target))
+
+
+def _label(ratio: float) -> str:
+    return f"longrecipe-{round(100 * ratio)}pct"
+
+
+class Demo:
+    """The study's steps, each skipped when its output already exists (a re-run resumes)."""
+
+    def __init__(self, cfg: DemoConfig, log=print):
+        from longrecipe import models
+
+        self.cfg, self.log = cfg, log
+        self.out = Path(cfg.out)
+        self.base = models.resolve("tiny")
+        self.native = int(json.loads((self.base / "config.json").read_text())["max_position_embeddings"])
+        import longrecipe.train
+
+        self.configs = Path(longrecipe.train.__file__).parent / "configs"  # package data: train/configs/*.yaml
+        self.compute: dict[str, dict[str, float]] = {}
+
+    # ---------------------------------------------------------------- data
+    def data(self) -> Path:
+        path = self.out / "data" / "long.jsonl"
+        if not path.exists():
+            from transformers import AutoTokenizer
+
+            from longrecipe.train.longdocs import write_corpus
+
+            tok = AutoTokenizer.from_pretrained(self.base)
+            counts = write_corpus(path, tok, self.cfg.target, self.cfg.retrieval_docs, self.cfg.seed)
+            self.log(f"data: {counts['prose']} prose and {counts['retrieval']} retrieval documents -> {path}")
+        return path
+
+    # ---------------------------------------------------------------- training
+    def train(self, name: str, config: str, overrides: list[str]) -> Path:
+        """One `longrecipe train` stage into train/<name>; its compute is recorded under `name`."""
+        from longrecipe.train.recipe import load_config, run_training
+
+        out = self.out / "train" / name
+        args = [f"out={out}", *overrides]
+        model = out / "model"
+        if not (model / "config.json").exists():
+            self.log(f"train {name}")
+            run_training(str(self.configs / config), args)
+        cfg = load_config(str(self.configs / config), args)
+        self.compute[name] = self._train_compute(cfg, out, model)
+        return model
+
+    def _train_compute(self, cfg: Any, out: Path, model: Path) -> dict[str, float]:
+        from longrecipe.schema import read_jsonl
+        from longrecipe.train.flops import training_flops
+
+        conf = json.loads((model / "config.json").read_text())
+        rows = cfg.train.steps * cfg.train.batch_size * cfg.train.grad_accum
+        log = list(read_jsonl(out / "train_log.jsonl"))
+        return {"sequences": rows, "seq_len": cfg.train.train_length, "tokens": rows * cfg.train.train_length,
+                "flops": training_flops(conf, cfg.train.train_length, rows),
+                "wall_s": float(log[-1]["elapsed_s"]) if log else 0.0}
+
+    def _extension_overrides(self, length: int) -> list[str]:
+        c = self.cfg
+        return [f"data.source={self.data()}", f"train.target_length={c.target}", f"train.train_length={length}",
+                f"train.steps={c.steps}", f"train.batch_size={c.batch_size}", f"train.lr={c.lr}",
+                f"train.seed={c.seed}", f"rope.method={c.rope}", "train.save_every=25"]
+
+    def baselines(self) -> dict[str, Path]:
+        """FLT at the target length; PoSE and RandPos at `ratio` of it: the same number of samples each."""
+        c = self.cfg
+        out = {}
+        for method in BASELINES:
+            length = c.target if method == "flt" else c.train_length
+            out[method] = self.train(method, f"tiny_{method}.yaml", self._extension_overrides(length))
+        return out
+
+    def analysis(self, extended: Path) -> Path:
+        """Impactful tokens: base vs an extended model of the same family (here the PoSE-extended one)."""
+        out = self.out / "longrecipe" / "analysis"
+        if not (out / "token_types.json").exists():
+            from longrecipe.train.analysis import run
+
+            self.log("analysis: base vs PoSE-extended model")
+            t0 = time.time()
+            run("tiny", str(extended), str(self.data()), out, window=self.cfg.target,
+                max_windows=self.cfg.analysis_windows)
+            (out / "wall_s.txt").write_text(f"{time.time() - t0:.3f}\n")
+        return out / "token_types.json"
+
+    def longrecipe(self, ratio: float, anchors: Path) -> dict[str, Path]:
+        """Extension with impactful-sentence selection and jumping positions, replay, merge with the original."""
+        from longrecipe.train.merge import merge_models
+
+        c = self.cfg
+        name = _label(ratio)
+        length = max(2, round(ratio * c.target))
+        ext = self.train(f"{name}/extension", "tiny_longrecipe.yaml", [
+            *self._extension_overrides(length), "data.selection=impactful", f"data.anchors_from={anchors}"])
+        rep = self.train(f"{name}/replay", "tiny_replay.yaml", [
+            f"model.path={ext}", f"train.steps={c.replay_steps}", f"train.batch_size={c.batch_size}",
+            f"train.lr={c.replay_lr}", f"train.seed={c.seed}", f"train.train_length={self.native}",
+            f"train.target_length={self.native}"])
+        merged = self.out / "train" / name / "merged"
+        if not (merged / "config.json").exists():
+            merge_models([str(rep), str(self.base)], [c.merge_weight, 1 - c.merge_weight], merged)
+        return {"extension": ext, "replay": rep, "merged": merged}
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, name: str, model: Path | str, suites: tuple[str, ...]) -> Path:
+        from longrecipe.evaluate.runner import EvalConfig, run_eval
+
+        out = self.out / "eval" / name
+        if not (out / "results.json").exists():
+            c = self.cfg
+            self.log(f"eval {name}: {', '.join(suites)}")
+            ecfg = EvalConfig(
+                model=str(model), out=str(out), suites=suites, lengths=c.lengths, backend=c.backend,
+                allow_extrapolation=True, samples=c.samples, seed=c.seed + 42, essay_dir=c.essay_dir,
+                niah_depths=c.niah_depths, general_max_length=self.native, general_limit=c.general_limit,
+                general_tasks=("longrecipe_cloze", "longrecipe_passkey_short", "longrecipe_heldout"))
+            run_eval(ecfg, command="longrecipe demo" + (" --quick" if c.quick else ""), log=self.log)
+        return out
+
+    # ---------------------------------------------------------------- the whole study
+    def run(self) -> Path:
+        from longrecipe.io import write_json
+
+        c = self.cfg
+        saved = self.out / "demo_config.json"
+        if saved.exists():
+            old = json.loads(saved.read_text())
+            keep = ("report", "ratios", "stages")  # studies may be added to a finished run
+            diff = [k for k, v in dataclasses.asdict(c).items()
+                    if k not in keep and json.loads(json.dumps(v)) != old.get(k)]
+            if diff:
+                raise ValueError(f"{self.out} holds a demo run with other settings ({diff[0]} differs); "
+                                 f"use a new --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(saved, dataclasses.asdict(c))
+        t0 = time.time()
+        models = {"base": self.base, **self.baselines()}
+        anchors = self.analysis(models["pose"])
+        main = self.longrecipe(c.ratio, anchors)
+        models["longrecipe"] = main["merged"]
+        long_suites = ("ruler", "niah", "passkey", "ppl", "general")
+        runs = [self.evaluate(n, m, long_suites) for n, m in models.items()]
+        stage_runs = []
+        if c.stages:
+            for stage in ("extension", "replay"):
+                stage_runs.append(self.evaluate(f"longrecipe-{stage}", main[stage], ("passkey", "ppl", "general")))
+            stage_runs.append(runs[-1])
+        ratio_runs = []
+        for r in c.ratios:
+            if abs(r - c.ratio) < 1e-9:
+                ratio_runs.append((r, runs[-1]))
+                continue
+            ratio_runs.append((r, self.evaluate(_label(r), self.longrecipe(r, anchors)["merged"],
+                                                ("ruler", "passkey", "ppl"))))
+        self.compute["analysis"] = {"flops": self._analysis_flops(), "wall_s": self._analysis_wall()}
+        write_json(self.out / "compute.json", self.compute)
+        report = Path(c.report) if c.report else self.out / "report"
+        self._report(runs, stage_runs, ratio_runs, report)
+        self.log(f"demo finished in {(time.time() - t0) / 60:.1f} min; report in {report}")
+        return report
+
+    def _analysis_flops(self) -> float:
+        from longrecipe.train.flops import forward_flops
+
+        conf = json.loads((self.base / "config.json").read_text())
+        data = json.loads((self.out / "longrecipe" / "analysis" / "token_types.json").read_text())
+        return 2 * int(data["windows"]) * forward_flops(conf, int(data["window"]))  # H and H' forward passes
+
+    def _analysis_wall(self) -> float:
+        path = self.out / "longrecipe" / "analysis" / "wall_s.txt"
+        return float(path.read_text()) if path.exists() else 0.0
+
+    def _report(self, runs: list[Path], stage_runs: list[Path], ratio_runs: list[tuple[float, Path]],
+                out: Path) -> None:
+        from longrecipe.reports.report import build_report
+        from longrecipe.reports.study import write_study_tables
+
+        if out.exists() and self.cfg.report is None:
+            shutil.rmtree(out)  # the report is derived data: rebuilt whole from the results every time
+        logs = {name: self.out / "train" / name / "train_log.jsonl"
+                for name in (*BASELINES, f"{_label(self.cfg.ratio)}/extension")}
+        logs = {n.split("/")[0].replace(_label(self.cfg.ratio), "longrecipe"): p for n, p in logs.items()}
+        build_report(runs, out, target=self.cfg.target, train_logs=logs)
+        write_study_tables(self.compute, self.cfg.ratio, runs, stage_runs, ratio_runs, out)
+
+
+def run_demo(cfg: DemoConfig, log=print) -> Path:
+    return Demo(cfg, log).run()

@@ -1,0 +1,82 @@
+"""Long-context language modelling: perplexity of held-out text at each context length (suite `ppl`).
+
+Why: it is the other half of how PI, YaRN and PoSE judge a context extension (perplexity at growing windows
+beside passkey retrieval), and it needs no fragile skill: a model that cannot use positions beyond its window
+shows it at once (its perplexity explodes), one that was extended shows how well. The text is prose of stdlib
+modules that no training here uses (`corpus.heldout_paragraphs`), or a JSONL file of {"text"} rows. Each length
+L is scored on non-overlapping windows of L tokens (BOS first) cut from the concatenated text, every token of a
+window counted; PoSE and PI use a sliding window (stride 256) on PG-19/Proof-pile instead: cheaper here, and the
+same ordering between models. Every length scores the same tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from longrecipe.schema import ScoreRow
+
+TASK_VERSION = 1
+
+
+def token_stream(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    ids: list[int] = []
+    for t in texts:
+        ids += tokenizer(t, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+def heldout_texts(path: str | None = None) -> list[str]:
+    if path is None:
+        from longrecipe import corpus
+
+        return list(corpus.heldout_paragraphs())
+    from longrecipe.train.config import DataConfig
+    from longrecipe.train.data import load_texts
+
+    return load_texts(DataConfig(source=path))
+
+
+@torch.no_grad()
+def window_nll(model: Any, windows: torch.Tensor, batch_size: int = 4) -> tuple[float, int]:
+    """Summed next-token NLL over every window (rows of `windows`) and the number of predicted tokens."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for i in range(0, len(windows), batch_size):
+        ids = windows[i : i + batch_size].to(device)
+        mask = torch.ones_like(ids)  # explicit: no packed-document inference from position ids
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
+        total += float(nll)
+        count += ids[:, 1:].numel()
+    return total, count
+
+
+def run_perplexity(model_dir: str | Path, lengths: Sequence[int], device: str | None = None,
+                   windows_at_longest: int = 8, text_file: str | None = None, log=print) -> list[ScoreRow]:
+    """Every length scores the same tokens (the first `windows_at_longest` x max(lengths) of the text), so the
+    lengths differ only in how much context each token has."""
+    from longrecipe import models
+    from longrecipe.evaluate.hf_backend import load_model
+
+    model, tok = load_model(models.resolve(str(model_dir)), device=device)
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    stream = token_stream(tok, heldout_texts(text_file))
+    budget = min(len(stream), windows_at_longest * (max(lengths) - len(bos)))
+    rows = []
+    for n in lengths:
+        body = n - len(bos)
+        k = budget // body
+        if k == 0:
+            log(f"note: ppl at {n}: the held-out text has only {len(stream)} tokens; skipped")
+            continue
+        chunks = torch.tensor([bos + stream[j * body : (j + 1) * body] for j in range(k)])
+        nll, count = window_nll(model, chunks)
+        rows.append(ScoreRow("ppl", "heldout", "perplexity", round(math.exp(nll / count), 4), TASK_VERSION, n,
+                             None, k))
+    log("ppl: " + ", ".join(f"{r.context_length}={r.value:.2f}" for r in rows))
+    return rows

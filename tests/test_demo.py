@@ -1,0 +1,255 @@
+"""The demo: FLOPs counted by hand, the long training documents, the study tables, and `longrecipe demo --quick`
+end to end (every method trained, evaluated and present in the report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import run_cli
+
+from longrecipe.train.flops import forward_flops, linear_params, training_flops
+
+TINY = {"hidden_size": 128, "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 512,
+        "num_hidden_layers": 2, "vocab_size": 2048}
+
+
+def test_flops_by_hand():
+    # per layer: q,o 128x128 each + k,v 128x128 each (4 kv heads of 32) + 3 x 128x512 (SwiGLU) = 262,144
+    # 2 layers + LM head 128 x 2048 = 786,432 linear parameters
+    assert linear_params(TINY) == 786_432
+    # 256 tokens: 2 x 786,432 x 256 = 402,653,184; attention 2 x 2 x 2 layers x 256^2 x 128 / 2 = 33,554,432
+    assert forward_flops(TINY, 256) == 436_207_616
+    # training = 3 forwards; 8 rows
+    assert training_flops(TINY, 256, 8) == 3 * 8 * 436_207_616
+    # grouped-query attention: 1 KV head shrinks k and v to 128 x 32 each
+    assert linear_params({**TINY, "num_key_value_heads": 1}) == 786_432 - 2 * 2 * 128 * 96
+
+
+def test_flops_grow_quadratically_only_in_attention():
+    short, long = forward_flops(TINY, 614), forward_flops(TINY, 2048)
+    linear = 2 * 786_432
+    assert long - linear * 2048 == pytest.approx((2048 / 614) ** 2 * (short - linear * 614))
+
+
+def test_long_documents(tiny):
+    from longrecipe.train.longdocs import KV_NEEDLE, prose_documents, retrieval_document
+
+    model, tok = tiny
+    rng = np.random.default_rng(0)
+    doc, spans = retrieval_document(tok, 600, rng, needle_every=100)
+    assert len(tok(doc, add_special_tokens=False)["input_ids"]) >= 600
+    # every question's answer is the value of a needle placed before it
+    import re
+
+    needles = {m.group(1): (m.start(), m.group(2)) for m in re.finditer(KV_NEEDLE.replace(".", r"\.").format(
+        key=r"(\S+)", value=r"(\d+)"), doc)}
+    queries = list(re.finditer(r"The special magic number for (\S+) mentioned in the provided text is (\d+)\.", doc))
+    assert len(queries) >= 3
+    for q in queries:
+        start, value = needles[q.group(1)]
+        assert start < q.start() and value == q.group(2)
+    key = re.search(r"The pass key is (\d+)\. Remember it\.", doc).group(1)  # one needle is a pass key
+    assert all(m == key for m in re.findall(r"What is the pass key\? The pass key is (\d+)\.", doc))
+    # the loss spans are exactly the answers ("1234567.") that end the questions, nothing else
+    answers = [doc[a:b] for a, b in spans]
+    assert len(answers) == len(queries) + doc.count("What is the pass key?")
+    assert all(re.fullmatch(r"\d+\.", a) for a in answers)
+    assert [q.group(2) + "." for q in queries] == [a for a in answers if len(a) == 8]
+    prose = prose_documents(tok, 2048)
+    assert len(prose) > 10 and all(len(tok(p)["input_ids"]) >= 2048 for p in prose[:3])
+
+
+def test_heldout_text_is_not_in_the_training_corpus():
+    from longrecipe import corpus
+
+    held = corpus.heldout_paragraphs()
+    train = set(corpus.paragraphs())
+    assert len(held) > 100 and not (set(held) & train)
+    assert not set(corpus.HELDOUT_MODULES) & set(corpus.DOC_MODULES)
+
+
+def _results(folder: Path, rows: list[tuple]) -> Path:
+    from longrecipe.schema import ModelInfo, Results, ScoreRow, run_info
+
+    res = Results(run_info("fixture", {}), ModelInfo("tiny", None, 2048), "hf",
+                  tuple(ScoreRow(*r) for r in rows))
+    folder.mkdir(parents=True)
+    res.save(folder / "results.json")
+    return folder
+
+
+def test_compute_table_by_hand():
+    from longrecipe.reports.study import compute_table
+
+    compute = {"flt": {"sequences": 8, "seq_len": 2048, "tokens": 16384, "flops": 100.0, "wall_s": 10.0},
+               "pose": {"sequences": 8, "seq_len": 614, "tokens": 4912, "flops": 25.0, "wall_s": 3.0},
+               "longrecipe-30pct/extension": {"sequences": 8, "seq_len": 614, "tokens": 4912, "flops": 25.0,
+                                              "wall_s": 3.0},
+               "longrecipe-30pct/replay": {"sequences": 4, "seq_len": 256, "tokens": 1024, "flops": 4.0,
+                                           "wall_s": 1.0},
+               "analysis": {"flops": 1.0, "wall_s": 0.5}}
+    t = compute_table(compute, 0.3)
+    assert list(t.index) == ["flt", "pose", "longrecipe"]
+    assert t.loc["longrecipe", "FLOPs"] == 30.0 and t.loc["longrecipe", "wall s"] == 4.5
+    assert t.loc["longrecipe", "train tokens"] == 5936 and t.loc["longrecipe", "FLOPs vs FLT"] == 0.3
+    assert t.loc["pose", "FLOPs vs FLT"] == 0.25 and t.loc["longrecipe", "samples"] == 8
+
+
+def test_table3_and_token_ratio_tables(tmp_path):
+    from longrecipe.reports.study import table3, token_ratio_table
+
+    def general(cloze):
+        return [("general", "longrecipe_cloze", "acc", cloze, 1, None, None, 60),
+                ("general", "longrecipe_heldout", "bits_per_byte", 2.0 - cloze / 100, 1, None, None, 40)]
+
+    base = _results(tmp_path / "base", general(70.0))
+    ext = _results(tmp_path / "longrecipe-extension", general(40.0))
+    rep = _results(tmp_path / "longrecipe-replay", general(55.0))
+
+    def ruler(values):
+        rows = [("ruler", "average", "mean_over_tasks", v, 1, n, None, 11) for n, v in zip((256, 512), values)]
+        return rows + [("passkey", "passkey", "exact_match", values[0], 1, 256, None, 20)]
+
+    merged = _results(tmp_path / "longrecipe", general(65.0) + ruler((50.0, 30.0)))
+    t3 = table3(base, [ext, rep, merged])
+    assert list(t3.index) == ["original", "before replay", "after replay", "after merge"]
+    assert list(t3["longrecipe_cloze (acc)"]) == [70.0, 40.0, 55.0, 65.0]
+    r10 = _results(tmp_path / "longrecipe-10pct", ruler((20.0, 10.0)))
+    flt = _results(tmp_path / "flt", ruler((60.0, 40.0)))
+    tr = token_ratio_table([(0.3, merged), (0.1, r10)], flt)
+    assert list(tr.index) == ["LongRecipe 10%", "LongRecipe 30%", "FLT 100%"]
+    assert list(tr[512]) == [10.0, 30.0, 40.0] and list(tr["passkey@256"]) == [20.0, 50.0, 60.0]
+
+
+def test_lower_is_better_columns_bold_their_minimum():
+    from longrecipe.reports.tables import to_markdown
+
+    t = pd.DataFrame({"acc": [50.0, 60.0], "bits_per_byte": [1.25, 1.5]}, index=["a", "b"])
+    md = to_markdown(t)
+    assert "| a | 50.0 | **1.25** |" in md and "| b | **60.0** | 1.50 |" in md
+
+
+def test_demo_quick_end_to_end(tmp_path):
+    """`longrecipe demo --quick`: every method trained (LongRecipe with analysis, replay and merge), every model
+    evaluated, and the report holds every method in its tables and plots."""
+    out = tmp_path / "demo"
+    res = run_cli("demo", "--quick", "--out", str(out), "--stages", timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rep = out / "report"
+    methods = ("base", "flt", "pose", "randpos", "longrecipe")
+    for name in ("table1", "ruler_by_length", "compute", "table3"):
+        for ext in ("md", "tex", "csv"):
+            assert (rep / f"{name}.{ext}").is_file(), name
+    table1 = (rep / "table1.md").read_text()
+    ruler = (rep / "ruler_by_length.md").read_text()
+    for m in methods:
+        assert f"| {m} |" in table1 and f"| {m} |" in ruler, m
+        assert (rep / f"niah_{m}.png").stat().st_size > 5_000
+    compute = (rep / "compute.md").read_text()
+    for m in ("flt", "pose", "randpos", "longrecipe"):
+        assert f"| {m} |" in compute
+    for plot in ("ruler_vs_length", "loss_curves", "table1_bars"):
+        assert (rep / f"{plot}.png").stat().st_size > 5_000 and (rep / f"{plot}.svg").is_file()
+    # the general suite at the native length: held-out perplexity and the short tasks, for every model
+    assert "longrecipe_heldout" in table1 and "longrecipe_cloze" in table1
+    assert "after merge" in (rep / "table3.md").read_text()
+    # every run wrote its resolved config; LongRecipe used the analysis' anchors and the same sample count
+    conf = json.loads((out / "demo_config.json").read_text())
+    assert conf["quick"] is True
+    import yaml
+
+    lr = yaml.safe_load((out / "train" / "longrecipe-30pct" / "extension" / "config.yaml").read_text())
+    assert lr["data"]["selection"] == "impactful" and lr["data"]["anchors_from"].endswith("token_types.json")
+    flt = yaml.safe_load((out / "train" / "flt" / "config.yaml").read_text())
+    assert flt["train"]["train_length"] == 2048 and lr["train"]["train_length"] == 614
+    assert flt["train"]["steps"] * flt["train"]["batch_size"] == lr["train"]["steps"] * lr["train"]["batch_size"]
+    merged = json.loads((out / "train" / "longrecipe-30pct" / "merged" / "config.json").read_text())
+    assert merged["max_position_embeddings"] == 2048
+    # a second run resumes: nothing is retrained or re-evaluated, the report is rebuilt identically
+    before = (rep / "table1.md").read_text()
+    res2 = run_cli("demo", "--quick", "--out", str(out), "--stages", timeout=600)
+    assert res2.returncode == 0 and "train flt" not in res2.stdout and "eval base" not in res2.stdout
+    assert (rep / "table1.md").read_text() == before
+
+
+def test_demo_refuses_a_run_directory_with_other_settings(tmp_path):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "demo_config.json").write_text(json.dumps({"steps": 999}))
+    res = run_cli("demo", "--quick", "--out", str(out))
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "other settings" in res.stderr
+    assert json.loads((out / "demo_config.json").read_text()) == {"steps": 999}  # untouched
+
+
+def test_demo_rejects_bad_ratios():
+    res = run_cli("demo", "--quick", "--ratios", "0.3,1.5")
+    assert res.returncode == 2 and "fractions in (0, 1]" in res.stderr
+
+
+def test_loss_spans_make_completion_only_labels(tmp_path, tiny):
+    """A JSONL row's loss_spans: only tokens overlapping them are targets, in every method's rows."""
+    from longrecipe.train.config import DataConfig, TrainConfig
+    from longrecipe.train.data import build
+    from longrecipe.train.loop import IGNORE
+
+    _, tok = tiny
+    text = " ".join(f"Sentence number {i} is here." for i in range(200))
+    spans = [[m, m + 3] for m in range(0, len(text), 97)]
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"text": text, "loss_spans": spans}) + "\n")
+    data = DataConfig(source=str(path))
+    for method, length in (("flt", 256), ("pose", 64), ("randpos", 64), ("longrecipe", 64)):
+        b = build(tok, data, TrainConfig(method=method, target_length=256, train_length=length))
+        batch = b.batch(0, 0, 0, 0, 4)
+        kept = batch["labels"] != IGNORE
+        assert 0 < int(kept.sum()) < kept.numel() // 4, method
+        assert torch.equal(batch["labels"][kept], batch["input_ids"][kept])
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    flags = [any(a < e and o > s for s, e in spans) for a, o in enc["offset_mapping"]]
+    rows = build(tok, data, TrainConfig(method="flt", target_length=256, train_length=256)).batch(0, 0, 0, 0, 1)
+    ids = rows["input_ids"][0].tolist()
+    lo = next(i for i in range(len(enc["input_ids"])) if enc["input_ids"][i : i + 256] == ids)
+    assert (rows["labels"][0] != IGNORE).tolist() == flags[lo : lo + 256]
+
+
+def test_malformed_loss_spans_are_one_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"text": "x " * 3000}) + "\n" + json.dumps({"text": "y", "loss_spans": [1, 2]}) + "\n")
+    res = run_cli("train", "--config", "train/configs/tiny_pose.yaml", f"out={tmp_path / 'o'}",
+                  f"data.source={path}", "train.steps=1")
+    assert res.returncode == 2 and f"{path}:2: loss_spans" in res.stderr
+
+
+def test_perplexity_by_length_by_hand(tiny_dir, tiny):
+    """ppl suite: every length scores the same tokens; the value is exp(mean next-token NLL) of its windows."""
+    import math
+
+    from longrecipe.evaluate.perplexity import heldout_texts, run_perplexity, token_stream
+
+    model, tok = tiny
+    rows = run_perplexity(tiny_dir, [256, 512], windows_at_longest=2, log=lambda s: None)
+    stream = token_stream(tok, heldout_texts())
+    budget = 2 * 511
+    assert [r.n for r in rows] == [budget // 255, budget // 511] == [4, 2]
+    nll, count = 0.0, 0
+    for j in range(4):
+        ids = torch.tensor([[tok.bos_token_id] + stream[j * 255 : (j + 1) * 255]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), -1)
+        nll -= float(logp.gather(1, ids[0, 1:, None]).sum())
+        count += 255
+    assert rows[0].value == pytest.approx(math.exp(nll / count), rel=1e-4)
+    assert rows[0].suite == "ppl" and rows[0].context_length == 256 and rows[0].metric == "perplexity"
+
+
+def test_base_model_perplexity_grows_beyond_its_window(tiny_dir):
+    from longrecipe.evaluate.perplexity import run_perplexity
+
+    short, long = run_perplexity(tiny_dir, [256, 2048], windows_at_longest=2, log=lambda s: None)
+    assert long.value > 1.15 * short.value  # measured: 361 at 256, 473 at 2048
