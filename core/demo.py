@@ -201,7 +201,7 @@ class Demo:
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(saved, dataclasses.asdict(c))
         t0 = time.time()
-        models = {"base": self.base, **self.baselines()}
+        models: dict[str, Path | str] = {"base": "tiny", **self.baselines()}
         anchors = self.analysis(models["pose"])
         main = self.longrecipe(c.ratio, anchors)
         models["longrecipe"] = main["merged"]
