@@ -72,6 +72,8 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["step"] for r in log(out)] == list(range(1, 31))
     assert [r["loss"] for r in log(out)] == [r["loss"] for r in log(ref)]
+    elapsed = [r["elapsed_s"] for r in log(out)]
+    assert elapsed == sorted(elapsed)  # wall time continues from the checkpoint (the run's cost is not undercounted)
 
 
 def test_two_processes_match_one(tmp_path):

@@ -145,13 +145,16 @@ def _check_same_config(out: Path, cfg: RunConfig) -> None:
         raise ValueError(f"{out} holds a run with a different config; resume with the same config or use a new out")
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """On resume, drop log lines past the checkpoint (they will be recomputed identically)."""
-    if path.exists():
-        import json
+def _truncate_log(path: Path, step: int) -> float:
+    """On resume, drop log lines past the checkpoint (they will be recomputed identically); returns the elapsed
+    seconds logged at the checkpoint, so that elapsed time (the run's wall-time cost) continues from there."""
+    if not path.exists():
+        return 0.0
+    import json
 
-        keep = [r for r in read_jsonl(path) if r["step"] <= step]
-        write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+    keep = [r for r in read_jsonl(path) if r["step"] <= step]
+    write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+    return float(keep[-1].get("elapsed_s", 0.0)) if keep else 0.0
 
 
 def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Path:
@@ -174,11 +177,11 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.95),
                             fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    start = 0
+    start, before = 0, 0.0
     if (ckpt := latest_checkpoint(out)) is not None:
         start = restore(ckpt, model, opt, sched)
         if dist.main:
-            _truncate_log(out / "train_log.jsonl", start)
+            before = _truncate_log(out / "train_log.jsonl", start)
     if t.compile:
         for layer in getattr(model, model.base_model_prefix).layers:
             layer.compile()
@@ -189,7 +192,7 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
             net, device_ids=[dist.local] if dist.device.type == "cuda" else None)
     bf16 = t.precision == "bf16" or (t.precision == "auto" and dist.device.type == "cuda")
     local = t.batch_size // dist.world
-    t0 = time.time()
+    t0 = time.time() - before
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc=f"train {t.method}", disable=not dist.main)
     board = _tensorboard(out) if t.tensorboard and dist.main else None
     for step in bar:
