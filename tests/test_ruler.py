@@ -204,3 +204,15 @@ def test_aggregate_reproduces_published_rows():
     assert ruler.aggregate({4096: 82.3, 8192: 78.4})["effective_length"] is None
     # per-task dicts are averaged over tasks first
     assert ruler.aggregate({256: {"a": 100.0, "b": 50.0}})["per_length"][256] == 75.0
+
+
+def test_tokenizer_hash_is_memoised_but_follows_added_tokens(tiny_dir):
+    from transformers import AutoTokenizer
+
+    from longrecipe.tasks.ruler import tokenizer_hash
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    first = tokenizer_hash(tok)
+    assert tokenizer_hash(tok) == first == tokenizer_hash(AutoTokenizer.from_pretrained(tiny_dir))
+    tok.add_tokens(["<extra-token>"])
+    assert tokenizer_hash(tok) != first  # a changed tokenizer must not reuse cached task files

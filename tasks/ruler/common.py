@@ -59,6 +59,7 @@ def essay_words(essay_dir: str | None) -> tuple[str, ...]:
     return tuple(re.sub(r"\s+", " ", essay_text(essay_dir)).split(" "))
 
 
+@functools.lru_cache(maxsize=8)
 def source_hash(essay_dir: str | None) -> str:
     words = essay_words(essay_dir)
     return hashlib.sha256(" ".join(words).encode()).hexdigest()[:16]
