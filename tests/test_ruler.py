@@ -216,3 +216,21 @@ def test_tokenizer_hash_is_memoised_but_follows_added_tokens(tiny_dir):
     assert tokenizer_hash(tok) == first == tokenizer_hash(AutoTokenizer.from_pretrained(tiny_dir))
     tok.add_tokens(["<extra-token>"])
     assert tokenizer_hash(tok) != first  # a changed tokenizer must not reuse cached task files
+
+
+@pytest.mark.parametrize("per_unit", [1.0, 2.5, 7.0])
+def test_fit_finds_the_largest_size_whatever_the_start(per_unit):
+    """fit (secant start + exponential search + bisection) = the brute-force largest n within the budget."""
+    from longrecipe.tasks.ruler import common as C
+
+    class Counter:  # tokens of "x" * n: 5 template tokens + n * per_unit, in steps
+        def __call__(self, text):
+            return {"input_ids": [0] * (5 + int(len(text) * per_unit))}
+
+    tok = Counter()
+    for budget in (40, 333, 1000, 4097):
+        best = max(n for n in range(1, 5000) if 5 + int(n * per_unit) <= budget)
+        for hint in (None, 1, best - 3, best, best + 50, 10 * best):
+            for unit in (0.5, per_unit, 20.0):
+                text, n = C.fit(lambda k: "x" * k, tok, budget, unit, lo=1, hint=hint)
+                assert n == best and text == "x" * best, (budget, hint, unit)

@@ -131,12 +131,16 @@ def count_tokens(tokenizer: Any, text: str) -> int:
 
 
 def fit(build: Callable[[int], str], tokenizer: Any, budget: int, unit_tokens: float, lo: int = 1,
-        hint: int | None = None) -> tuple[str, int]:
+        hint: int | None = None, secant: bool = True) -> tuple[str, int]:
     """Largest haystack size n >= lo with tokens(build(n)) <= budget (token counts grow with n).
 
-    Exponential search from a start point, then bisection: from `hint` (the previous sample's size: samples of one
-    task differ by a few units, so ~3-5 tokenizations) or else from a slope measured on two probes. RULER instead
-    grows the haystack by a fixed increment from the bottom, re-tokenizing the whole prompt each time."""
+    A start point, up to three secant steps towards the budget, then exponential search and bisection (the
+    answer does not depend on the path when token counts grow with n): the start is `hint` (the previous sample's
+    size) or else a slope measured on two probes; the secant steps use `unit_tokens` as the first slope, then the
+    line through the last two probes. RULER instead grows the haystack by a fixed increment from the bottom,
+    re-tokenizing the whole prompt each time. `secant=False` where counts are far from monotone in n (cwe draws
+    new words for every n): there the path decides which local maximum is found, and the plain search from the
+    previous sample's size finds the tighter ones."""
     counts: dict[int, int] = {}
 
     def size(n: int) -> int:
@@ -154,7 +158,8 @@ def fit(build: Callable[[int], str], tokenizer: Any, budget: int, unit_tokens: f
         probe = lo + max(1, int((budget - size(lo)) / max(unit_tokens, 1e-6)))
         slope = max((size(probe) - size(lo)) / (probe - lo), 1e-6)
         hint = lo + int((budget - size(lo)) / slope)
-    start, step = max(hint, lo), 1
+    start = _secant(size, max(hint, lo), budget, unit_tokens, lo) if secant else max(hint, lo)
+    step = 1
     if size(start) <= budget:
         good, bad = start, None
         while bad is None:
@@ -176,6 +181,25 @@ def fit(build: Callable[[int], str], tokenizer: Any, budget: int, unit_tokens: f
         mid = (good + bad) // 2
         good, bad = (mid, bad) if size(mid) <= budget else (good, mid)
     return build(good), good
+
+
+def _secant(size: Callable[[int], int], start: int, budget: int, unit_tokens: float, lo: int, steps: int = 3) -> int:
+    """Jump from `start` to where the line through the last two probes (first: slope `unit_tokens`) meets the
+    budget; stops when a jump lands where it started. Only a start point: the search after it is exact."""
+    slope, prev = max(unit_tokens, 1e-6), None
+    for _ in range(steps):
+        here = size(start)
+        if prev is not None:
+            measured = (here - prev[1]) / (start - prev[0])
+            if measured <= 0.1 * slope:  # a plateau (counts grow in steps): no usable slope, search from here
+                break
+            slope = measured
+        nxt = start + int((budget - here) // slope)
+        nxt = min(max(lo, nxt, start // 2), 2 * start + 1)  # never more than a doubling or halving per jump
+        if nxt == start:
+            break
+        prev, start = (start, here), nxt
+    return start
 
 
 def sample_rng(seed: int, task: str, length: int, index: int) -> np.random.Generator:
