@@ -244,9 +244,8 @@ class Demo:
 
         if out.exists() and self.cfg.report is None:
             shutil.rmtree(out)  # the report is derived data: rebuilt whole from the results every time
-        logs = {name: self.out / "train" / name / "train_log.jsonl"
-                for name in (*BASELINES, f"{_label(self.cfg.ratio)}/extension")}
-        logs = {n.split("/")[0].replace(_label(self.cfg.ratio), "longrecipe"): p for n, p in logs.items()}
+        stages = {**{m: m for m in BASELINES}, "longrecipe": f"{_label(self.cfg.ratio)}/extension"}
+        logs = {name: self.out / "train" / stage / "train_log.jsonl" for name, stage in stages.items()}
         build_report(runs, out, target=self.cfg.target, train_logs=logs)
         write_study_tables(self.compute, self.cfg.ratio, runs, stage_runs, ratio_runs, out)
 

@@ -25,6 +25,9 @@ from longrecipe.tasks import passkey
 
 SPECIAL = {"bos": "<|bos|>", "eos": "<|eos|>", "pad": "<|pad|>"}
 NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+KV_NEEDLE = "One of the special magic numbers for {key} is: {value}."
+KV_QUESTION = ("What is the special magic number for {key} mentioned in the provided text? The special magic number "
+               "for {key} mentioned in the provided text is")
 KV_INTRO = (
     "Some special magic numbers are hidden within the following text. Make sure to memorize it. "
     "I will quiz you about the numbers afterwards."
@@ -146,10 +149,9 @@ class DocSampler:
     def kv_doc(self, length: int):
         keys = [self._key() for _ in range(int(self.rng.integers(1, 5)))]
         values = [str(self.rng.integers(1_000_000, 10_000_000)) for _ in keys]
-        needles = [f"One of the special magic numbers for {k} is: {v}." for k, v in zip(keys, values)]
+        needles = [KV_NEEDLE.format(key=k, value=v) for k, v in zip(keys, values)]
         q = int(self.rng.integers(len(keys)))
-        question = (f"What is the special magic number for {keys[q]} mentioned in the provided text? "
-                    f"The special magic number for {keys[q]} mentioned in the provided text is")
+        question = KV_QUESTION.format(key=keys[q])
         return self._needle_doc(length, KV_INTRO, needles, question, " " + values[q] + ".")
 
     def text_doc(self, length: int):

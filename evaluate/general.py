@@ -168,7 +168,7 @@ def run_general(cfg: Any, model_dir: Path, out: Path, log=print) -> list[ScoreRo
     tok = AutoTokenizer.from_pretrained(model_dir)
     folder = write_local_tasks(out / "general_tasks", tok)
     window = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings", 2048)
-    if getattr(cfg, "general_max_length", None):  # general ability at a fixed (e.g. the native) length
+    if cfg.general_max_length:  # general ability at a fixed (e.g. the native) length
         window = min(int(window), int(cfg.general_max_length))
     results = lm_eval.simple_evaluate(
         model="hf", model_args={"pretrained": str(model_dir), "max_length": int(window), "dtype": "float32",
@@ -176,7 +176,7 @@ def run_general(cfg: Any, model_dir: Path, out: Path, log=print) -> list[ScoreRo
         tasks=list(cfg.general_tasks), task_manager=TaskManager(include_path=str(folder)),
         batch_size=cfg.batch_size, confirm_run_unsafe_code=cfg.allow_code_execution, log_samples=False,
         random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,
-        limit=getattr(cfg, "general_limit", None))
+        limit=cfg.general_limit)
     rows = to_rows(results)
     log("general: " + ", ".join(f"{r.task}/{r.metric}={r.value}" for r in rows))
     return rows

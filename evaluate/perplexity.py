@@ -41,18 +41,17 @@ def heldout_texts(path: str | None = None) -> list[str]:
     return load_texts(DataConfig(source=path))
 
 
-@torch.no_grad()
 def window_nll(model: Any, windows: torch.Tensor, batch_size: int = 4) -> tuple[float, int]:
-    """Summed next-token NLL over every window (rows of `windows`) and the number of predicted tokens."""
+    """Summed next-token NLL over every window (rows of `windows`) and the number of predicted tokens (log-probs
+    from hidden states in chunks, as the impactful-token analysis computes them: no full fp32 logits)."""
+    from longrecipe.train.analysis import next_token_scores
+
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for i in range(0, len(windows), batch_size):
-        ids = windows[i : i + batch_size].to(device)
-        mask = torch.ones_like(ids)  # explicit: no packed-document inference from position ids
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
-        total += float(nll)
-        count += ids[:, 1:].numel()
+        logp = next_token_scores(model, windows[i : i + batch_size].to(device))[1]
+        total -= float(logp.double().sum())
+        count += logp.numel()
     return total, count
 
 

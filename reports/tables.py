@@ -114,11 +114,11 @@ def niah_grid(df: pd.DataFrame, run: str) -> pd.DataFrame:
     return n.pivot_table(index="depth", columns="context_length", values="value", aggfunc="mean")
 
 
-LOWER_IS_BETTER = ("perplexity", "bits_per_byte", "FLOPs", "wall", "tokens")
+LOWER_IS_BETTER = ("perplexity", "bits_per_byte")
 
 
 def lower_is_better(column: object) -> bool:
-    """Perplexities and costs: the best value of such a column is its smallest."""
+    """Perplexities: the best value of such a column is its smallest."""
     return any(key in str(column) for key in LOWER_IS_BETTER)
 
 

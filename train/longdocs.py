@@ -18,11 +18,9 @@ import numpy as np
 
 from longrecipe import corpus
 from longrecipe.tasks import passkey
+from longrecipe.tinybase import KV_NEEDLE, KV_QUESTION, NOISE  # the formats the base model retrieves in
 
-NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
-KV_NEEDLE = "One of the special magic numbers for {key} is: {value}."
-KV_QUERY = ("What is the special magic number for {key} mentioned in the provided text? The special magic number "
-            "for {key} mentioned in the provided text is {value}.")
+KV_QUERY = KV_QUESTION + " {value}."
 PK_QUERY = passkey.QUESTION + " {key}."
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,26 +61,20 @@ def _tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-_TOKENIZER_HASHES: dict[tuple[int, int], tuple[Any, str]] = {}
+_TOKENIZER_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> (size, hash)
 
 
 def tokenizer_hash(tokenizer: Any) -> str:
     """Identity of a tokenizer for the cache: its full serialisation when fast, else its vocabulary.
-    Memoised per tokenizer object and size (serialising a large vocabulary costs milliseconds per call, which
-    dominated a cached re-run); a token added to the tokenizer changes its size and so its key."""
-    import weakref
-
-    memo = (id(tokenizer), len(tokenizer))
-    hit = _TOKENIZER_HASHES.get(memo)
-    if hit is not None and hit[0]() is tokenizer:
+    Memoised per tokenizer object (serialising a large vocabulary costs milliseconds per call, which dominated a
+    cached re-run); a token added to the tokenizer changes its size and so invalidates the memo."""
+    hit = _TOKENIZER_HASHES.get(tokenizer)
+    if hit is not None and hit[0] == len(tokenizer):
         return hit[1]
     backend = getattr(tokenizer, "backend_tokenizer", None)
     blob = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    try:
-        _TOKENIZER_HASHES[memo] = (weakref.ref(tokenizer), digest)
-    except TypeError:  # not weak-referenceable: no memo
-        pass
+    _TOKENIZER_HASHES[tokenizer] = (len(tokenizer), digest)
     return digest
 
 
