@@ -1,9 +1,11 @@
 """Acceptance of the embedded tiny base model: passkey retrieval at 1x and 4x its native length.
 
-    python benchmarks/tiny_base.py [--model tiny] [--samples 100]
+    python benchmarks/tiny_base.py [--model tiny] [--samples 100] [--rope ntk-at-target --target 2048]
 
 Targets (README): passkey@1x >= 0.90 (it really retrieves inside its window) and passkey@4x <= 0.30 (it really
-fails beyond it, with no extension). Last line: `passkey@1x=<acc> passkey@4x=<acc>`.
+fails beyond it, with no extension). Last line: `passkey@1x=<acc> passkey@4x=<acc>`. With `--rope`, the same
+weights under a RoPE rescaled for `--target` (as the trainer writes it before any training): what the RoPE change
+alone does to retrieval.
 """
 
 from __future__ import annotations
@@ -30,10 +32,22 @@ def main() -> None:
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--rope", default="none", help="rope.method applied before measuring (default: none)")
+    ap.add_argument("--target", type=int, default=2048, help="target length of --rope")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    model, tok = load_model(models.resolve(args.model), device="cpu")
+    path = models.resolve(args.model)
+    model, tok = load_model(path, device="cpu")
     native = int(model.config.max_position_embeddings)
+    if args.rope != "none":
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from longrecipe.train import rope
+
+        conf = AutoConfig.from_pretrained(path)
+        rope.apply(conf, args.rope, args.target, 1.0)
+        model = AutoModelForCausalLM.from_pretrained(path, config=conf, dtype=torch.float32).eval()
+        print(f"rope: {conf.rope_parameters}", flush=True)
     acc = {}
     for mult in (1, 2, 4):
         t0 = time.time()
