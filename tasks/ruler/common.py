@@ -12,8 +12,10 @@ Fidelity notes (deliberate deviations from NVIDIA/RULER, each for being offline 
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
+import itertools
 import re
 import uuid
 from collections.abc import Callable
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from longrecipe.tasks import counting
 
 NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 # RULER inserts needles at depths drawn from 40 evenly spaced percentages.
@@ -67,10 +71,43 @@ def source_hash(essay_dir: str | None) -> str:
 
 @functools.lru_cache(maxsize=64)
 def essay_sentences(essay_dir: str | None, n: int) -> tuple[str, ...]:
-    """Sentences of the first n haystack words (repeated when n exceeds the essays): shared by every sample."""
+    """Sentences of the first n haystack words (repeated when n exceeds the essays): shared by every sample.
+    = split_sentences(" ".join(first n words)), read off the sentences of all the words (a fitting search asks
+    for many n; splitting each prefix anew cost a millisecond per probe)."""
     words = essay_words(essay_dir)
-    text = " ".join((words * (n // len(words) + 1))[:n]) if n > len(words) else " ".join(words[:n])
-    return tuple(split_sentences(text))
+    if n > len(words):
+        return tuple(split_sentences(" ".join((words * (n // len(words) + 1))[:n])))
+    if n < 1:
+        return ()
+    full, starts, stops, ends = _essay_layout(essay_dir)
+    end = ends[n - 1]
+    while end > 0 and full[end - 1].isspace():  # an empty last word (only at the essays' very end)
+        end -= 1
+    m = bisect.bisect_left(stops, end)  # sentences whose separator lies inside the prefix
+    last = full[starts[m] : end] if m < len(starts) and end > starts[m] else ""
+    return _essay_split(essay_dir)[:m] + ((last,) if last else ())
+
+
+@functools.lru_cache(maxsize=8)
+def _essay_layout(essay_dir: str | None) -> tuple[str, list[int], list[int], list[int]]:
+    """All words joined; start offset of each sentence; offset of each separator (a sentence's end); offset at
+    which each word ends."""
+    words = essay_words(essay_dir)
+    full = " ".join(words)
+    starts = [len(full) - len(full.lstrip())]
+    stops = []
+    for sep in _SENT.finditer(full):
+        if sep.start() > starts[0]:
+            stops.append(sep.start())
+            starts.append(sep.end())
+    ends = list(itertools.accumulate((len(w) + 1 for w in words), initial=-1))[1:]
+    return full, starts, stops, ends
+
+
+@functools.lru_cache(maxsize=8)
+def _essay_split(essay_dir: str | None) -> tuple[str, ...]:
+    full, starts, stops, _ = _essay_layout(essay_dir)
+    return tuple(full[a:b] for a, b in zip(starts, stops))
 
 
 @functools.lru_cache(maxsize=1)
@@ -127,7 +164,9 @@ class Draw:
 
 
 def count_tokens(tokenizer: Any, text: str) -> int:
-    return len(tokenizer(text)["input_ids"])
+    """Tokens of the text as the model reads it (special tokens included): exact, additive over the text's
+    junctions when the tokenizer allows it (see `longrecipe.tasks.counting`)."""
+    return counting.count_tokens(tokenizer, text)
 
 
 def fit(build: Callable[[int], str], tokenizer: Any, budget: int, unit_tokens: float, lo: int = 1,
@@ -142,10 +181,12 @@ def fit(build: Callable[[int], str], tokenizer: Any, budget: int, unit_tokens: f
     new words for every n): there the path decides which local maximum is found, and the plain search from the
     previous sample's size finds the tighter ones."""
     counts: dict[int, int] = {}
+    texts: dict[int, str] = {}
 
     def size(n: int) -> int:
         if n not in counts:
-            counts[n] = count_tokens(tokenizer, build(n))
+            texts[n] = build(n)
+            counts[n] = count_tokens(tokenizer, texts[n])
         return counts[n]
 
     def too_small() -> ValueError:
@@ -180,7 +221,7 @@ def fit(build: Callable[[int], str], tokenizer: Any, budget: int, unit_tokens: f
     while bad - good > 1:
         mid = (good + bad) // 2
         good, bad = (mid, bad) if size(mid) <= budget else (good, mid)
-    return build(good), good
+    return texts[good], good
 
 
 def _secant(size: Callable[[int], int], start: int, budget: int, unit_tokens: float, lo: int, steps: int = 3) -> int:
@@ -213,14 +254,10 @@ def record(tokenizer: Any, prompt: str, answer_prefix: str, outputs: list[str], 
     generate; plus the token position of the first answer in the input and that position as a depth fraction."""
     assert prompt.endswith(answer_prefix)
     text = prompt[: len(prompt) - len(answer_prefix)]
-    enc = tokenizer(prompt, return_offsets_mapping=True)  # one pass: the length and the answer's token index
-    total = len(enc["input_ids"])
+    counter = counting.counter(tokenizer)
+    total = counter.count(prompt)
     at = text.find(outputs[0])
-    position = None
-    if at >= 0:
-        starts = [s for s, e in enc["offset_mapping"] if e > s or s > 0]
-        specials = total - len(starts)  # e.g. BOS, which has an empty offset span
-        position = specials + next((i for i, s in enumerate(starts) if s >= at), len(starts))
+    position = None if at < 0 else counter.position(prompt, at)
     return {"index": index, "input": text, "answer_prefix": answer_prefix, "outputs": list(outputs),
             "length": total + tokens_to_generate, "prompt_tokens": total, "max_new_tokens": tokens_to_generate,
             "answer_position": position,

@@ -56,7 +56,6 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
         unit = C.count_tokens(tokenizer, " 1. word") * main_rep[1]
         prompt, n = C.fit(build, tokenizer, budget, unit, lo=num_cw + 1, hint=hint, secant=False)
         hint = n
-        build(n)
         rec = C.record(tokenizer, prompt, ANSWER_PREFIX, answers[n], index, TOKENS_TO_GENERATE)
         rec["answer_position"], rec["depth"] = None, None  # the answers are spread over the whole list
         out.append(rec)

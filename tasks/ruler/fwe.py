@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import math
-import string
 from typing import Any
 
 import numpy as np
@@ -31,8 +30,8 @@ def zeta(alpha: float, terms: int = 100_000) -> float:
 
 def coded_vocab(rng: np.random.Generator, size: int) -> list[str]:
     vocab: set[str] = set()
-    while len(vocab) < size:
-        vocab.add("".join(rng.choice(list(string.ascii_lowercase), size=CODED_WORDLEN)))
+    while len(vocab) < size:  # = rng.choice(list(ascii_lowercase), 6) per word (same draws), without the list
+        vocab.add(bytes(rng.integers(0, 26, size=CODED_WORDLEN).astype(np.uint8) + 97).decode())
     words = sorted(vocab)
     np.random.default_rng(size).shuffle(words)  # RULER shuffles with the fixed task seed
     words[0] = "..."  # the top-ranked word is noise
