@@ -4,7 +4,8 @@ Why: fitting a long-context sample to its token budget counts the tokens of many
 hundreds of thousands of tokens that differ only in how much haystack they hold. Tokenizing each candidate costs
 ~1 us per token; most of that work repeats the same words.
 
-How: a prompt is cut at its *junctions*, every single space between two printable ASCII characters. For most
+How: a prompt is cut at its *junctions*, every single space between two non-space characters (printable ASCII
+ones under an NFKC/NFKD normalizer, which can turn other characters into spaces). For most
 tokenizers no token and no pre-token ever spans such a junction, and the pre-tokens after it do not depend on what
 came before it (byte-level BPE with the GPT-2, Llama-3 or Qwen splitting rules, SentencePiece-style `Metaspace`
 splitting, or a '▁'-BPE whose vocabulary has no token crossing a word start). Then
@@ -12,9 +13,11 @@ splitting, or a '▁'-BPE whose vocabulary has no token crossing a word start). 
     tokens(prompt) = tokens(first piece, special tokens included) + sum over later pieces of tail(piece)
 
 where tail(piece) = tokens(ANCHOR + " " + piece) - tokens(ANCHOR) is what the piece adds after any junction. Tails
-are cached per tokenizer, so a prompt costs one `str.split` and dictionary lookups; the total equals
+are cached per tokenizer (and sums of whole sentences, which haystacks repeat), so a prompt costs one
+`str.split` and dictionary lookups instead of ~1 us per token; the total equals
 `len(tokenizer(prompt)["input_ids"])` exactly. A tokenizer is certified for this from its own description
-(normalizer, pre-tokenizer, added tokens) and then confirmed on every pair of junction characters; any other
+(normalizer, pre-tokenizer, added tokens), then confirmed on junctions between every printable ASCII character
+and each kind of character (letters, digits, each punctuation mark, some non-ASCII); any other
 tokenizer (or `exact_counts()`) counts by tokenizing the whole text.
 """
 
