@@ -1,8 +1,9 @@
 """The trainer, run for real through the console command: pinned losses, exact resume after kill -9,
-DDP on 2 CPU processes, bad configs, merge arithmetic."""
+DDP and FSDP2 on 2 CPU processes (FSDP2 killed and resumed), bad configs, merge arithmetic."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -76,15 +77,22 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
     assert elapsed == sorted(elapsed)  # wall time continues from the checkpoint (the run's cost is not undercounted)
 
 
-def test_two_processes_match_one(tmp_path):
+def _torchrun(out: Path, *args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m",
+            "longrecipe", "train", "--config", CONFIG, f"out={out}", *args]
+
+
+TORCHRUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
+def test_two_processes_match_one(tmp_path, mode):
     args = [*SMALL, "train.steps=3", "train.batch_size=4"]
     one = tmp_path / "one"
     assert run_cli("train", "--config", CONFIG, f"out={one}", *args).returncode == 0
     two = tmp_path / "two"
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    res = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "longrecipe", "train",
-                          "--config", CONFIG, f"out={two}", *args], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    res = subprocess.run(_torchrun(two, *args, f"train.distributed={mode}"), cwd=ROOT, capture_output=True,
+                         text=True, timeout=600, env=TORCHRUN_ENV)
     assert res.returncode == 0, res.stderr[-3000:]
     l1, l2 = [r["loss"] for r in log(one)], [r["loss"] for r in log(two)]
     assert l2 == pytest.approx(l1, abs=1e-4)
@@ -93,6 +101,60 @@ def test_two_processes_match_one(tmp_path):
     # fp32 all-reduce sums in another order; Adam amplifies that on near-zero gradients (seen: 1.1e-5).
     # A wrong reduction would move weights by ~lr = 1e-3 per step.
     assert diff < 1e-4, diff
+    assert a.keys() == b.keys()  # FSDP2 gathers the full model; the tied head is saved once, as by one process
+
+
+def _descendants(pid: int) -> list[int]:
+    """All processes below `pid`, from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_fsdp2_kill_9_then_resume_matches_the_uninterrupted_run(tmp_path):
+    """The sharded checkpoint path: gathered onto the main process, written atomically, read back and scattered
+    to both processes; the resumed run ends where the uninterrupted one does."""
+    args = [*SMALL, "train.batch_size=4", "train.steps=30", "train.save_every=10", "train.distributed=fsdp2"]
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    res = subprocess.run(_torchrun(ref, *args), cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env=TORCHRUN_ENV)
+    assert res.returncode == 0, res.stderr[-3000:]
+    proc = subprocess.Popen(_torchrun(out, *args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=TORCHRUN_ENV, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "checkpoints").glob("step-*")):
+        time.sleep(0.02)
+    workers = _descendants(proc.pid)  # torchrun's workers do not share its process group
+    for pid in [proc.pid, *workers]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    while any(_alive(pid) for pid in workers):
+        time.sleep(0.05)
+    assert not (out / "model").exists(), "the run finished before it could be killed"
+    res = subprocess.run(_torchrun(out, *args), cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env=TORCHRUN_ENV)
+    assert res.returncode == 0, res.stderr[-3000:]
+    a, b = weights(ref), weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in log(out)] == [r["loss"] for r in log(ref)]
 
 
 @pytest.mark.parametrize("override,message", [

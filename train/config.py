@@ -58,7 +58,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile each decoder layer (regional): faster steps after a one-off compile
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     threads: int = 0
-    distributed: Literal["auto", "ddp"] = "auto"
+    distributed: Literal["auto", "ddp", "fsdp2"] = "auto"  # under torchrun; auto = ddp
     tensorboard: bool = False
 
 

@@ -108,17 +108,40 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def save_checkpoint(out: Path, step: int, model, opt, sched) -> None:
-    """Atomic checkpoint folder; older ones are removed only after the new one is complete."""
-    from safetensors.torch import save_model
+def save_checkpoint(out: Path, step: int, model, opt, sched, dist: Dist, net=None) -> None:
+    """Atomic checkpoint folder; older ones are removed only after the new one is complete. Every process calls
+    it: under FSDP2 the full model and optimizer states are first gathered (onto the main process's CPU)."""
+    from safetensors.torch import save_file, save_model
 
-    ckpts = out / "checkpoints"
-    with atomic_dir(ckpts / f"step-{step:08d}") as tmp:
-        save_model(model, str(tmp / "model.safetensors"))  # handles tied (shared) tensors
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
-                    "step": step}, tmp / "state.pt")
-    for old in sorted(ckpts.glob("step-*"))[:-1]:
-        shutil.rmtree(old, ignore_errors=True)
+    sharded = _full_states(model, net, opt) if net is not None else None
+    if dist.main:
+        ckpts = out / "checkpoints"
+        with atomic_dir(ckpts / f"step-{step:08d}") as tmp:
+            if sharded is None:
+                save_model(model, str(tmp / "model.safetensors"))  # handles tied (shared) tensors
+            else:
+                save_file(sharded[0], str(tmp / "model.safetensors"))
+            torch.save({"optimizer": opt.state_dict() if sharded is None else sharded[1],
+                        "scheduler": sched.state_dict(), "rng": _rng_state(), "step": step}, tmp / "state.pt")
+        for old in sorted(ckpts.glob("step-*"))[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+
+
+def _full_states(model, net, opt) -> tuple[dict, dict]:
+    """FSDP2: the whole model's and optimizer's states on the main process's CPU (a collective: all call it).
+    Tied parameters (the head that is the embedding) appear once, as in a Hugging Face checkpoint."""
+    from torch.distributed.checkpoint import state_dict as sd
+
+    options = sd.StateDictOptions(full_state_dict=True, cpu_offload=True)
+    seen: set[int] = set()
+    tied: set[str] = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            tied.add(name)
+        seen.add(id(p))
+    weights = {k: v for k, v in sd.get_model_state_dict(model, options=options).items() if k not in tied}
+    return weights, sd.get_optimizer_state_dict(net, opt, options=options)
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -126,12 +149,21 @@ def latest_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def restore(ckpt: Path, model, opt, sched) -> int:
-    from safetensors.torch import load_model
+def restore(ckpt: Path, model, opt, sched, dist: Dist, net=None) -> int:
+    """Load a checkpoint; under FSDP2 (`net` given) the main process reads it and broadcasts each process's shard."""
+    from safetensors.torch import load_file, load_model
 
-    load_model(model, str(ckpt / "model.safetensors"), device=str(next(model.parameters()).device))
     state = torch.load(ckpt / "state.pt", weights_only=False)
-    opt.load_state_dict(state["optimizer"])
+    if net is None:
+        load_model(model, str(ckpt / "model.safetensors"), device=str(next(model.parameters()).device))
+        opt.load_state_dict(state["optimizer"])
+    else:
+        from torch.distributed.checkpoint import state_dict as sd
+
+        options = sd.StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
+        weights = load_file(str(ckpt / "model.safetensors")) if dist.main else {}
+        sd.set_model_state_dict(model, weights, options=options)
+        sd.set_optimizer_state_dict(net, opt, state["optimizer"] if dist.main else {}, options=options)
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -174,23 +206,26 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
     torch.manual_seed(t.seed)
     model, tok = load_model(cfg, dist.device)
     builder = D.build(tok, cfg.data, t)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.95),
-                            fused=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    start, before = 0, 0.0
-    if (ckpt := latest_checkpoint(out)) is not None:
-        start = restore(ckpt, model, opt, sched)
-        if dist.main:
-            before = _truncate_log(out / "train_log.jsonl", start)
+    bf16 = t.precision == "bf16" or (t.precision == "auto" and dist.device.type == "cuda")
     if t.compile:
         for layer in getattr(model, model.base_model_prefix).layers:
             layer.compile()
     chunk = t.loss_chunk or auto_chunk(model.config.vocab_size)
     net: torch.nn.Module = LossModule(model, chunk, compiled_ce() if t.compile else _ce_sum)
-    if dist.world > 1:  # the loss module goes through DDP's forward so that its gradient hooks are armed
+    fsdp = dist.world > 1 and t.distributed == "fsdp2"
+    if fsdp:  # before the optimizer: sharding replaces the parameters
+        _fully_shard(model, net, bf16)
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.95),
+                            fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    start, before = 0, 0.0
+    if (ckpt := latest_checkpoint(out)) is not None:
+        start = restore(ckpt, model, opt, sched, dist, net if fsdp else None)
+        if dist.main:
+            before = _truncate_log(out / "train_log.jsonl", start)
+    if dist.world > 1 and not fsdp:  # the loss module goes through DDP's forward so its gradient hooks are armed
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[dist.local] if dist.device.type == "cuda" else None)
-    bf16 = t.precision == "bf16" or (t.precision == "auto" and dist.device.type == "cuda")
     local = t.batch_size // dist.world
     t0 = time.time() - before
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc=f"train {t.method}", disable=not dist.main)
@@ -204,13 +239,16 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
         for m, batch in enumerate(micro):
             batch = {k: v.to(dist.device) for k, v in batch.items()}
             last = m == len(micro) - 1
-            ctx = net.no_sync() if dist.world > 1 and not last else contextlib.nullcontext()
+            if fsdp:
+                net.set_requires_gradient_sync(last)
+            ctx = net.no_sync() if dist.world > 1 and not fsdp and not last else contextlib.nullcontext()
             with ctx:
                 with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=bf16):
                     loss_sum = net(batch)
-                (loss_sum * dist.world / count).backward()  # DDP averages over processes: undo it
+                (loss_sum * dist.world / count).backward()  # DDP and FSDP average over processes: undo it
             total += float(loss_sum.detach())
-        gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm))
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+        gnorm = float(gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm)  # FSDP2: a DTensor
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -224,17 +262,30 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
                 board.add_scalar("train/loss", loss, step + 1)
                 board.add_scalar("train/lr", sched.get_last_lr()[0], step + 1)
         if t.save_every and (step + 1) % t.save_every == 0 and step + 1 < t.steps:
-            if dist.main:
-                save_checkpoint(out, step + 1, model, opt, sched)
-            dist.barrier()
+            save_checkpoint(out, step + 1, model, opt, sched, dist, net if fsdp else None)
     final = out / "model"
+    weights = _full_states(model, net, opt)[0] if fsdp else None
     if dist.main:
         with atomic_dir(final) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
             tok.save_pretrained(tmp)
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     dist.barrier()
     return final
+
+
+def _fully_shard(model, net: torch.nn.Module, bf16: bool) -> None:
+    """FSDP2: each decoder layer, then the rest (embeddings, final norm, the tied head, the loss) sharded over
+    the processes, so parameters, gradients and AdamW state take 1/N of the memory on each (an 8B model's fp32
+    weights and optimizer state, 128 GB, do not fit one GPU as DDP would need). bf16: parameters gathered in
+    bf16, gradients reduced in fp32."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = {"param_dtype": torch.bfloat16, "reduce_dtype": torch.float32} if bf16 else {}
+    mp = MixedPrecisionPolicy(**policy)
+    for layer in getattr(model, model.base_model_prefix).layers:
+        fully_shard(layer, mp_policy=mp)
+    fully_shard(net, mp_policy=mp)
 
 
 def _rows(builder: D.SampleBuilder, t, step: int, micro: int, rank: int, local: int) -> dict[str, torch.Tensor]:
