@@ -1,6 +1,7 @@
 """Training speed and memory: our loop against Hugging Face `Trainer`, same tiny model, data and lengths.
 
     python benchmarks/train_vs_hf_trainer.py [--lengths 256,1024,2048] [--tokens 16384] [--steps 6]
+    python benchmarks/train_vs_hf_trainer.py --profile 2048     # share of the time in kernels both sides run
 
 Both sides train the committed tiny base model (RoPE extended to the longest length), fp32 on CPU, AdamW, on the
 same rows (full-length sequences from the Python corpus, `tokens` tokens per step). Each (side, length) runs in a
@@ -134,14 +135,72 @@ def child(side: str, length: int, longest: int, tokens: int, steps: int) -> None
                       "peak_rss_mib": peak}))
 
 
+def profile_floor(length: int, tokens: int) -> None:
+    """Where a step's time goes at `length`: self CPU time of matrix multiplies and SDPA attention in our
+    forward+backward and in the model's own forward (what Trainer calls), under torch.profiler. Both sides run
+    these kernels on the same shapes, so (Trainer's step time) / (their time in ours) bounds any speed-up of our
+    step over Trainer's, however cheap everything else became."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from longrecipe.train.loop import _ce_sum, auto_chunk, training_loss
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    model, batches = setup(length, length, tokens, 3)
+    chunk = auto_chunk(model.config.vocab_size)
+
+    def ours(b):
+        training_loss(model, b, chunk, _ce_sum).backward()
+
+    def hf(b):
+        model(input_ids=b["input_ids"], labels=b["labels"], position_ids=b["position_ids"],
+              attention_mask=torch.ones_like(b["input_ids"])).loss.backward()
+
+    for name, step in (("ours", ours), ("trainer's forward", hf)):
+        step(batches[0])  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step(batches[1])
+        ops = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+        total = sum(ops.values())
+        shared = sum(v for k, v in ops.items() if k in ("aten::mm", "aten::bmm", "aten::addmm")
+                     or "scaled_dot_product" in k)
+        model.zero_grad(set_to_none=True)
+        print(json.dumps({"side": name, "length": length, "self_cpu_s": round(total, 3),
+                          "mm_and_sdpa_s": round(shared, 3), "share": round(shared / total, 3)}), flush=True)
+    print(json.dumps({"attention fwd+bwd s": _attention_backends(len(batches[0]["input_ids"]), length,
+                                                                 model.config)}), flush=True)
+
+
+def _attention_backends(rows: int, length: int, conf) -> dict[str, float]:
+    """One layer's causal attention forward+backward with SDPA's flash and math CPU kernels (mean of 3)."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    shape = (rows, conf.num_attention_heads, length, conf.hidden_size // conf.num_attention_heads)
+    q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
+    out = {}
+    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("math", SDPBackend.MATH)):
+        with sdpa_kernel(backend):
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
+            t0 = time.perf_counter()
+            for _ in range(3):
+                torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
+        out[name] = round((time.perf_counter() - t0) / 3, 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lengths", default="256,1024,2048")
     ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--child", nargs=2, metavar=("SIDE", "LENGTH"))
+    ap.add_argument("--profile", type=int, metavar="LENGTH", help="only print where a step's time goes")
     args = ap.parse_args()
     lengths = [int(x) for x in args.lengths.split(",")]
+    if args.profile:
+        profile_floor(args.profile, args.tokens)
+        return
     if args.child:
         child(args.child[0], int(args.child[1]), max(lengths), args.tokens, args.steps)
         return
