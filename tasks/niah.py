@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from longrecipe.tasks.counting import count_tokens
+
 TASK_VERSION = 1
 NEEDLE = "\nThe best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.\n"
 QUESTION = "What is the best thing to do in San Francisco?"
@@ -99,7 +101,7 @@ def generate(tokenizer: Any, lengths: Sequence[int] | None = None, depths: Seque
             else:
                 prompt = f"{SYSTEM}\n\n{context}\n\n{user}\n"
             out.append({"index": len(out), "input": prompt, "answer_prefix": answer_prefix,
-                        "outputs": list(references), "length": len(tokenizer(prompt + answer_prefix)["input_ids"]),
+                        "outputs": list(references), "length": count_tokens(tokenizer, prompt + answer_prefix),
                         "context_length": length, "depth": depth, "answer_position": position,
                         "max_new_tokens": TOKENS_TO_GENERATE})
     return out

@@ -12,7 +12,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import PreTrainedTokenizerFast
 
 from longrecipe import corpus
-from longrecipe.tasks import counting, ruler
+from longrecipe.tasks import counting, niah, ruler
 from longrecipe.tasks.counting import _KNOWN_SPLITS
 from longrecipe.tasks.ruler import common
 
@@ -155,3 +155,10 @@ def test_essay_sentences_of_any_prefix_match_splitting_it():
     for n in [0, 1, 2, 3, 17, 250, 4096, len(words) - 1, len(words), len(words) + 7]:
         text = " ".join((words * 2)[:n])
         assert common.essay_sentences(None, n) == tuple(common.split_sentences(text)), n
+
+
+def test_niah_grid_lengths_identical_to_whole_text_counts(tiny):
+    tok = tiny[1]
+    fast = niah.generate(tok, lengths=[300, 700], depths=[0, 37.5, 100])
+    with counting.exact_counts():
+        assert fast == niah.generate(tok, lengths=[300, 700], depths=[0, 37.5, 100])
