@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from longrecipe.tasks.counting import count_tokens
+
 TASK_VERSION = 1
 PREFIX = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
@@ -30,16 +32,12 @@ def build_prompt(n_filler: int, needle_index: int, key: str, filler: str = FILLE
     return " ".join([PREFIX, *units, QUESTION])
 
 
-def _n_tokens(tokenizer: Any, text: str) -> int:
-    return len(tokenizer(text)["input_ids"])
-
-
 def _fit(tokenizer: Any, budget: int, depth: float, key: str) -> tuple[str, int]:
     """Largest filler count whose prompt fits `budget` tokens (binary search: token counts grow with units)."""
     lo, hi = 0, max(1, budget)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if _n_tokens(tokenizer, build_prompt(mid, round(depth * mid), key)) <= budget:
+        if count_tokens(tokenizer, build_prompt(mid, round(depth * mid), key)) <= budget:
             lo = mid
         else:
             hi = mid - 1
@@ -67,9 +65,9 @@ def generate(
                 "input": prompt,
                 "answer_prefix": "",
                 "outputs": [key],
-                "length": _n_tokens(tokenizer, prompt),
+                "length": count_tokens(tokenizer, prompt),
                 "depth": depth,
-                "answer_position": _n_tokens(tokenizer, head.rstrip()),
+                "answer_position": count_tokens(tokenizer, head.rstrip()),
                 "max_new_tokens": TOKENS_TO_GENERATE,
             }
         )

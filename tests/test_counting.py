@@ -1,5 +1,5 @@
 """Additive token counting: equal to whole-text tokenization for every kind of tokenizer it certifies, refused
-for the kinds it cannot, and RULER samples identical to those fitted with whole-text counts."""
+for the kinds it cannot, and RULER, NIAH and passkey samples identical to those fitted with whole-text counts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import PreTrainedTokenizerFast
 
 from longrecipe import corpus
-from longrecipe.tasks import counting, niah, ruler
+from longrecipe.tasks import counting, niah, passkey, ruler
 from longrecipe.tasks.counting import _KNOWN_SPLITS
 from longrecipe.tasks.ruler import common
 
@@ -162,3 +162,10 @@ def test_niah_grid_lengths_identical_to_whole_text_counts(tiny):
     fast = niah.generate(tok, lengths=[300, 700], depths=[0, 37.5, 100])
     with counting.exact_counts():
         assert fast == niah.generate(tok, lengths=[300, 700], depths=[0, 37.5, 100])
+
+
+def test_passkey_samples_identical_to_whole_text_counts(tiny):
+    tok = tiny[1]
+    fast = passkey.generate(tok, 1024, 6, seed=4)
+    with counting.exact_counts():
+        assert fast == passkey.generate(tok, 1024, 6, seed=4)
