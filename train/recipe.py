@@ -117,12 +117,14 @@ def save_checkpoint(out: Path, step: int, model, opt, sched, dist: Dist, net=Non
     if dist.main:
         ckpts = out / "checkpoints"
         with atomic_dir(ckpts / f"step-{step:08d}") as tmp:
+            state = {"scheduler": sched.state_dict(), "rng": _rng_state(), "step": step}
             if sharded is None:
                 save_model(model, str(tmp / "model.safetensors"))  # handles tied (shared) tensors
-            else:
+                state["optimizer"] = opt.state_dict()
+            else:  # the optimizer apart: only the main process reads it back
                 save_file(sharded[0], str(tmp / "model.safetensors"))
-            torch.save({"optimizer": opt.state_dict() if sharded is None else sharded[1],
-                        "scheduler": sched.state_dict(), "rng": _rng_state(), "step": step}, tmp / "state.pt")
+                torch.save(sharded[1], tmp / "optimizer.pt")
+            torch.save(state, tmp / "state.pt")
         for old in sorted(ckpts.glob("step-*"))[:-1]:
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
@@ -163,7 +165,8 @@ def restore(ckpt: Path, model, opt, sched, dist: Dist, net=None) -> int:
         options = sd.StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
         weights = load_file(str(ckpt / "model.safetensors")) if dist.main else {}
         sd.set_model_state_dict(model, weights, options=options)
-        sd.set_optimizer_state_dict(net, opt, state["optimizer"] if dist.main else {}, options=options)
+        full = torch.load(ckpt / "optimizer.pt", weights_only=False) if dist.main else {}
+        sd.set_optimizer_state_dict(net, opt, full, options=options)
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
