@@ -169,3 +169,17 @@ def test_passkey_samples_identical_to_whole_text_counts(tiny):
     fast = passkey.generate(tok, 1024, 6, seed=4)
     with counting.exact_counts():
         assert fast == passkey.generate(tok, 1024, 6, seed=4)
+
+
+def test_chat_wrapped_samples_identical_to_whole_text_counts(tiny_dir):
+    """Special tokens of a chat template sit inside pieces: still exact."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    tok.chat_template = ("{% for m in messages %}<|bos|>{{ m['content'] }}<|eos|>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|bos|>{% endif %}")
+    for task in ("niah_single_1", "vt"):
+        fast = ruler.generate(task, tok, 1024, 2, seed=9, chat_template=True)
+        assert fast[0]["input"].startswith("<|bos|>")
+        with counting.exact_counts():
+            assert fast == ruler.generate(task, tok, 1024, 2, seed=9, chat_template=True), task
