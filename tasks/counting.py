@@ -55,6 +55,7 @@ _REFINERS = {"Digits", "Punctuation", "UnicodeScripts"}  # split further by char
 _NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "Prepend"}
 _ASCII_ONLY = {"NFKC", "NFKD"}
 # LONGRECIPE_EXACT_COUNTS=1 counts every text whole (a check for a tokenizer one suspects; same results, slower)
+_MAX_CACHED = 2_000_000  # pieces (or sentences) remembered per tokenizer, a few hundred MB at most
 _FORCE_EXACT = contextvars.ContextVar("longrecipe_exact_counts",
                                       default=os.environ.get("LONGRECIPE_EXACT_COUNTS", "") not in ("", "0"))
 
@@ -124,7 +125,7 @@ class TokenCounter:
         try:
             inner = sum(map(memo.__getitem__, middle))
         except KeyError:
-            if len(memo) > 1_000_000:
+            if len(memo) > _MAX_CACHED:
                 memo.clear()
             new = [m for m in dict.fromkeys(middle) if m not in memo]
             self.learn(["", *(p for m in new for p in f"{m}.".split(" "))])
@@ -176,6 +177,9 @@ class TokenCounter:
         if pieces[0] not in self._heads:
             self._heads[pieces[0]] = self.exact(pieces[0])
         new = [p for p in dict.fromkeys(pieces[1:]) if p not in self._tails]
+        if len(self._tails) + len(new) > _MAX_CACHED:  # random content (uuids, numbers) would grow it forever
+            self._tails.clear()
+            new = list(dict.fromkeys(pieces[1:]))
         if new:
             lengths = self._lengths([f"{ANCHOR} {p}" for p in new])
             self._tails.update((p, n - self._anchor) for p, n in zip(new, lengths))

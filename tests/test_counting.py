@@ -183,3 +183,19 @@ def test_chat_wrapped_samples_identical_to_whole_text_counts(tiny_dir):
         assert fast[0]["input"].startswith("<|bos|>")
         with counting.exact_counts():
             assert fast == ruler.generate(task, tok, 1024, 2, seed=9, chat_template=True), task
+
+
+def test_caches_are_bounded_and_stay_exact(tiny, monkeypatch):
+    """Random content (uuids, numbers) never repeats: past the cap the caches restart, counts stay exact."""
+    import random
+    import string
+
+    monkeypatch.setattr(counting, "_MAX_CACHED", 50)
+    tok = tiny[1]
+    c = counting.TokenCounter(tok)
+    rng = random.Random(0)
+    for _ in range(30):
+        words = ["".join(rng.choices(string.ascii_lowercase, k=5)) for _ in range(40)]
+        text = "Start. " + ". ".join(" ".join(words[j : j + 8]) for j in range(0, 40, 8)) + " end"
+        assert c.count(text) == len(tok(text)["input_ids"])
+    assert len(c._tails) <= 50 + 41 and len(c._sentences) <= 50 + 5
