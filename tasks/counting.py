@@ -219,17 +219,21 @@ class TokenCounter:
 _COUNTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> (size, TokenCounter)
 
 
-def counter(tokenizer: Any) -> TokenCounter:
-    """The tokenizer's counter, kept as long as the tokenizer lives (a token added to it starts a new one)."""
+def per_tokenizer(store: weakref.WeakKeyDictionary, tokenizer: Any, make: Any) -> Any:
+    """make(tokenizer), remembered in `store` as long as the tokenizer lives; made again when a token is added
+    to it (its size changes). Objects without a size or a weak reference (a bare callable) are not remembered."""
     try:
-        hit, size = _COUNTERS.get(tokenizer), len(tokenizer)
-    except TypeError:  # not weak-referenceable or without a size (a bare callable): no cache
-        return TokenCounter(tokenizer)
-    if hit is not None and hit[0] == size:
-        return hit[1]
-    made = TokenCounter(tokenizer)
-    _COUNTERS[tokenizer] = (size, made)
-    return made
+        hit, size = store.get(tokenizer), len(tokenizer)
+    except TypeError:
+        return make(tokenizer)
+    if hit is None or hit[0] != size:
+        hit = store[tokenizer] = (size, make(tokenizer))
+    return hit[1]
+
+
+def counter(tokenizer: Any) -> TokenCounter:
+    """The tokenizer's counter, kept as long as the tokenizer lives."""
+    return per_tokenizer(_COUNTERS, tokenizer, TokenCounter)
 
 
 def count_tokens(tokenizer: Any, text: str) -> int:

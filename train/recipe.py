@@ -113,17 +113,17 @@ def save_checkpoint(out: Path, step: int, model, opt, sched, dist: Dist, net=Non
     it: under FSDP2 the full model and optimizer states are first gathered (onto the main process's CPU)."""
     from safetensors.torch import save_file, save_model
 
-    sharded = _full_states(model, net, opt) if net is not None else None
+    full = _full_states(model, net, opt) if net is not None else None
     if dist.main:
         ckpts = out / "checkpoints"
         with atomic_dir(ckpts / f"step-{step:08d}") as tmp:
             state = {"scheduler": sched.state_dict(), "rng": _rng_state(), "step": step}
-            if sharded is None:
+            if full is None:
                 save_model(model, str(tmp / "model.safetensors"))  # handles tied (shared) tensors
                 state["optimizer"] = opt.state_dict()
             else:  # the optimizer apart: only the main process reads it back
-                save_file(sharded[0], str(tmp / "model.safetensors"))
-                torch.save(sharded[1], tmp / "optimizer.pt")
+                save_file(full[0], str(tmp / "model.safetensors"))
+                torch.save(full[1], tmp / "optimizer.pt")
             torch.save(state, tmp / "state.pt")
         for old in sorted(ckpts.glob("step-*"))[:-1]:
             shutil.rmtree(old, ignore_errors=True)

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from longrecipe.tasks import counting
 from longrecipe.tasks.ruler import common, cwe, fwe, niah, qa, vt
 
 TASK_VERSION = 1
@@ -67,15 +68,14 @@ _TOKENIZER_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # to
 def tokenizer_hash(tokenizer: Any) -> str:
     """Identity of a tokenizer for the cache: its full serialisation when fast, else its vocabulary.
     Memoised per tokenizer object (serialising a large vocabulary costs milliseconds per call, which dominated a
-    cached re-run); a token added to the tokenizer changes its size and so invalidates the memo."""
-    hit = _TOKENIZER_HASHES.get(tokenizer)
-    if hit is not None and hit[0] == len(tokenizer):
-        return hit[1]
+    cached re-run)."""
+    return counting.per_tokenizer(_TOKENIZER_HASHES, tokenizer, _tokenizer_hash)
+
+
+def _tokenizer_hash(tokenizer: Any) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     blob = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    _TOKENIZER_HASHES[tokenizer] = (len(tokenizer), digest)
-    return digest
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _file_hash(path: str | None) -> str | None:

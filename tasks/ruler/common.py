@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from longrecipe.tasks import counting
+from longrecipe.tasks.counting import count_tokens  # exact; additive over junctions when certified
 
 NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 # RULER inserts needles at depths drawn from 40 evenly spaced percentages.
@@ -161,12 +162,6 @@ class Draw:
 
     def value(self, kind: str) -> str:
         return {"numbers": self.number, "words": self.word, "uuids": self.uuid}[kind]()
-
-
-def count_tokens(tokenizer: Any, text: str) -> int:
-    """Tokens of the text as the model reads it (special tokens included): exact, additive over the text's
-    junctions when the tokenizer allows it (see `longrecipe.tasks.counting`)."""
-    return counting.count_tokens(tokenizer, text)
 
 
 def fit(build: Callable[[int], str], tokenizer: Any, budget: int, unit_tokens: float, lo: int = 1,
