@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.fn(args)
-    except (UsageError, ConfigError, SchemaError, FileNotFoundError, ValueError) as err:
+    except (UsageError, ConfigError, SchemaError, OSError, ValueError) as err:
         print(f"longrecipe {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Sequence
+from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +24,35 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config problem, reported as one line."""
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
+    """A dataclass field whose value must lie in a range: checked where configs are built (`build`, `check`), so
+    a bad number is one line naming the key instead of a ZeroDivisionError (or a silent nonsense run) later."""
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
+
+
+def _check_range(value: Any, meta: Any, where: str) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    ge, gt, le = meta.get("ge"), meta.get("gt"), meta.get("le")
+    if ge is not None and value < ge:
+        raise ConfigError(f"{where}: {value!r} must be >= {ge}")
+    if gt is not None and value <= gt:
+        raise ConfigError(f"{where}: {value!r} must be > {gt}")
+    if le is not None and value > le:
+        raise ConfigError(f"{where}: {value!r} must be <= {le}")
+
+
+def check(cfg: Any, prefix: str = "") -> Any:
+    """Check the ranges of every `bounded` field of a dataclass instance (nested ones too); returns `cfg`."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check(value, f"{prefix}{f.name}.")
+        else:
+            _check_range(value, f.metadata, f"{prefix}{f.name}")
+    return cfg
 
 
 def _closest(key: str, valid: Sequence[str]) -> str:
@@ -65,9 +96,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return float(value)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads "2e-4" (no dot) as a string
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
@@ -77,13 +110,16 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Validate a nested dict into dataclass `cls`; unknown keys name the closest valid key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
-        if key not in names:
-            raise ConfigError(f"unknown config key '{prefix}{key}'{_closest(key, names)}")
+        if not isinstance(key, str) or key not in fields:
+            raise ConfigError(f"unknown config key '{prefix}{key}'{_closest(str(key), list(fields))}")
         kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
+        _check_range(kwargs[key], fields[key].metadata, f"{prefix}{key}")
     return cls(**kwargs)
 
 
@@ -103,6 +139,8 @@ def merge_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     out = _deepcopy(data)
     for text in overrides:
         keys, value = parse_override(text)
+        if not keys:
+            raise ConfigError(f"override {text!r} names no key")
         node = out
         for k in keys[:-1]:
             node = node.setdefault(k, {})

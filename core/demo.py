@@ -91,7 +91,7 @@ class Demo:
 
             from longrecipe.train.longdocs import write_corpus
 
-            tok = AutoTokenizer.from_pretrained(self.base)
+            tok = AutoTokenizer.from_pretrained(self.base, trust_remote_code=False)
             counts = write_corpus(path, tok, self.cfg.target, self.cfg.retrieval_docs, self.cfg.seed)
             self.log(f"data: {counts['prose']} prose and {counts['retrieval']} retrieval documents -> {path}")
         return path

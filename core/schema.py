@@ -20,6 +20,8 @@ import datetime as dt
 import json
 import platform
 import subprocess
+import types
+import typing
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,7 +41,7 @@ class ScoreRow:
     task: str
     metric: str
     value: float
-    task_version: int | str = 1
+    task_version: int | float | str = 1  # lm-eval reports versions as numbers such as 1.0
     context_length: int | None = None
     depth: float | None = None
     n: int = 0
@@ -80,14 +82,20 @@ class Results:
         return {"schema_version": d.pop("schema_version"), **d}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "results") -> Results:
-        try:
-            if d.get("schema_version") != SCHEMA_VERSION:
-                raise SchemaError(f"{source}: schema_version {d.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-            return cls(run=RunInfo(**d["run"]), model=ModelInfo(**d["model"]), backend=d["backend"],
-                       scores=tuple(ScoreRow(**s) for s in d["scores"]))
-        except (KeyError, TypeError) as err:
-            raise SchemaError(f"{source}: not a v{SCHEMA_VERSION} results file ({err})") from None
+    def from_dict(cls, d: Any, source: str = "results") -> Results:
+        """Every field type-checked: a file that does not follow the schema is one SchemaError naming the file and
+        the field, never a traceback later in a report or a gate."""
+        if not isinstance(d, dict):
+            raise SchemaError(f"{source}: expected a JSON object, got {type(d).__name__}")
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise SchemaError(f"{source}: schema_version {d.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+        scores = d.get("scores")
+        if not isinstance(scores, list):
+            raise SchemaError(f"{source}: field 'scores' must be a list")
+        return cls(run=_typed(RunInfo, d.get("run"), f"{source}: run"),
+                   model=_typed(ModelInfo, d.get("model"), f"{source}: model"),
+                   backend=_field(d, "backend", str, f"{source}: backend"),
+                   scores=tuple(_typed(ScoreRow, s, f"{source}: scores[{i}]") for i, s in enumerate(scores)))
 
     def save(self, path: str | Path) -> None:
         from longrecipe.io import write_json
@@ -104,6 +112,55 @@ class Results:
         except json.JSONDecodeError as err:
             raise SchemaError(f"{path}: malformed JSON at line {err.lineno}: {err.msg}") from None
         return cls.from_dict(data, str(path))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    """Whether a JSON value has the annotated type (ints count as floats; bools are not numbers)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is Any:
+        return True
+    if typing.get_origin(tp) is dict or tp is dict:
+        return isinstance(value, dict)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _field(d: dict, key: str, tp: Any, where: str) -> Any:
+    if key not in d:
+        raise SchemaError(f"{where}: missing")
+    if not _matches(d[key], tp):
+        raise SchemaError(f"{where}: expected {_type_name(tp)}, got {d[key]!r:.60}")
+    return d[key]
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return "null" if tp is type(None) else getattr(typing.get_origin(tp) or tp, "__name__", str(tp))
+
+
+def _typed(cls: type, d: Any, where: str) -> Any:
+    """A schema dataclass from a JSON object: unknown and missing fields, and wrong types, are SchemaErrors."""
+    if not isinstance(d, dict):
+        raise SchemaError(f"{where}: expected an object, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in d if k not in fields)
+    if unknown:
+        raise SchemaError(f"{where}: unknown field {unknown[0]!r}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in d:
+            kwargs[name] = _field(d, name, hints[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SchemaError(f"{where}.{name}: missing")
+    return cls(**kwargs)
 
 
 def _git(*args: str, cwd: Path) -> str | None:

@@ -11,7 +11,6 @@ word and byte perplexity, bits per byte). Code-executing tasks run only with --a
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from longrecipe.schema import ScoreRow
 LOCAL_TASKS = ("longrecipe_cloze", "longrecipe_passkey_short", "longrecipe_heldout")
 # lm-eval reports these as they are (not fractions): never scaled to 0-100
 RAW_METRICS = frozenset({"word_perplexity", "byte_perplexity", "bits_per_byte", "perplexity"})
-CODE_TASKS = re.compile(r"^(humaneval|mbpp|ds1000|apps|instructhumaneval)", re.I)
 
 CLOZE_YAML = """task: longrecipe_cloze
 dataset_path: json
@@ -154,10 +152,52 @@ def to_rows(results: dict) -> list[ScoreRow]:
     return rows
 
 
+def unsafe_tasks(names: list[str] | tuple[str, ...], task_manager: Any) -> list[str]:
+    """The tasks among `names` (and the groups and tags they stand for) that lm-eval's own configs mark
+    `unsafe_code` (they execute model-generated code). Reads the YAML configs only: no dataset is loaded."""
+    from lm_eval.tasks._index import Kind
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    index, found, seen = task_manager.task_index, [], set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        entry = index.get(name) if isinstance(name, str) else None
+        if isinstance(name, dict):  # an inline task config inside a group
+            if name.get("unsafe_code"):
+                found.append(str(name.get("task")))
+            continue
+        if entry is None or name in seen:
+            continue
+        seen.add(name)
+        if entry.kind == Kind.TAG:
+            stack += sorted(entry.tags)
+            continue
+        cfg = load_yaml(entry.yaml_path, resolve_func=False) if entry.yaml_path else (entry.cfg or {})
+        if entry.kind == Kind.GROUP:
+            tasks = cfg.get("task", [])
+            stack += tasks if isinstance(tasks, list) else [tasks]
+        elif cfg.get("unsafe_code"):
+            found.append(name)
+    return sorted(set(found))
+
+
+def check_code_tasks(cfg: Any) -> None:
+    """Refuse, before anything runs, general tasks that execute generated code unless the user allowed it."""
+    if cfg.allow_code_execution:
+        return
+    try:
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise ValueError("the general suite needs lm-eval: pip install 'longrecipe[eval]'") from None
+    unsafe = unsafe_tasks([t for t in cfg.general_tasks if t not in LOCAL_TASKS], TaskManager())
+    if unsafe:
+        raise ValueError(f"general task {unsafe[0]!r} executes model-generated code (lm-eval marks it unsafe_code): "
+                         f"pass --allow-code-execution")
+
+
 def run_general(cfg: Any, model_dir: Path, out: Path, log=print) -> list[ScoreRow]:
-    for task in cfg.general_tasks:
-        if CODE_TASKS.match(task) and not cfg.allow_code_execution:
-            raise ValueError(f"general task {task!r} executes model-generated code: pass --allow-code-execution")
+    check_code_tasks(cfg)
     try:
         import lm_eval
         from lm_eval.tasks import TaskManager
@@ -165,14 +205,14 @@ def run_general(cfg: Any, model_dir: Path, out: Path, log=print) -> list[ScoreRo
         raise ValueError("the general suite needs lm-eval: pip install 'longrecipe[eval]'") from None
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     folder = write_local_tasks(out / "general_tasks", tok)
     window = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings", 2048)
     if cfg.general_max_length:  # general ability at a fixed (e.g. the native) length
         window = min(int(window), int(cfg.general_max_length))
     results = lm_eval.simple_evaluate(
         model="hf", model_args={"pretrained": str(model_dir), "max_length": int(window), "dtype": "float32",
-                                "device": cfg.device or "cpu"},
+                                "device": cfg.device or "cpu", "trust_remote_code": False},
         tasks=list(cfg.general_tasks), task_manager=TaskManager(include_path=str(folder)),
         batch_size=cfg.batch_size, confirm_run_unsafe_code=cfg.allow_code_execution, log_samples=False,
         random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,

@@ -7,6 +7,7 @@ a failed run never replaces the results of a previous one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -17,6 +18,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from longrecipe import models
+from longrecipe.config import ConfigError, bounded, check
 from longrecipe.schema import ModelInfo, Results, ScoreRow, append_jsonl, read_jsonl, run_info
 
 SUITES = ("ruler", "niah", "passkey", "ppl", "longbench", "longbench_e", "longbench_v2", "general")
@@ -30,24 +32,24 @@ class EvalConfig:
     lengths: tuple[int, ...] = (256,)
     backend: str = "hf"
     allow_extrapolation: bool = False
-    samples: int = 20
-    seed: int = 42
+    samples: int = bounded(20, ge=1)
+    seed: int = bounded(42, ge=0)
     essay_dir: str | None = None
     qa_squad: str | None = None
     qa_hotpot: str | None = None
     ruler_tasks: tuple[str, ...] = ()
-    niah_depths: int = 11
-    batch_size: int = 8
+    niah_depths: int = bounded(11, ge=1)
+    batch_size: int = bounded(8, ge=1)
     general_tasks: tuple[str, ...] = ("longrecipe_cloze",)
-    general_max_length: int | None = None  # lm-eval's window for general tasks (default: the model's)
-    general_limit: int | None = None  # lm-eval's limit: the first N documents of each general task
+    general_max_length: int | None = bounded(None, ge=1)  # lm-eval's window for general tasks (default: the model's)
+    general_limit: int | None = bounded(None, ge=1)  # lm-eval's limit: the first N documents of each general task
     ppl_file: str | None = None  # JSONL {"text"} for the ppl suite (default: held-out Python prose)
     allow_code_execution: bool = False
-    max_model_len: int | None = None
+    max_model_len: int | None = bounded(None, ge=1)
     device: str | None = None
     longbench_dir: str | None = None
     longbench_datasets: tuple[str, ...] = ()
-    longbench_max_length: int | None = None
+    longbench_max_length: int | None = bounded(None, ge=1)
     longbench_cot: bool = False
     chat_template: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -68,8 +70,20 @@ class Job:
         return out / "predictions" / self.suite / self.task / f"{self.length or 'na'}.jsonl"
 
 
+# Settings that may grow between two runs into one --out (results then hold the union), and settings that change
+# no sample and no score; every other setting, and the content of every data file, is the run's identity.
+ADDITIVE = ("suites", "lengths", "ruler_tasks", "general_tasks", "longbench_datasets")
+NEUTRAL = ("out", "batch_size", "device", "max_model_len", "allow_extrapolation", "allow_code_execution")
+DATA_PATHS = ("essay_dir", "qa_squad", "qa_hotpot", "ppl_file", "longbench_dir")
+
+
 def validate(cfg: EvalConfig) -> tuple[Path, int]:
     """One-line errors for bad input before anything is computed or written."""
+    check(cfg)
+    if not cfg.suites or not cfg.lengths:
+        raise ConfigError("give at least one suite and one length")
+    if min(cfg.lengths) < 1:
+        raise ConfigError(f"lengths must be positive, got {list(cfg.lengths)}")
     path = models.resolve(cfg.model)
     for suite in cfg.suites:
         if suite not in SUITES:
@@ -85,20 +99,68 @@ def validate(cfg: EvalConfig) -> tuple[Path, int]:
     bad = [t for t in cfg.ruler_tasks if t not in ruler.TASKS]
     if bad:
         raise ValueError(f"unknown RULER task {bad[0]!r}; choose from {', '.join(ruler.TASKS)}")
+    if "general" in cfg.suites:
+        from longrecipe.evaluate.general import check_code_tasks
+
+        check_code_tasks(cfg)
     if any(s.startswith("longbench") for s in cfg.suites) and not cfg.longbench_dir:
         raise ValueError("the LongBench suites need --longbench-dir: a folder of JSONL files in LongBench's record "
                          "format ({dataset}.jsonl, {dataset}_e.jsonl, longbench_v2.jsonl)")
     return path, window
 
 
-def _check_same_run(out: Path, cfg: EvalConfig) -> None:
+def _content_hash(path: str) -> str:
+    """SHA-256 of a data file, or of every file under a data folder (names and contents)."""
+    p = Path(path)
+    if not p.exists():
+        return "missing"
+    digest = hashlib.sha256()
+    for f in sorted(x for x in ([p] if p.is_file() else p.rglob("*")) if x.is_file()):
+        digest.update(str(f.relative_to(p) if f != p else f.name).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def run_identity(cfg: EvalConfig, model_dir: Path) -> dict[str, Any]:
+    """What decides "resume into this --out, or refuse": every setting that changes a sample or a score, the
+    model's config and weight files (names and sizes), and the content of every data file the run reads."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ADDITIVE + NEUTRAL}
+    files = {f.name: f.stat().st_size for f in sorted(model_dir.iterdir()) if f.is_file()
+             and (f.suffix == ".safetensors" or f.name.startswith("tokenizer") or f.name == "config.json")}
+    data = {k: _content_hash(settings[k]) for k in DATA_PATHS if settings.get(k)}
+    return json.loads(json.dumps({"settings": settings, "model_files": files,
+                                  "model_config": _content_hash(str(model_dir / "config.json")), "data": data}))
+
+
+def _identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two run identities, in words ('samples', 'the data in longbench_dir', ...)."""
+    names = {"settings": "{}", "model_files": "model file {}", "data": "the data in {}"}
+    diff = []
+    for part, fmt in names.items():
+        a, b = old.get(part) or {}, new.get(part) or {}
+        diff += [fmt.format(k) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if old.get("model_config") != new.get("model_config"):
+        diff.append("the model's config.json")
+    return diff
+
+
+def _check_same_run(out: Path, cfg: EvalConfig, identity: dict[str, Any]) -> None:
     saved = out / "eval_config.json"
-    if saved.exists():
+    if not saved.exists():
+        return
+    try:
         old = json.loads(saved.read_text())
+    except ValueError:
+        raise ConfigError(f"{saved} is unreadable; use a new --out") from None
+    if "identity" not in old:  # written by an older version: compare the settings it recorded
         keys = ("model", "backend", "samples", "seed", "essay_dir", "qa_squad", "qa_hotpot", "niah_depths")
         diff = [k for k in keys if old.get(k) != asdict(cfg).get(k)]
-        if diff:
-            raise ValueError(f"{out} holds predictions of a different run ({diff[0]} differs); use a new --out")
+    else:
+        diff = _identity_diff(old["identity"], identity)
+    if diff:
+        raise ConfigError(f"{out} holds predictions of a different run ({diff[0]} differs); use a new --out")
 
 
 def prepare(cfg: EvalConfig, tokenizer: Any, log=print, window: int = 0) -> list[Job]:
@@ -210,15 +272,27 @@ def _load_v2(path: Path) -> list[dict]:
     return checked_records(path, v2.FIELDS)
 
 
-def _read_done(path: Path) -> dict[int, dict]:
-    """Finished predictions; a last line cut by a kill (no newline) is dropped, a malformed full line is an error."""
+def _prompt_sha(sample: dict) -> str:
+    return hashlib.sha1((sample["input"] + sample.get("answer_prefix", "")).encode()).hexdigest()
+
+
+def _read_done(path: Path, samples: list[dict] | None = None) -> dict[int, dict]:
+    """Finished predictions; a last line cut by a kill (no newline) is dropped, a malformed full line is an error,
+    and so is a prediction made from another prompt or for other references than this run's sample."""
     if not path.exists():
         return {}
     raw = path.read_bytes()
     if raw and not raw.endswith(b"\n"):
         keep = raw[: raw.rfind(b"\n") + 1]
         path.write_bytes(keep)
-    return {int(r["index"]): r for r in read_jsonl(path)}
+    done = {int(r["index"]): r for r in read_jsonl(path)}
+    for s in samples or ():
+        row = done.get(int(s["index"]))
+        if row is not None and (row.get("prompt_sha1", _prompt_sha(s)) != _prompt_sha(s)
+                                or row.get("outputs") != s["outputs"]):
+            raise ConfigError(f"{path}: sample {s['index']} was predicted from another prompt or for other "
+                              f"references than this run's; use a new --out")
+    return done
 
 
 def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print) -> list[dict]:
@@ -226,7 +300,7 @@ def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print) -> li
 
     path = job.path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = _read_done(path)
+    done = _read_done(path, job.samples)
     todo = [s for s in job.samples if int(s["index"]) not in done]
     t0, new_tokens = time.time(), 0
     for start in tqdm(range(0, len(todo), batch_size), desc=f"{job.suite}/{job.task}@{job.length}",
@@ -235,7 +309,7 @@ def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print) -> li
         reqs = [Request(s["input"] + s.get("answer_prefix", ""), int(s.get("max_new_tokens", 32))) for s in batch]
         for s, pred in zip(batch, backend.generate(reqs)):
             row = {"index": s["index"], "prediction": pred, "outputs": s["outputs"], "length": s.get("length"),
-                   "depth": s.get("depth"), "answer_position": s.get("answer_position")}
+                   "depth": s.get("depth"), "answer_position": s.get("answer_position"), "prompt_sha1": _prompt_sha(s)}
             for key in ("all_classes", "difficulty"):
                 if key in s:
                     row[key] = s[key]
@@ -331,17 +405,23 @@ def ruler_summary(rows: list[ScoreRow]) -> list[ScoreRow]:
 
 
 def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
+    """Validate everything and prepare every job before the first write; then predict, score, and write
+    results.json holding this run's rows and the earlier rows of the same run identity it did not recompute."""
     path, window = validate(cfg)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_same_run(out, cfg)
-    from longrecipe.io import write_json
-
-    write_json(out / "eval_config.json", asdict(cfg))
+    identity = run_identity(cfg, path)
+    _check_same_run(out, cfg, identity)
+    previous = _previous_rows(out)
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     jobs = prepare(cfg, tokenizer, log, window)
+    for job in jobs:  # stale predictions are refused before anything is written
+        _read_done(job.path(out), job.samples)
+    from longrecipe.io import write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "eval_config.json", {**asdict(cfg), "identity": identity})
     rows: list[ScoreRow] = []
     if jobs:
         from longrecipe.evaluate.backends import make_backend
@@ -357,7 +437,6 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
             if job.then is not None:
                 queue.insert(0, job.then(preds))
         del backend
-    rows += ruler_summary(rows) + longbench_summary(rows)
     if "ppl" in cfg.suites:
         from longrecipe.evaluate.perplexity import run_perplexity
 
@@ -366,6 +445,7 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
         from longrecipe.evaluate.general import run_general
 
         rows += run_general(cfg, path, out, log)
+    rows = union_rows(previous, rows)
     conf = json.loads((path / "config.json").read_text())
     results = Results(run=run_info(command or " ".join(sys.argv), asdict(cfg), cfg.seed),
                       model=ModelInfo(cfg.model, conf.get("rope_parameters"), conf.get("max_position_embeddings")),
@@ -373,3 +453,22 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
     results.save(out / "results.json")
     return out / "results.json"
 
+
+def _previous_rows(out: Path) -> list[ScoreRow]:
+    return list(Results.load(out / "results.json").scores) if (out / "results.json").exists() else []
+
+
+def _derived(row: ScoreRow) -> bool:
+    """Summary rows computed from other rows (recomputed over the union, never carried over)."""
+    return (row.suite == "ruler" and row.task in ("average", "summary")) or (
+        row.suite == "longbench" and row.metric.startswith("avg_"))
+
+
+def union_rows(previous: list[ScoreRow], new: list[ScoreRow]) -> list[ScoreRow]:
+    """This run's rows, then the earlier rows it did not recompute (other lengths, suites or tasks), then the
+    summaries over all of them: re-running into an --out never leaves fewer rows than before."""
+    key = lambda r: (r.suite, r.task, r.context_length, r.depth, r.metric)  # noqa: E731
+    fresh = [r for r in new if not _derived(r)]
+    seen = {key(r) for r in fresh}
+    rows = fresh + [r for r in previous if not _derived(r) and key(r) not in seen]
+    return rows + ruler_summary(rows) + longbench_summary(rows)

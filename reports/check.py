@@ -1,6 +1,7 @@
 """`longrecipe check`: the CI regression gate for long-context scores.
 
-Exit 0 when no tracked score dropped by more than the tolerance (points), 1 with a readable table of what dropped
+Exit 0 when no tracked score got worse by more than the tolerance (points; a drop, or a rise for perplexities and
+bits per byte), 1 with a readable table of what dropped
 (or disappeared), 2 for unusable input. Tracked by default: the suite-level scores (RULER per-length means and
 summary, NIAH per-length means, passkey, general tasks); `--per-task` tracks every row.
 """
@@ -14,12 +15,14 @@ import pandas as pd
 from longrecipe.reports.load import ReportError, read_results
 
 KEY = ["suite", "task", "context_length", "depth", "metric"]
+# metrics where a rise is the regression (perplexities, bits per byte): gated in that direction
+LOWER_IS_BETTER = frozenset({"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"})
 
 
 def tracked(data: dict, per_task: bool) -> pd.DataFrame:
     df = pd.DataFrame(data["scores"])
     if df.empty:
-        return df
+        return pd.DataFrame(columns=KEY + ["value"])
     if not per_task:
         niah = df[df.suite == "niah"].groupby(["suite", "task", "context_length", "metric"], dropna=False,
                                                as_index=False)["value"].mean()
@@ -36,10 +39,12 @@ def compare(baseline: dict, run: dict, tolerance: float, per_task: bool) -> pd.D
     b, r = tracked(baseline, per_task), tracked(run, per_task)
     norm = lambda d: d.assign(context_length=d.context_length.map(lambda v: None if pd.isna(v) else int(v)),  # noqa
                               depth=d.depth.map(lambda v: None if v is None or pd.isna(v) else float(v)))
-    b, r = norm(b), norm(r)
+    b, r = (norm(d).astype({k: object for k in KEY}) for d in (b, r))  # one key dtype on both sides
     merged = b.merge(r, on=KEY, how="left", suffixes=("_baseline", "_run"))
-    merged["delta"] = merged.value_run - merged.value_baseline
-    bad = merged[merged.value_run.isna() | (merged.delta < -tolerance)]
+    # rounded: 64.9 -> 63.9 is a drop of exactly 1.0 point, as 40.0 -> 39.0 is (raw floats differ by 1e-14)
+    merged["delta"] = (merged.value_run.astype(float) - merged.value_baseline.astype(float)).round(9)
+    worse = merged.delta.where(~merged.metric.isin(LOWER_IS_BETTER), -merged.delta)
+    bad = merged[merged.value_run.isna() | (worse < -tolerance)]
     return bad.sort_values(KEY, key=lambda s: s.astype(str)).reset_index(drop=True)
 
 
@@ -49,8 +54,8 @@ def render(bad: pd.DataFrame) -> str:
     for _, x in bad.iterrows():
         run = "missing" if pd.isna(x.value_run) else f"{x.value_run:.2f}"
         delta = "" if pd.isna(x.delta) else f"{x.delta:+.2f}"
-        length = "" if x.context_length is None else str(x.context_length)
-        depth = "" if x.depth is None else f"{x.depth:g}"
+        length = "" if x.context_length is None or pd.isna(x.context_length) else str(int(x.context_length))
+        depth = "" if x.depth is None or pd.isna(x.depth) else f"{float(x.depth):g}"
         lines.append(f"{x.suite:8} {x.task:18} {length:>7} {depth:>6} {x.metric:18} {x.value_baseline:9.2f} "
                      f"{run:>9} {delta:>8}")
     return "\n".join(lines)
@@ -68,11 +73,13 @@ def run_check(baseline: str | Path, run: str | Path, tolerance: float = 1.0, per
         log(f"baseline {baseline} updated from {run}")
         return 0
     base = read_results(baseline)
-    bad = compare(base, current, tolerance, per_task)
     n = len(tracked(base, per_task))
+    if n == 0:
+        raise ReportError(f"{baseline} has no tracked scores: there is nothing to gate against")
+    bad = compare(base, current, tolerance, per_task)
     if bad.empty:
-        log(f"ok: {n} tracked scores, none dropped by more than {tolerance} points")
+        log(f"ok: {n} tracked scores, none got worse by more than {tolerance} points")
         return 0
-    log(f"{len(bad)} of {n} tracked scores dropped by more than {tolerance} points (or are missing):")
+    log(f"{len(bad)} of {n} tracked scores got worse by more than {tolerance} points (or are missing):")
     log(render(bad))
     return 1

@@ -58,6 +58,10 @@ def generate(
         key = str(rng.integers(10 ** (digits - 1), 10**digits))
         depth = float(depths[i % len(depths)]) if depths else float(rng.random())
         prompt, n = _fit(tokenizer, budget, depth, key)
+        if (used := count_tokens(tokenizer, prompt)) > budget:
+            raise ValueError(f"passkey: length {length} cannot hold the prompt (it needs at least "
+                             f"{used + TOKENS_TO_GENERATE} tokens with this tokenizer, {TOKENS_TO_GENERATE} of them "
+                             f"for the answer)")
         head = build_prompt(n, round(depth * n), key).split(NEEDLE.format(key=key))[0]
         out.append(
             {
@@ -65,7 +69,7 @@ def generate(
                 "input": prompt,
                 "answer_prefix": "",
                 "outputs": [key],
-                "length": count_tokens(tokenizer, prompt),
+                "length": used,
                 "depth": depth,
                 "answer_position": count_tokens(tokenizer, head.rstrip()),
                 "max_new_tokens": TOKENS_TO_GENERATE,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from longrecipe.config import ConfigError, bounded, check
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -18,7 +20,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class RopeConfig:
     method: Literal["ntk-at-target", "yarn", "linear", "llama3", "none"] = "ntk-at-target"
-    factor: float = 1.0
+    factor: float = bounded(1.0, gt=0)
 
 
 @dataclass(frozen=True)
@@ -26,38 +28,39 @@ class DataConfig:
     source: str = "python"  # "python" (the corpus shipped with Python) or a JSONL file with a text field
     text_field: str = "text"
     selection: Literal["none", "random", "impactful"] = "none"
-    keep_prob: float = 0.5  # sentence keep probability for selection=random
+    keep_prob: float = bounded(0.5, ge=0, le=1)  # sentence keep probability for selection=random
     # selection=impactful: keep sentences holding an anchor type; others with probability keep_other.
     # anchor_mode=digit is the reference release's shortcut (a sentence with a digit is an anchor sentence).
     anchors: tuple[str, ...] = ("NUM", "PRON", "AUX", "CCONJ", "ADP")
     anchors_from: str | None = None  # token_types.json of `longrecipe analyze`: its 5 most enriched types
     anchor_mode: Literal["types", "digit"] = "types"
-    keep_other: float = 0.3
-    max_gap: int | None = None  # None: the reference's budget form; M: the paper's gaps ~ U{0..M}
+    keep_other: float = bounded(0.3, ge=0, le=1)
+    max_gap: int | None = bounded(None, ge=0)  # None: the reference's budget form; M: the paper's gaps ~ U{0..M}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     stage: Literal["extension", "replay"] = "extension"
     method: Literal["longrecipe", "pose", "randpos", "flt"] = "longrecipe"
-    target_length: int = 2048
-    train_length: int = 614
-    steps: int = 100
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 5e-4
-    min_lr_ratio: float = 0.1
-    warmup: int = 10
+    target_length: int = bounded(2048, ge=2)
+    train_length: int = bounded(614, ge=2)
+    steps: int = bounded(100, ge=1)
+    batch_size: int = bounded(4, ge=1)
+    grad_accum: int = bounded(1, ge=1)
+    lr: float = bounded(5e-4, gt=0)
+    min_lr_ratio: float = bounded(0.1, ge=0, le=1)
+    warmup: int = bounded(10, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    save_every: int = 0
-    log_every: int = 1
-    loss_chunk: int = 0  # tokens per checkpointed loss chunk; 0 = auto (about 1 GiB of fp32 logits per chunk)
+    weight_decay: float = bounded(0.0, ge=0)
+    max_grad_norm: float = bounded(1.0, gt=0)
+    seed: int = bounded(0, ge=0)
+    save_every: int = bounded(0, ge=0)  # 0: no checkpoints
+    log_every: int = bounded(1, ge=1)
+    # tokens per checkpointed loss chunk; 0 = auto (about 1 GiB of fp32 logits per chunk)
+    loss_chunk: int = bounded(0, ge=0)
     compile: bool = False  # torch.compile each decoder layer (regional): faster steps after a one-off compile
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    threads: int = 0
+    threads: int = bounded(0, ge=0)  # 0: torch's default
     distributed: Literal["auto", "ddp", "fsdp2"] = "auto"  # under torchrun; auto = ddp
     tensorboard: bool = False
 
@@ -68,7 +71,7 @@ class EvalSection:
 
     suites: tuple[str, ...] = ("ruler", "niah", "passkey")
     lengths: tuple[int, ...] = ()  # default: the native window doubled up to the target length
-    samples: int = 20
+    samples: int = bounded(20, ge=1)
     backend: Literal["hf", "vllm"] = "hf"
     essay_dir: str | None = None
     compare_base: bool = True
@@ -84,20 +87,20 @@ class RunConfig:
     eval: EvalSection = field(default_factory=EvalSection)
 
     def validate(self) -> RunConfig:
+        """Checks across keys (each key's own range is checked when the config is built)."""
+        check(self)
         t = self.train
         if t.train_length < 2 or t.target_length < t.train_length:
-            raise ValueError(f"train.train_length ({t.train_length}) must be >= 2 and <= train.target_length "
-                             f"({t.target_length})")
+            raise ConfigError(f"train.train_length ({t.train_length}) must be >= 2 and <= train.target_length "
+                              f"({t.target_length})")
         if t.stage == "extension" and t.method == "flt" and t.train_length != t.target_length:
-            raise ValueError("train.method=flt trains at the target length: set train.train_length = "
-                             "train.target_length")
-        if t.steps < 1 or t.batch_size < 1 or t.grad_accum < 1:
-            raise ValueError("train.steps, train.batch_size and train.grad_accum must be >= 1")
+            raise ConfigError("train.method=flt trains at the target length: set train.train_length = "
+                              "train.target_length")
+        if any(n < 1 for n in self.eval.lengths):
+            raise ConfigError(f"eval.lengths: expected positive lengths, got {list(self.eval.lengths)}")
         from longrecipe.train.lexicon import TYPES
 
         bad = [a for a in self.data.anchors if a not in TYPES]
         if bad:
-            raise ValueError(f"data.anchors: unknown type {bad[0]!r}; choose from {', '.join(TYPES)}")
-        if not (0.0 <= self.data.keep_prob <= 1.0 and 0.0 <= self.data.keep_other <= 1.0):
-            raise ValueError("data.keep_prob and data.keep_other must be probabilities in [0, 1]")
+            raise ConfigError(f"data.anchors: unknown type {bad[0]!r}; choose from {', '.join(TYPES)}")
         return self

@@ -8,6 +8,7 @@ first on the command line.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,10 +63,15 @@ def merge_models(paths: Sequence[str], weights: Sequence[float] | None, out: str
     weights = list(weights) if weights else [1.0 / len(dirs)] * len(dirs)
     if len(weights) != len(dirs):
         raise ValueError(f"{len(weights)} weights for {len(dirs)} models")
+    if not all(math.isfinite(w) for w in weights):
+        raise ValueError(f"weights must be finite numbers, got {weights}")
     if abs(sum(weights) - 1.0) > 1e-6:
         raise ValueError(f"weights sum to {sum(weights)}, expected 1")
     check_compatible(dirs)
     merged = merge_state([_state(d) for d in dirs], weights)
+    bad = next((k for k, v in merged.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ValueError(f"the merged model has non-finite values in {bad!r} (non-finite inputs?); nothing written")
     from safetensors.torch import save_file
 
     with atomic_dir(out) as tmp:

@@ -1,16 +1,25 @@
 """`longrecipe train`: one stage (extension or replay) from a YAML config, resumable, single process or torchrun.
 
 Layout of `out`:  config.yaml (resolved), train_log.jsonl (one line per step), checkpoints/step-N/ (model,
-optimizer, scheduler, RNG states, step), model/ (the final Hugging Face directory).
+optimizer, scheduler, RNG states, step, and manifest.json written last), model/ (the final Hugging Face directory).
+
+Checkpoints are read without unpickling code (`torch.load(weights_only=True)`: tensors and plain containers only),
+and only when their manifest (sizes and SHA-256 of every file) matches: a torn or tampered newest checkpoint is
+skipped, with a note, for the previous complete one (the two newest complete checkpoints are kept).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
+import pickle
 import shutil
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +117,14 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
+KEEP_CHECKPOINTS = 2  # the newest complete one, and the one before it as a fallback
+MANIFEST = "manifest.json"
+
+
 def save_checkpoint(out: Path, step: int, model, opt, sched, dist: Dist, net=None) -> None:
-    """Atomic checkpoint folder; older ones are removed only after the new one is complete. Every process calls
-    it: under FSDP2 the full model and optimizer states are first gathered (onto the main process's CPU)."""
+    """Atomic checkpoint folder with a manifest written last; older ones are removed only after the new one is
+    complete, keeping KEEP_CHECKPOINTS. Every process calls it: under FSDP2 the full model and optimizer states are
+    first gathered (onto the main process's CPU)."""
     from safetensors.torch import save_file, save_model
 
     full = _full_states(model, net, opt) if net is not None else None
@@ -125,9 +139,39 @@ def save_checkpoint(out: Path, step: int, model, opt, sched, dist: Dist, net=Non
                 save_file(full[0], str(tmp / "model.safetensors"))
                 torch.save(full[1], tmp / "optimizer.pt")
             torch.save(state, tmp / "state.pt")
-        for old in sorted(ckpts.glob("step-*"))[:-1]:
+            write_text(tmp / MANIFEST, json.dumps({"step": step, "files": {
+                f.name: _file_entry(f) for f in sorted(tmp.iterdir())}}, indent=1) + "\n")
+        for old in sorted(ckpts.glob("step-*"))[:-KEEP_CHECKPOINTS]:
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from (None when its manifest matches every file)."""
+    try:
+        manifest = json.loads((ckpt / MANIFEST).read_text())
+        files = manifest["files"]
+        if not isinstance(files, dict) or "state.pt" not in files or "model.safetensors" not in files:
+            return "its manifest lists no model or state"
+    except FileNotFoundError:
+        return "it has no manifest (an interrupted save, or written by an older version)"
+    except (ValueError, KeyError, TypeError):
+        return "its manifest is unreadable"
+    for name, entry in files.items():
+        path = ckpt / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != entry.get("bytes") or _file_entry(path)["sha256"] != entry.get("sha256"):
+            return f"{name} does not match its manifest (torn or modified)"
+    return None
 
 
 def _full_states(model, net, opt) -> tuple[dict, dict]:
@@ -146,16 +190,42 @@ def _full_states(model, net, opt) -> tuple[dict, dict]:
     return weights, sd.get_optimizer_state_dict(net, opt, options=options)
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    found = sorted((out / "checkpoints").glob("step-*"))
-    return found[-1] if found else None
+def latest_checkpoint(out: Path, log=None) -> Path | None:
+    """The newest complete checkpoint, skipping (and saying so) any whose files do not match their manifest;
+    None when there are none; a ValueError when there are some but none is usable."""
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    found = sorted((out / "checkpoints").glob("step-*"), reverse=True)
+    for ckpt in found:
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            if ckpt != found[0]:
+                log(f"note: resuming from {ckpt.name}, the newest complete checkpoint")
+            return ckpt
+        log(f"note: checkpoint {ckpt} is not usable: {problem}")
+    if found:
+        raise ValueError(f"no usable checkpoint in {out / 'checkpoints'} (see the notes above); remove that folder "
+                         f"to restart the run from step 0")
+    return None
+
+
+def _load_plain(path: Path) -> Any:
+    """torch.load that never runs pickled code: tensors, numbers, strings and containers only."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says what matters
+            return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: refused to load: it holds objects other than tensors and plain containers (a "
+                         f"crafted or foreign file; nothing in it was run)") from None
+    except (RuntimeError, EOFError, OSError, ValueError):
+        raise ValueError(f"{path}: unreadable (torn, or not a checkpoint written by longrecipe)") from None
 
 
 def restore(ckpt: Path, model, opt, sched, dist: Dist, net=None) -> int:
     """Load a checkpoint; under FSDP2 (`net` given) the main process reads it and broadcasts each process's shard."""
     from safetensors.torch import load_file, load_model
 
-    state = torch.load(ckpt / "state.pt", weights_only=False)
+    state = _load_plain(ckpt / "state.pt")
     if net is None:
         load_model(model, str(ckpt / "model.safetensors"), device=str(next(model.parameters()).device))
         opt.load_state_dict(state["optimizer"])
@@ -165,7 +235,7 @@ def restore(ckpt: Path, model, opt, sched, dist: Dist, net=None) -> int:
         options = sd.StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
         weights = load_file(str(ckpt / "model.safetensors")) if dist.main else {}
         sd.set_model_state_dict(model, weights, options=options)
-        full = torch.load(ckpt / "optimizer.pt", weights_only=False) if dist.main else {}
+        full = _load_plain(ckpt / "optimizer.pt") if dist.main else {}
         sd.set_optimizer_state_dict(net, opt, full, options=options)
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
@@ -176,7 +246,8 @@ def restore(ckpt: Path, model, opt, sched, dist: Dist, net=None) -> int:
 
 def _check_same_config(out: Path, cfg: RunConfig) -> None:
     saved = out / "config.yaml"
-    if saved.exists() and C.read_yaml(saved) != C.to_dict(cfg):
+    where = lambda d: {k: v for k, v in d.items() if k != "out"}  # noqa: E731 (a moved run folder still resumes)
+    if saved.exists() and where(C.read_yaml(saved)) != where(C.to_dict(cfg)):
         raise ValueError(f"{out} holds a run with a different config; resume with the same config or use a new out")
 
 
@@ -185,8 +256,6 @@ def _truncate_log(path: Path, step: int) -> float:
     seconds logged at the checkpoint, so that elapsed time (the run's wall-time cost) continues from there."""
     if not path.exists():
         return 0.0
-    import json
-
     keep = [r for r in read_jsonl(path) if r["step"] <= step]
     write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
     return float(keep[-1].get("elapsed_s", 0.0)) if keep else 0.0
@@ -204,6 +273,13 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
     out = Path(cfg.out)
     if dist.main:
         _check_same_config(out, cfg)
+    final = out / "model"
+    if (final / "config.json").is_file():  # written atomically at the very end: the run is complete
+        if dist.main:
+            print(f"note: {out} already holds the finished run ({final}); nothing to do (use a new out to train "
+                  f"again)", file=sys.stderr)
+        return final
+    if dist.main:
         C.save(cfg, out / "config.yaml")
     D.load_texts(cfg.data) if cfg.data.source != "python" else None  # bad data fails before the model loads
     torch.manual_seed(t.seed)
@@ -222,10 +298,12 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
                             fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     start, before = 0, 0.0
-    if (ckpt := latest_checkpoint(out)) is not None:
+    if (ckpt := _agreed_checkpoint(out, dist)) is not None:
         start = restore(ckpt, model, opt, sched, dist, net if fsdp else None)
         if dist.main:
             before = _truncate_log(out / "train_log.jsonl", start)
+    elif dist.main:  # no checkpoint: the run starts at step 0, so does its log
+        (out / "train_log.jsonl").unlink(missing_ok=True)
     if dist.world > 1 and not fsdp:  # the loss module goes through DDP's forward so its gradient hooks are armed
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[dist.local] if dist.device.type == "cuda" else None)
@@ -266,7 +344,6 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
                 board.add_scalar("train/lr", sched.get_last_lr()[0], step + 1)
         if t.save_every and (step + 1) % t.save_every == 0 and step + 1 < t.steps:
             save_checkpoint(out, step + 1, model, opt, sched, dist, net if fsdp else None)
-    final = out / "model"
     weights = _full_states(model, net, opt)[0] if fsdp else None
     if dist.main:
         with atomic_dir(final) as tmp:
@@ -275,6 +352,22 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     dist.barrier()
     return final
+
+
+def _agreed_checkpoint(out: Path, dist: Dist) -> Path | None:
+    """The main process checks the manifests (hashing once) and every process resumes from its choice."""
+    choice = [""]
+    if dist.main:
+        try:
+            ckpt = latest_checkpoint(out)
+            choice = [str(ckpt) if ckpt is not None else ""]
+        except ValueError as err:
+            choice = [f"error: {err}"]
+    if dist.world > 1:
+        torch.distributed.broadcast_object_list(choice, src=0)
+    if choice[0].startswith("error: "):
+        raise ValueError(choice[0][len("error: "):])
+    return Path(choice[0]) if choice[0] else None
 
 
 def _fully_shard(model, net: torch.nn.Module, bf16: bool) -> None:

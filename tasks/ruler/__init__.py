@@ -58,7 +58,7 @@ def _tokenizer(tokenizer: Any) -> Any:
         from longrecipe import models
 
         path = models.resolve(tokenizer) if str(tokenizer) in models.ALIASES else tokenizer
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     return tokenizer
 
 
