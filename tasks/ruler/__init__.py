@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from longrecipe.tasks import counting
+from longrecipe.tasks import chat, counting
 from longrecipe.tasks.ruler import common, cwe, fwe, niah, qa, vt
 
 TASK_VERSION = 1
@@ -121,7 +121,7 @@ def generate(task: str, tokenizer: Any, length: int, num_samples: int, seed: int
             from longrecipe.schema import read_jsonl
 
             return read_jsonl(path)
-    wrap = _chat_wrapper(tok) if chat_template else (lambda s: s)
+    wrap = chat.wrapper(tok) if chat_template else (lambda s: s)
     cfg = CONFIGS[task]
     module = MODULES[cfg["task"]]
     kwargs = {"qa_file": qa_file} if cfg["task"] == "qa" else {}
@@ -133,17 +133,6 @@ def generate(task: str, tokenizer: Any, length: int, num_samples: int, seed: int
 
         write_text(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
     return samples
-
-
-def _chat_wrapper(tokenizer: Any):
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("chat_template=True but the tokenizer has no chat template")
-
-    def wrap(text: str) -> str:
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True)
-
-    return wrap
 
 
 _CONTROL = re.compile(r"[\x00-\x1f]")

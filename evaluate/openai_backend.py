@@ -1,0 +1,116 @@
+"""`--backend openai`: any OpenAI-compatible completions endpoint (`vllm serve`, SGLang, TGI), the way RULER,
+HELMET and lm-eval users evaluate a served model.
+
+Why token ids: prompts are built and fitted with the served model's own tokenizer (`--tokenizer DIR`) and sent
+as token ids when the server accepts them (vLLM does), so every backend receives the same ids; a server that
+refuses ids gets the text. Greedy (temperature 0), stop strings and max tokens as the other backends. Requests run
+`--concurrency` at a time and are handed back as each completes, so the runner appends every finished sample at
+once (out of order). Connection errors, 429 and 5xx are retried with exponential backoff; past the retries the run
+stops with one line, and re-running the same command resumes. The API key is read from the environment variable
+named by `--api-key-env`, never from the command line, and is never written anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
+
+from transformers import AutoTokenizer
+
+from longrecipe.evaluate.backends import Request, truncate_at_stop
+
+RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+class ServerError(ValueError):
+    """The endpoint cannot be used (unreachable, another model, a refused request): one line."""
+
+
+class OpenAIBackend:
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str, tokenizer_dir: str, api_key_env: str | None = None,
+                 concurrency: int = 8, timeout: float = 600.0, retries: int = 5, backoff: float = 1.0):
+        self.base, self.model = base_url.rstrip("/"), model
+        self.concurrency, self.timeout, self.retries, self.backoff = concurrency, timeout, retries, backoff
+        self._key = None
+        if api_key_env:
+            self._key = os.environ.get(api_key_env)
+            if not self._key:
+                raise ServerError(f"--api-key-env {api_key_env}: that environment variable is not set")
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
+        self.max_length = self._check_model()
+        self.send_ids = True
+
+    def _call(self, method: str, path: str, body: dict | None = None, retries: int | None = None) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        data = None if body is None else json.dumps(body).encode()
+        tries = self.retries if retries is None else retries
+        for attempt in range(tries + 1):
+            req = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as res:
+                    return json.loads(res.read())
+            except urllib.error.HTTPError as err:
+                if err.code not in RETRY_STATUS or attempt == tries:
+                    detail = err.read().decode(errors="replace")[:300].replace("\n", " ")
+                    raise ServerError(f"{self.base}{path}: HTTP {err.code}: {detail}") from None
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as err:
+                if attempt == tries:
+                    reason = getattr(err, "reason", err)
+                    raise ServerError(f"server {self.base} unreachable ({reason}) after {tries} retries; start it "
+                                      f"(or fix --base-url) and re-run the same command to resume") from None
+            time.sleep(self.backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _check_model(self) -> int:
+        served = self._call("GET", "/models", retries=min(self.retries, 2)).get("data", [])
+        names = {m.get("id"): m for m in served}
+        if self.model not in names:
+            raise ServerError(f"server {self.base} serves {', '.join(map(str, names)) or 'no model'}, not "
+                              f"{self.model!r} (--model is the served model name)")
+        return int(names[self.model].get("max_model_len") or 0)
+
+    def _complete(self, r: Request) -> str:
+        body: dict[str, Any] = {"model": self.model, "max_tokens": r.max_new_tokens, "temperature": 0.0,
+                                "top_p": 1.0, "n": 1}
+        if r.stop:
+            body["stop"] = list(r.stop)
+        if self.send_ids:
+            body["prompt"] = self.tokenizer(r.prompt)["input_ids"]
+            try:
+                return truncate_at_stop(self._call("POST", "/completions", body)["choices"][0]["text"], r.stop)
+            except ServerError as err:
+                if "HTTP 400" not in str(err) and "HTTP 422" not in str(err):
+                    raise
+                self.send_ids = False  # this server takes text prompts only
+        body["prompt"] = r.prompt
+        return truncate_at_stop(self._call("POST", "/completions", body)["choices"][0]["text"], r.stop)
+
+    def completed(self, requests: Sequence[Request]) -> Iterator[tuple[int, str]]:
+        """(index, completion) of each request as soon as it finishes."""
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            futures = {pool.submit(self._complete, r): i for i, r in enumerate(requests)}
+            try:
+                for f in as_completed(futures):
+                    yield futures[f], f.result()
+            finally:
+                for f in futures:
+                    f.cancel()
+
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        out = [""] * len(requests)
+        for i, text in self.completed(requests):
+            out[i] = text
+        return out
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        raise ServerError("log-likelihoods through --backend openai are not supported; use hf or vllm")
