@@ -128,25 +128,32 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from longrecipe.evaluate.runner import EvalConfig, run_eval
+EVAL_SKIP = ("command", "fn", "config", "overrides", "eval_parser")
 
-    cfg = EvalConfig(
-        model=args.model, out=args.out, suites=tuple(s.strip() for s in args.suite.split(",") if s.strip()),
-        lengths=tuple(args.lengths), backend=args.backend, allow_extrapolation=args.allow_extrapolation,
-        samples=args.samples, seed=args.seed, essay_dir=args.essay_dir, qa_squad=args.qa_squad,
-        qa_hotpot=args.qa_hotpot, ruler_tasks=tuple(t for t in (args.ruler_tasks or "").split(",") if t),
-        niah_depths=args.niah_depths, batch_size=args.batch_size,
-        general_tasks=tuple(t for t in args.general_tasks.split(",") if t), general_max_length=args.general_max_length,
-        ppl_file=args.ppl_file,
-        allow_code_execution=args.allow_code_execution, max_model_len=args.max_model_len, device=args.device,
-        longbench_dir=args.longbench_dir, longbench_datasets=tuple(d for d in (args.longbench_datasets or "").split(",")
-                                                                   if d),
-        longbench_max_length=args.longbench_max_length, longbench_cot=args.longbench_cot,
-        chat_template=args.chat_template, base_url=args.base_url, tokenizer=args.tokenizer,
-        api_key_env=args.api_key_env, concurrency=args.concurrency, request_timeout=args.request_timeout,
-        retries=args.retries)
-    path = run_eval(cfg, command="longrecipe " + " ".join(sys.argv[1:]))
+
+def eval_config(args: argparse.Namespace):
+    """The eval settings, lowest first: the flags' defaults, the YAML file, `key=value` overrides, then the flags
+    given on the command line. Every flag is a config key (`--suite` is `suites`), validated by the config loader."""
+    from longrecipe import config as C
+    from longrecipe.evaluate.runner import EvalConfig
+
+    parser = args.eval_parser
+    key = {"suite": "suites"}
+    data = {key.get(d, d): parser.get_default(d) for d in vars(args) if d not in EVAL_SKIP
+            and parser.get_default(d) is not None}
+    data = C.merge_overrides({**data, **(C.read_yaml(args.config) if args.config else {})}, args.overrides)
+    given = {key.get(d, d): v for d, v in vars(args).items() if d not in EVAL_SKIP and v != parser.get_default(d)}
+    data.update(given)
+    for required in ("model", "out"):
+        if data.get(required) is None:
+            raise UsageError(f"eval needs {required}: --{required} or '{required}:' in the --config file")
+    return C.build(EvalConfig, data)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from longrecipe.evaluate.runner import run_eval
+
+    path = run_eval(eval_config(args), command="longrecipe " + " ".join(sys.argv[1:]))
     print(f"wrote {path}")
     return 0
 
@@ -174,7 +181,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from longrecipe.reports.report import build_report
 
     try:
-        paths = build_report(args.runs, args.out, args.target)
+        paths = build_report(args.runs, args.out, args.target, fmt=args.format)
     except ReportError as err:
         raise UsageError(str(err)) from None
     print(f"wrote {len(paths)} files to {args.out}")
@@ -224,14 +231,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("overrides", nargs="*", help="key.sub=value overrides")
 
     sp = add("eval", cmd_eval, "evaluate a model: prepare tasks, predict (resumable), score, write results.json")
-    sp.add_argument("--model", required=True, help="model directory, 'tiny', a pulled name (smollm2-135m), or the "
+    sp.set_defaults(eval_parser=sp)
+    sp.add_argument("--config", default=None, help="YAML eval config (evaluate/configs/*.yaml); every flag is a key")
+    sp.add_argument("overrides", nargs="*", help="key=value overrides of the config, e.g. suites=ruler "
+                    "lengths=4096,8192")
+    sp.add_argument("--model", default=None, help="model directory, 'tiny', a pulled name (smollm2-135m), or the "
                     "served model name with --backend openai")
     sp.add_argument("--suite", default="ruler", help="comma list of ruler, niah, passkey, ppl, longbench, "
                     "longbench_e, longbench_v2, general")
     sp.add_argument("--lengths", type=_lengths, default=[256], help="comma list of context lengths")
     sp.add_argument("--backend", choices=("hf", "vllm", "openai"), default="hf",
                     help="hf (transformers), vllm (offline engine), openai (a served OpenAI-compatible endpoint)")
-    sp.add_argument("--out", required=True, help="run directory (re-running the same command resumes)")
+    sp.add_argument("--out", default=None, help="run directory (re-running the same command resumes)")
+    sp.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"),
+                    help="weights dtype (auto: float32 on CPU, bfloat16 on CUDA for hf; the model's for vLLM)")
+    sp.add_argument("--attn-implementation", default="sdpa", help="hf: sdpa, eager or flash_attention_2")
+    sp.add_argument("--device-map", default=None, help="hf: 'auto' spreads the layers over every visible GPU")
+    sp.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code "
+                    "(off unless given)")
+    sp.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per engine")
+    sp.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vllm: share of GPU memory")
     sp.add_argument("--base-url", default=None, help="--backend openai: the endpoint, e.g. http://127.0.0.1:8000/v1")
     sp.add_argument("--tokenizer", default=None, help="--backend openai: the served model's tokenizer directory")
     sp.add_argument("--api-key-env", default=None, help="--backend openai: NAME of the environment variable that "
@@ -278,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("runs", nargs="+", help="run directories holding results.json (or results.json files)")
     sp.add_argument("--out", required=True)
     sp.add_argument("--target", type=int, default=None, help="target context length to mark on plots")
+    sp.add_argument("--format", choices=("tables", "lm-eval"), default="tables", help="lm-eval: also write each "
+                    "run in lm-eval's results JSON layout (lm_eval/RUN.json); RULER's summary.csv per length always")
 
     sp = add("check", cmd_check, "regression gate: exit 1 if a tracked score dropped by more than the tolerance")
     sp.add_argument("run", help="run directory (or results.json)")

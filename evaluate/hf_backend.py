@@ -15,8 +15,10 @@ from tqdm.auto import tqdm
 
 
 def load_model(model_dir: str | Path, device: str | None = None, dtype: torch.dtype | None = None,
-               trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """Load a local Hugging Face directory (safetensors only); returns (model, tokenizer)."""
+               trust_remote_code: bool = False, attn_implementation: str = "sdpa",
+               device_map: str | None = None) -> tuple[Any, Any]:
+    """Load a local Hugging Face directory (safetensors only); returns (model, tokenizer). `device_map="auto"`
+    spreads the layers over every visible GPU (accelerate) instead of moving the model to `device`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(model_dir)
@@ -26,8 +28,10 @@ def load_model(model_dir: str | Path, device: str | None = None, dtype: torch.dt
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code, attn_implementation="sdpa"
-    ).to(device)
+        path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation, device_map=device_map)
+    if device_map is None:
+        model = model.to(device)
     model.eval()
     return model, tok
 

@@ -40,7 +40,7 @@ class EvalConfig:
     ruler_tasks: tuple[str, ...] = ()
     niah_depths: int = bounded(11, ge=1)
     batch_size: int = bounded(8, ge=1)
-    general_tasks: tuple[str, ...] = ("longrecipe_cloze",)
+    general_tasks: tuple[str, ...] = ("longrecipe_cloze", "longrecipe_passkey_short", "longrecipe_heldout")
     general_max_length: int | None = bounded(None, ge=1)  # lm-eval's window for general tasks (default: the model's)
     general_limit: int | None = bounded(None, ge=1)  # lm-eval's limit: the first N documents of each general task
     ppl_file: str | None = None  # JSONL {"text"} for the ppl suite (default: held-out Python prose)
@@ -52,6 +52,13 @@ class EvalConfig:
     longbench_max_length: int | None = bounded(None, ge=1)
     longbench_cot: bool = False
     chat_template: bool = False
+    # model options: hf (dtype, attention kernel, layers spread over GPUs) and vLLM (tensor parallel, memory)
+    dtype: str = "auto"
+    attn_implementation: str = "sdpa"
+    device_map: str | None = None
+    trust_remote_code: bool = False
+    tensor_parallel_size: int = bounded(1, ge=1)
+    gpu_memory_utilization: float = bounded(0.85, gt=0, le=1)
     # --backend openai: the endpoint, the served model's tokenizer (a local directory), request handling
     base_url: str | None = None
     tokenizer: str | None = None
@@ -81,7 +88,9 @@ class Job:
 # no sample and no score; every other setting, and the content of every data file, is the run's identity.
 ADDITIVE = ("suites", "lengths", "ruler_tasks", "general_tasks", "longbench_datasets")
 NEUTRAL = ("out", "batch_size", "device", "max_model_len", "allow_extrapolation", "allow_code_execution", "base_url",
-           "api_key_env", "concurrency", "request_timeout", "retries")
+           "api_key_env", "concurrency", "request_timeout", "retries", "attn_implementation", "device_map",
+           "tensor_parallel_size", "gpu_memory_utilization")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 BACKENDS = ("hf", "vllm", "openai")
 DATA_PATHS = ("essay_dir", "qa_squad", "qa_hotpot", "ppl_file", "longbench_dir")
 
@@ -102,6 +111,15 @@ def validate(cfg: EvalConfig) -> tuple[Path, int]:
         local = [s for s in cfg.suites if s in ("ppl", "general")]
         if local:
             raise ConfigError(f"suite {local[0]} scores log-likelihoods of a local model: not with --backend openai")
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {cfg.dtype!r}; choose from {', '.join(DTYPES)}")
+    if cfg.tensor_parallel_size > 1:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if cfg.backend != "vllm" or cfg.tensor_parallel_size > gpus:
+            raise ConfigError(f"--tensor-parallel-size {cfg.tensor_parallel_size} needs --backend vllm and as many "
+                              f"GPUs ({gpus} visible)")
     path = models.resolve(cfg.tokenizer if cfg.backend == "openai" else cfg.model)
     for suite in cfg.suites:
         if suite not in SUITES:
@@ -323,7 +341,7 @@ def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print) -> li
     todo = [s for s in job.samples if int(s["index"]) not in done]
     t0, new_tokens = time.time(), 0
     # a backend that hands back each request as it completes (a server) gets the whole job at once
-    step = (len(todo) or 1) if hasattr(backend, "completed") else batch_size
+    step = (len(todo) or 1) if hasattr(backend, "completed") else max(batch_size, getattr(backend, "chunk", 0))
     bar = tqdm(total=len(todo), desc=f"{job.suite}/{job.task}@{job.length}", disable=not todo, leave=False)
     for start in range(0, len(todo), step):
         batch = todo[start : start + step]
@@ -355,7 +373,9 @@ def score(job: Job, preds: list[dict]) -> list[ScoreRow]:
     refs = [p["outputs"] for p in preds]
     if job.suite == "ruler":
         value = ruler.score(job.task, texts, refs)
-        return [ScoreRow("ruler", job.task, ruler.METRIC[job.task], value, job.version, job.length, None, len(preds))]
+        nulls = sum(not ruler.postprocess(t) for t in texts)  # RULER's Nulls: empty predictions
+        return [ScoreRow("ruler", job.task, ruler.METRIC[job.task], value, job.version, job.length, None, len(preds),
+                         nulls)]
     if job.suite == "niah":
         rows = []
         for p in preds:
@@ -439,7 +459,7 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
     previous = _previous_rows(out)
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     if cfg.chat_template:
         from longrecipe.tasks import chat
 
@@ -488,7 +508,11 @@ def _backend(cfg: EvalConfig, path: Path) -> Any:
         return OpenAIBackend(cfg.base_url, cfg.model, str(path), cfg.api_key_env, cfg.concurrency,
                              cfg.request_timeout, cfg.retries)
     max_len = cfg.max_model_len or max(max(cfg.lengths), 1)
-    return make_backend(cfg.backend, str(path), device=cfg.device, batch_size=cfg.batch_size, max_model_len=max_len)
+    return make_backend(cfg.backend, str(path), device=cfg.device, batch_size=cfg.batch_size, max_model_len=max_len,
+                        dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+                        attn_implementation=cfg.attn_implementation, device_map=cfg.device_map,
+                        tensor_parallel_size=cfg.tensor_parallel_size,
+                        gpu_memory_utilization=cfg.gpu_memory_utilization)
 
 
 def _previous_rows(out: Path) -> list[ScoreRow]:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from longrecipe.reports import load, plots, tables
+from longrecipe.reports import export, load, plots, tables
 
 
 def build_report(runs: Sequence[str | Path], out: str | Path, target: int | None = None,
-                 train_logs: dict[str, Path] | None = None) -> list[Path]:
+                 train_logs: dict[str, Path] | None = None, fmt: str = "tables") -> list[Path]:
+    """fmt: 'tables' (tables, plots, RULER summary.csv files) or 'lm-eval' (lm-eval's results JSON per run too)."""
     out = Path(out)
     df = load.frame(runs)
-    written: list[Path] = []
+    written = export.write_exports({load.label(r): load.read_results(r) for r in runs}, out, fmt == "lm-eval")
     t1 = tables.table1(df)
     for table, name, caption, lower in (
         (t1, "table1", "Long-context and general scores per run", False),

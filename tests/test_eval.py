@@ -188,3 +188,54 @@ def test_longbench_v2_answer_parsing():
                                           "choice_C": "c", "choice_D": "d"})
     assert prompt.startswith("Please read the following text and answer the question below.\n\n<text>\ndoc\n</text>")
     assert prompt.endswith('Format your response as follows: "The correct answer is (insert answer here)".')
+
+
+def test_model_options_reach_the_backend(tmp_path):
+    out = tmp_path / "run"
+    res = run_cli("eval", "--model", "tiny", "--suite", "passkey", "--lengths", "256", "--samples", "4", "--dtype",
+                  "bfloat16", "--attn-implementation", "eager", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    saved = json.loads((out / "eval_config.json").read_text())
+    assert (saved["dtype"], saved["attn_implementation"]) == ("bfloat16", "eager")
+    assert saved["identity"]["settings"]["dtype"] == "bfloat16"  # a dtype changes scores: part of the identity
+    res = run_cli("eval", "--model", "tiny", "--suite", "passkey", "--lengths", "256", "--samples", "4", "--out",
+                  str(out))
+    assert res.returncode == 2 and "dtype differs" in res.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--tensor-parallel-size", "2"], "--tensor-parallel-size 2 needs --backend vllm and as many GPUs"),
+    (["--backend", "vllm", "--tensor-parallel-size", "4"], "as many GPUs"),
+])
+def test_parallel_options_checked(tmp_path, args, needle):
+    res = run_cli("eval", "--model", "tiny", "--suite", "passkey", "--out", str(tmp_path / "o"), *args)
+    err = [x for x in res.stderr.splitlines() if x.strip()]
+    assert res.returncode == 2 and len(err) == 1 and needle in err[0], res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_yaml_eval_config_with_overrides_and_flags(tmp_path):
+    out = tmp_path / "run"
+    cfg = str(ROOT / "evaluate" / "configs" / "smollm2_ruler.yaml")
+    res = run_cli("eval", "--config", cfg, "model=tiny", "suites=passkey", "lengths=128,256", f"out={out}",
+                  "chat_template=false", "--samples", "3", "--seed", "5")  # the tiny tokenizer has no template
+    assert res.returncode == 0, res.stderr[-2000:]
+    saved = json.loads((out / "eval_config.json").read_text())
+    assert (saved["model"], saved["suites"], saved["lengths"]) == ("tiny", ["passkey"], [128, 256])
+    assert (saved["samples"], saved["seed"], saved["niah_depths"], saved["chat_template"]) == (3, 5, 11, False)
+    res = run_cli("eval", "--config", cfg, "sampels=3", "model=tiny", f"out={tmp_path / 'o'}")
+    err = [x for x in res.stderr.splitlines() if x.strip()]
+    assert res.returncode == 2 and len(err) == 1 and "unknown config key 'sampels'; did you mean 'samples'" in err[0]
+    res = run_cli("eval", "--suite", "passkey")
+    assert res.returncode == 2 and "eval needs model" in res.stderr
+
+
+def test_every_shipped_eval_config_loads():
+    from longrecipe import config as C
+    from longrecipe.evaluate.runner import EvalConfig
+
+    files = sorted((ROOT / "evaluate" / "configs").glob("*.yaml"))
+    assert len(files) >= 2
+    for f in files:
+        assert f.read_text().splitlines()[0].startswith("# longrecipe eval --config evaluate/configs/" + f.name)
+        C.check(C.build(EvalConfig, C.read_yaml(f)))

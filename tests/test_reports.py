@@ -140,3 +140,28 @@ def test_longbench_tables(tmp_path):
     e = (tmp_path / "rep" / "longbench_e_by_bucket.md").read_text().splitlines()
     assert e[0] == "| run | 0-4k | 4-8k | 8k+ |" and e[2] == "| lb | 50.0 | 30.0 | 10.0 |"
     assert (tmp_path / "rep" / "table1.md").read_text().splitlines()[2] == "| lb | 35.0 |"
+
+
+def test_exports_lm_eval_layout_and_ruler_summary(tmp_path):
+    from longrecipe.reports.export import ruler_summaries, to_lm_eval
+
+    rows = [{"suite": "ruler", "task": "niah_single_1", "metric": "string_match_all", "value": 90.0,
+             "context_length": 4096, "depth": None, "n": 10, "n_null": 1, "task_version": 1},
+            {"suite": "ruler", "task": "cwe", "metric": "string_match_all", "value": 40.5, "context_length": 4096,
+             "depth": None, "n": 10, "n_null": 0, "task_version": 1},
+            {"suite": "ruler", "task": "average", "metric": "mean_over_tasks", "value": 65.25,
+             "context_length": 4096, "depth": None, "n": 2, "n_null": 0, "task_version": 1},
+            {"suite": "niah", "task": "needle", "metric": "substring", "value": 100.0, "context_length": 2048,
+             "depth": 0.0, "n": 1, "n_null": 0, "task_version": 1},
+            {"suite": "niah", "task": "needle", "metric": "substring", "value": 50.0, "context_length": 2048,
+             "depth": 100.0, "n": 1, "n_null": 0, "task_version": 1},
+            {"suite": "general", "task": "longrecipe_heldout", "metric": "bits_per_byte", "value": 2.37,
+             "context_length": None, "depth": None, "n": 40, "n_null": 0, "task_version": 1.0}]
+    data = {"scores": rows, "model": {"path": "m"}, "backend": "hf", "run": {"id": "r"}}
+    lm = to_lm_eval(data)
+    assert lm["results"]["niah_single_1"] == {"alias": "niah_single_1", "4096,none": 0.9}
+    assert lm["results"]["niah_needle"]["2048,none"] == 0.75  # averaged over depths, as a fraction
+    assert lm["results"]["longrecipe_heldout"]["bits_per_byte,none"] == 2.37  # raw metrics stay as they are
+    assert "average" not in lm["results"] and lm["n-samples"]["cwe"] == {"original": 10, "effective": 10}
+    # RULER's evaluate.py: pd.DataFrame([[Tasks..], [Score..], [Nulls..]]).to_csv(index=False)
+    assert ruler_summaries(data) == {4096: "0,1,2\nTasks,niah_single_1,cwe\nScore,90.0,40.5\nNulls,1/10,0/10\n"}
