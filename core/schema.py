@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+# metrics reported as they are (not fractions x100) and where lower is better: perplexities, bits per byte
+RAW_METRICS = frozenset({"word_perplexity", "byte_perplexity", "bits_per_byte", "perplexity"})
 
 
 class SchemaError(ValueError):

@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from longrecipe.schema import ScoreRow
+from longrecipe.schema import RAW_METRICS, ScoreRow
 
 LOCAL_TASKS = ("longrecipe_cloze", "longrecipe_passkey_short", "longrecipe_heldout")
-# lm-eval reports these as they are (not fractions): never scaled to 0-100
-RAW_METRICS = frozenset({"word_perplexity", "byte_perplexity", "bits_per_byte", "perplexity"})
 
 CLOZE_YAML = """task: longrecipe_cloze
 dataset_path: json

@@ -13,10 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 from longrecipe.reports.load import ReportError, read_results
+from longrecipe.schema import RAW_METRICS
 
 KEY = ["suite", "task", "context_length", "depth", "metric"]
-# metrics where a rise is the regression (perplexities, bits per byte): gated in that direction
-LOWER_IS_BETTER = frozenset({"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"})
 
 
 def tracked(data: dict, per_task: bool) -> pd.DataFrame:
@@ -43,7 +42,7 @@ def compare(baseline: dict, run: dict, tolerance: float, per_task: bool) -> pd.D
     merged = b.merge(r, on=KEY, how="left", suffixes=("_baseline", "_run"))
     # rounded: 64.9 -> 63.9 is a drop of exactly 1.0 point, as 40.0 -> 39.0 is (raw floats differ by 1e-14)
     merged["delta"] = (merged.value_run.astype(float) - merged.value_baseline.astype(float)).round(9)
-    worse = merged.delta.where(~merged.metric.isin(LOWER_IS_BETTER), -merged.delta)
+    worse = merged.delta.where(~merged.metric.isin(RAW_METRICS), -merged.delta)  # perplexities: a rise is worse
     bad = merged[merged.value_run.isna() | (worse < -tolerance)]
     return bad.sort_values(KEY, key=lambda s: s.astype(str)).reset_index(drop=True)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from longrecipe.io import write_json, write_text
+from longrecipe.schema import RAW_METRICS
 
-RAW_METRICS = frozenset({"word_perplexity", "byte_perplexity", "bits_per_byte", "perplexity"})
 SUMMARY_TASKS = ("average", "summary")
 
 

@@ -11,7 +11,6 @@ skipped, with a note, for the previous complete one (the two newest complete che
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -28,7 +27,7 @@ from tqdm.auto import tqdm
 
 from longrecipe import config as C
 from longrecipe import models
-from longrecipe.io import atomic_dir, write_text
+from longrecipe.io import atomic_dir, file_sha256, write_text
 from longrecipe.schema import append_jsonl, read_jsonl
 from longrecipe.train import data as D
 from longrecipe.train import rope
@@ -147,11 +146,7 @@ def save_checkpoint(out: Path, step: int, model, opt, sched, dist: Dist, net=Non
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def checkpoint_problem(ckpt: Path) -> str | None:
