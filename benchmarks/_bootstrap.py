@@ -1,27 +1,19 @@
 """Make `import longrecipe` work from a bare checkout (a lent GPU machine has no network to pip-install into).
 
-Why: the package maps top-level folders (core/, train/, ...) onto `longrecipe.*`; without an install, this builds
-the same layout from symlinks in a temp folder and puts it first on sys.path.
+Why: the package maps top-level folders (train/, evaluate/, ...) onto `longrecipe.*`; without an install, the package
+itself adds the repository root to its search path (see longrecipe/__init__.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def ensure_importable() -> None:
-    if importlib.util.find_spec("longrecipe") is not None:
-        return
-    top = Path(tempfile.mkdtemp(prefix="longrecipe-src-"))
-    pkg = top / "longrecipe"
-    pkg.mkdir()
-    for item in (ROOT / "core").iterdir():
-        (pkg / item.name).symlink_to(item)
-    for sub in ("train", "evaluate", "tasks", "reports"):
-        (pkg / sub).symlink_to(ROOT / sub)
-    sys.path.insert(0, str(top))
+    """The repository root on sys.path is enough: `longrecipe/__init__.py` then finds train/, evaluate/, ... there."""
+    if importlib.util.find_spec("longrecipe") is None:
+        sys.path.insert(0, str(ROOT))

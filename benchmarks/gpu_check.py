@@ -66,7 +66,7 @@ def check_flash(results: dict) -> None:
     """Same batch (LongRecipe gaps over 2048, 1024 tokens), gradient checkpointing on, every attention path."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = ROOT / "core" / "assets" / "tiny-base"
+    path = ROOT / "longrecipe" / "assets" / "tiny-base"
     tok = AutoTokenizer.from_pretrained(path)
     batch = gap_batch(1024, 2048, len(tok), 0, "cuda")
     runs = {"eager fp32": ("eager", False, False), "eager bf16": ("eager", True, False),

@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("--lengths", default="1024,2048")
     p.add_argument("--samples", type=int, default=5)
     args = p.parse_args()
-    from longrecipe import models
+    from longrecipe.base import models
 
     model_dir = models.resolve("smollm2-135m")
     lines = ["| task | length | samples | longrecipe | lm-eval 0.4.13 | longrecipe s | lm-eval s |",

@@ -42,7 +42,7 @@ def setup(length: int, longest: int, tokens: int, steps: int):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from longrecipe import models
+    from longrecipe.base import models
     from longrecipe.train import data as D
     from longrecipe.train import rope
     from longrecipe.train.config import DataConfig, TrainConfig

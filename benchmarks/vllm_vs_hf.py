@@ -24,13 +24,18 @@ TASKS = ("niah_single_1", "niah_multikey_2", "niah_multivalue")
 
 
 def child(backend: str, lengths: list[int], samples: int, batch: int) -> None:
-    from longrecipe import models
-    from longrecipe.evaluate.backends import Request, make_backend
+    from types import SimpleNamespace
+
+    from longrecipe.base import models
+    from longrecipe.evaluate.backends import BACKENDS, Request
     from longrecipe.tasks import ruler
 
     path = str(models.resolve("tiny"))
     t0 = time.time()
-    b = make_backend(backend, path, batch_size=batch, max_model_len=max(lengths))
+    cfg = SimpleNamespace(device=None, batch_size=batch, dtype="auto", trust_remote_code=False,
+                          attn_implementation="sdpa", device_map=None, max_model_len=max(lengths), lengths=lengths,
+                          tensor_parallel_size=1, gpu_memory_utilization=0.85)
+    b = BACKENDS[backend].make(cfg, path)
     start = time.time() - t0
     for length in lengths:
         reqs = [Request(s["input"] + s["answer_prefix"], s["max_new_tokens"]) for task in TASKS

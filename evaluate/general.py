@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from transformers import AutoTokenizer
 
-from longrecipe.schema import RAW_METRICS, ScoreRow
-
-LOCAL_TASKS = ("longrecipe_cloze", "longrecipe_passkey_short", "longrecipe_heldout")
+from longrecipe.base import corpus
+from longrecipe.base.io import write_text
+from longrecipe.base.schema import RAW_METRICS, ScoreRow
+from longrecipe.tasks import passkey
+from longrecipe.tasks.general import LOCAL_TASKS, GeneralOptions
 
 CLOZE_YAML = """task: longrecipe_cloze
 dataset_path: json
@@ -92,16 +96,12 @@ metadata:
 
 def heldout_items(n: int = 40, per_doc: int = 4) -> list[dict]:
     """`n` documents of `per_doc` consecutive held-out paragraphs (text no model here was trained on)."""
-    from longrecipe import corpus
-
     paras = corpus.heldout_paragraphs()
     return [{"text": " ".join(paras[i * per_doc : (i + 1) * per_doc])} for i in range(min(n, len(paras) // per_doc))]
 
 
 def cloze_items(n: int = 60, seed: int = 0) -> list[dict]:
     """Sentences of >= 10 words: context = the first 60 % of words; choices = its ending and 3 others'."""
-    from longrecipe import corpus
-
     sents = [s for s in corpus.sentences() if 10 <= len(s.split()) <= 30]
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(sents), size=4 * n, replace=False)
@@ -117,8 +117,6 @@ def cloze_items(n: int = 60, seed: int = 0) -> list[dict]:
 
 
 def passkey_items(tokenizer: Any, n: int = 40, seed: int = 7) -> list[dict]:
-    from longrecipe.tasks import passkey
-
     return [{"input": s["input"], "answer": " " + s["outputs"][0]} for s in passkey.generate(tokenizer, 128, n, seed)]
 
 
@@ -180,15 +178,15 @@ def unsafe_tasks(names: list[str] | tuple[str, ...], task_manager: Any) -> list[
     return sorted(set(found))
 
 
-def check_code_tasks(cfg: Any) -> None:
+def check(cfg: Any, options: GeneralOptions) -> None:
     """Refuse, before anything runs, general tasks that execute generated code unless the user allowed it."""
-    if cfg.allow_code_execution:
+    if options.allow_code_execution:
         return
-    try:
+    try:  # local: lm-eval is an optional dependency (the eval extra)
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise ValueError("the general suite needs lm-eval: pip install 'longrecipe[eval]'") from None
-    unsafe = unsafe_tasks([t for t in cfg.general_tasks if t not in LOCAL_TASKS], TaskManager())
+    unsafe = unsafe_tasks([t for t in options.tasks if t not in LOCAL_TASKS], TaskManager())
     if unsafe:
         raise ValueError(f"general task {unsafe[0]!r} executes model-generated code (lm-eval marks it unsafe_code): "
                          f"pass --allow-code-execution")
@@ -196,35 +194,30 @@ def check_code_tasks(cfg: Any) -> None:
 
 def _model_args(cfg: Any, model_dir: Path, window: int) -> dict[str, Any]:
     """lm-eval's hf model on the user's device (default: CUDA when present, else CPU) and dtype."""
-    import torch  # loaded already by the backends; only its CUDA check is needed here
-
     return {"pretrained": str(model_dir), "max_length": int(window), "dtype": cfg.dtype,
             "trust_remote_code": cfg.trust_remote_code,
             "device": cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")}
 
 
-def run_general(cfg: Any, model_dir: Path, out: Path, log=print) -> list[ScoreRow]:
-    check_code_tasks(cfg)
-    try:
+def evaluate(cfg: Any, options: GeneralOptions, model_dir: Path, out: Path, log=print) -> list[ScoreRow]:
+    """lm-eval's hf model on the run's device and dtype, over `options.tasks` (ours written next to the run)."""
+    check(cfg, options)
+    try:  # local: lm-eval is an optional dependency (the eval extra), and heavy
         import lm_eval
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise ValueError("the general suite needs lm-eval: pip install 'longrecipe[eval]'") from None
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
     folder = write_local_tasks(out / "general_tasks", tok)
     window = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings", 2048)
-    if cfg.general_max_length:  # general ability at a fixed (e.g. the native) length
-        window = min(int(window), int(cfg.general_max_length))
+    if options.max_length:  # general ability at a fixed (e.g. the native) length
+        window = min(int(window), int(options.max_length))
     results = lm_eval.simple_evaluate(
         model="hf", model_args=_model_args(cfg, model_dir, window),
-        tasks=list(cfg.general_tasks), task_manager=TaskManager(include_path=str(folder)),
-        batch_size=cfg.batch_size, confirm_run_unsafe_code=cfg.allow_code_execution, log_samples=False,
+        tasks=list(options.tasks), task_manager=TaskManager(include_path=str(folder)),
+        batch_size=cfg.batch_size, confirm_run_unsafe_code=options.allow_code_execution, log_samples=False,
         random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,
-        limit=cfg.general_limit)
-    from longrecipe.io import write_text
-
+        limit=options.limit)
     # lm-eval's own results beside ours (its layout, for tools that read it); non-JSON values as strings
     write_text(out / "general_lm_eval_results.json", json.dumps(
         {k: results[k] for k in ("results", "versions", "n-shot", "n-samples", "higher_is_better") if k in results},

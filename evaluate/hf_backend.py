@@ -1,8 +1,4 @@
-"""The transformers backend: batched greedy decoding with a KV cache and left padding, on CPU or GPU.
-
-Why left padding: in a batch every prompt must end at the same column so that the first generated token of each
-row is conditioned on its own last prompt token.
-"""
+"""The transformers backend: batched greedy decoding with a KV cache and left padding, on CPU or GPU."""
 
 from __future__ import annotations
 
@@ -11,53 +7,54 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+
+from longrecipe.base.modeling import greedy_generate, load_model
+from longrecipe.evaluate.backends import Request, truncate_at_stop
 
 
-def load_model(model_dir: str | Path, device: str | None = None, dtype: torch.dtype | None = None,
-               trust_remote_code: bool = False, attn_implementation: str = "sdpa",
-               device_map: str | None = None) -> tuple[Any, Any]:
-    """Load a local Hugging Face directory (safetensors only); returns (model, tokenizer). `device_map="auto"`
-    spreads the layers over every visible GPU (accelerate) instead of moving the model to `device`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class HFBackend:
+    """transformers: batched greedy decoding with KV cache and left padding, CPU or GPU."""
 
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no model at {path}: expected a Hugging Face directory with config.json")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code,
-        attn_implementation=attn_implementation, device_map=device_map)
-    if device_map is None:
-        model = model.to(device)
-    model.eval()
-    return model, tok
+    name = "hf"
 
+    def __init__(self, model_dir: str, device: str | None = None, batch_size: int = 8, dtype: str = "auto",
+                 trust_remote_code: bool = False, attn_implementation: str = "sdpa", device_map: str | None = None):
+        torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
+        self.model, self.tokenizer = load_model(model_dir, device=device, dtype=torch_dtype,
+                                                trust_remote_code=trust_remote_code,
+                                                attn_implementation=attn_implementation, device_map=device_map)
+        self.batch_size = batch_size
+        self.max_length = int(self.model.config.max_position_embeddings)
+        eos = self.model.generation_config.eos_token_id
+        self.eos = [eos] if isinstance(eos, int) else list(eos or [self.tokenizer.eos_token_id])
 
-@torch.inference_mode()
-def greedy_generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
-                    batch_size: int = 8, progress: bool = False, eos_token_id: Any = None) -> list[str]:
-    """Greedy continuations of `prompts` (decoded, special tokens dropped), in the input order."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = [tokenizer(p)["input_ids"] for p in prompts]
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
-    out: list[str] = [""] * len(prompts)
-    device = next(model.parameters()).device
-    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="generate"):
-        idx = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            mask[row, width - len(encoded[i]) :] = 1
-        gen = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-            do_sample=False, pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id if eos_token_id is None else eos_token_id,
-        )
-        for row, i in enumerate(idx):
-            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
-    return out
+    @classmethod
+    def from_config(cls, cfg: Any, model_dir: Path) -> HFBackend:
+        return cls(str(model_dir), device=cfg.device, batch_size=cfg.batch_size, dtype=cfg.dtype,
+                   trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation,
+                   device_map=cfg.device_map)
+
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        out: list[str] = [""] * len(requests)
+        by_len: dict[int, list[int]] = {}
+        for i, r in enumerate(requests):
+            by_len.setdefault(r.max_new_tokens, []).append(i)
+        for new, idx in by_len.items():
+            texts = greedy_generate(self.model, self.tokenizer, [requests[i].prompt for i in idx], new,
+                                    self.batch_size, eos_token_id=self.eos)
+            for i, t in zip(idx, texts):
+                out[i] = truncate_at_stop(t, requests[i].stop)
+        return out
+
+    @torch.inference_mode()
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Sum of log-probs of each continuation given its context (context tokenized with special tokens)."""
+        out = []
+        device = next(self.model.parameters()).device
+        for context, continuation in pairs:
+            ctx = self.tokenizer(context)["input_ids"]
+            cont = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([ctx + cont], device=device)
+            logp = torch.log_softmax(self.model(ids).logits[0, len(ctx) - 1 : -1].float(), -1)
+            out.append(float(logp.gather(-1, torch.tensor(cont, device=device)[:, None]).sum()))
+        return out

@@ -35,6 +35,11 @@ class ServerError(ValueError):
 class OpenAIBackend:
     name = "openai"
 
+    @classmethod
+    def from_config(cls, cfg: Any, model_dir: Any) -> OpenAIBackend:
+        return cls(cfg.base_url, cfg.model, str(model_dir), cfg.api_key_env, cfg.concurrency, cfg.request_timeout,
+                   cfg.retries)
+
     def __init__(self, base_url: str, model: str, tokenizer_dir: str, api_key_env: str | None = None,
                  concurrency: int = 8, timeout: float = 600.0, retries: int = 5, backoff: float = 1.0):
         self.base, self.model = base_url.rstrip("/"), model

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
-from longrecipe.schema import ScoreRow
-
-TASK_VERSION = 1
+from longrecipe.base import corpus, models
+from longrecipe.base.modeling import load_model, next_token_scores
+from longrecipe.base.schema import ScoreRow
+from longrecipe.tasks.ppl import TASK_VERSION, PplOptions
 
 
 def token_stream(tokenizer: Any, texts: Sequence[str]) -> list[int]:
@@ -31,21 +32,12 @@ def token_stream(tokenizer: Any, texts: Sequence[str]) -> list[int]:
 
 
 def heldout_texts(path: str | None = None) -> list[str]:
-    if path is None:
-        from longrecipe import corpus
-
-        return list(corpus.heldout_paragraphs())
-    from longrecipe.train.config import DataConfig
-    from longrecipe.train.data import load_texts
-
-    return load_texts(DataConfig(source=path))
+    return list(corpus.heldout_paragraphs()) if path is None else corpus.load_texts(path)
 
 
 def window_nll(model: Any, windows: torch.Tensor, batch_size: int = 4) -> tuple[float, int]:
     """Summed next-token NLL over every window (rows of `windows`) and the number of predicted tokens (log-probs
     from hidden states in chunks, as the impactful-token analysis computes them: no full fp32 logits)."""
-    from longrecipe.train.analysis import next_token_scores
-
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for i in range(0, len(windows), batch_size):
@@ -59,9 +51,6 @@ def run_perplexity(model_dir: str | Path, lengths: Sequence[int], device: str | 
                    windows_at_longest: int = 8, text_file: str | None = None, log=print) -> list[ScoreRow]:
     """Every length scores the same tokens (the first `windows_at_longest` x max(lengths) of the text), so the
     lengths differ only in how much context each token has."""
-    from longrecipe import models
-    from longrecipe.evaluate.hf_backend import load_model
-
     model, tok = load_model(models.resolve(str(model_dir)), device=device)
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
     stream = token_stream(tok, heldout_texts(text_file))
@@ -79,3 +68,11 @@ def run_perplexity(model_dir: str | Path, lengths: Sequence[int], device: str | 
                              None, k))
     log("ppl: " + ", ".join(f"{r.context_length}={r.value:.2f}" for r in rows))
     return rows
+
+
+def check(cfg: Any, options: PplOptions) -> None:
+    return None
+
+
+def evaluate(cfg: Any, options: PplOptions, model_dir: Path, out: Path, log=print) -> list[ScoreRow]:
+    return run_perplexity(model_dir, cfg.lengths, device=cfg.device, text_file=options.file, log=log)

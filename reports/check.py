@@ -1,9 +1,10 @@
 """`longrecipe check`: the CI regression gate for long-context scores.
 
 Exit 0 when no tracked score got worse by more than the tolerance (points; a drop, or a rise for perplexities and
-bits per byte), 1 with a readable table of what dropped
-(or disappeared), 2 for unusable input. Tracked by default: the suite-level scores (RULER per-length means and
-summary, NIAH per-length means, passkey, general tasks); `--per-task` tracks every row.
+bits per byte), 1 with a readable table of what dropped (or disappeared), 2 for unusable input. Tracked by default:
+what each suite's view gates (tasks/views.py: RULER per-length means and summary, NIAH per-length means over
+depths, LongBench category averages, every row of passkey, perplexity, LongBench-E/v2, general and any new suite);
+`--per-task` tracks every row.
 """
 
 from __future__ import annotations
@@ -12,24 +13,34 @@ from pathlib import Path
 
 import pandas as pd
 
+from longrecipe.base.io import write_json
+from longrecipe.base.schema import RAW_METRICS
 from longrecipe.reports.load import ReportError, read_results
-from longrecipe.schema import RAW_METRICS
+from longrecipe.reports.tables import suites, view
 
 KEY = ["suite", "task", "context_length", "depth", "metric"]
 
 
 def tracked(data: dict, per_task: bool) -> pd.DataFrame:
+    """The rows the gate compares: every row with --per-task; else, per suite, the rows its view gates (RULER: its
+    per-length means and summary; NIAH: means over depths; LongBench: category averages; other suites: every row,
+    so a new suite is gated without naming it here)."""
     df = pd.DataFrame(data["scores"])
     if df.empty:
         return pd.DataFrame(columns=KEY + ["value"])
     if not per_task:
-        niah = df[df.suite == "niah"].groupby(["suite", "task", "context_length", "metric"], dropna=False,
-                                               as_index=False)["value"].mean()
-        niah["depth"] = None
-        keep = df[((df.suite == "ruler") & df.task.isin(["average", "summary"])) | df.suite.isin(["passkey",
-                                                                                                    "general"])]
-        df = pd.concat([keep, niah], ignore_index=True)
-    df = df[df.metric != "effective_length"] if not per_task else df
+        parts = []
+        for suite in suites(df):
+            v, rows = view(suite), df[df.suite == suite]
+            rows = rows[rows.task.isin(v.gate_tasks)] if v.gate_tasks else rows
+            rows = rows[rows.metric.isin(v.gate_metrics)] if v.gate_metrics else rows
+            rows = rows[~rows.metric.isin(v.ungated_metrics)]
+            if v.gate == "depth_means":
+                rows = rows.groupby(["suite", "task", "context_length", "metric"], dropna=False,
+                                    as_index=False)["value"].mean()
+                rows["depth"] = None
+            parts.append(rows)
+        df = pd.concat(parts, ignore_index=True)
     return df[KEY + ["value"]].astype({"context_length": "object", "depth": "object"})
 
 
@@ -66,8 +77,6 @@ def run_check(baseline: str | Path, run: str | Path, tolerance: float = 1.0, per
         raise ReportError("--tolerance must be >= 0")
     current = read_results(run)
     if update:
-        from longrecipe.io import write_json
-
         write_json(baseline, current)
         log(f"baseline {baseline} updated from {run}")
         return 0

@@ -14,10 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from longrecipe.io import write_json, write_text
-from longrecipe.schema import RAW_METRICS
+from longrecipe.base.io import write_json, write_text
+from longrecipe.base.schema import RAW_METRICS, ScoreRow
+from longrecipe.reports.tables import view
+from longrecipe.tasks.suites import REGISTRY
 
-SUMMARY_TASKS = ("average", "summary")
+
+def _derived(r: dict) -> bool:
+    """A summary row of its suite (recomputable from the others; left out of the exports)."""
+    task = REGISTRY.get(r["suite"])
+    return task is not None and task.derived(ScoreRow(**{k: r.get(k) for k in ScoreRow.__dataclass_fields__}))
 
 
 def to_lm_eval(data: dict) -> dict:
@@ -26,9 +32,9 @@ def to_lm_eval(data: dict) -> dict:
     counts: dict[str, int] = {}
     versions: dict[str, object] = {}
     for r in data["scores"]:
-        if r["task"] in SUMMARY_TASKS:
+        if _derived(r):
             continue
-        task = r["task"] if r["suite"] in ("ruler", "general") else f"{r['suite']}_{r['task']}"
+        task = r["task"] if view(r["suite"]).lm_eval_names == "task" else f"{r['suite']}_{r['task']}"
         key = f"{r['context_length']},none" if r["context_length"] is not None else f"{r['metric']},none"
         scale = 1.0 if r["metric"] in RAW_METRICS else 0.01
         groups[(task, key)].append(scale * float(r["value"]))
@@ -44,10 +50,11 @@ def to_lm_eval(data: dict) -> dict:
 
 
 def ruler_summaries(data: dict) -> dict[int, str]:
-    """length -> RULER's summary.csv text for that length (tasks in the order they were scored)."""
+    """length -> RULER's summary.csv text for that length (tasks in the order they were scored), from the rows of
+    every suite whose view asks for it (RULER's)."""
     by_len: dict[int, list[dict]] = defaultdict(list)
     for r in data["scores"]:
-        if r["suite"] == "ruler" and r["task"] not in SUMMARY_TASKS and r["context_length"] is not None:
+        if view(r["suite"]).summary_csv and not _derived(r) and r["context_length"] is not None:
             by_len[int(r["context_length"])].append(r)
     out = {}
     for length, rows in sorted(by_len.items()):

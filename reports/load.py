@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from longrecipe.base.schema import Results, SchemaError
+
 COLUMNS = ["run", "suite", "task", "task_version", "context_length", "depth", "metric", "value", "n", "n_null"]
 
 
@@ -20,8 +22,6 @@ def results_path(run: str | Path) -> Path:
 
 
 def read_results(run: str | Path) -> dict:
-    from longrecipe.schema import Results, SchemaError  # no torch: the schema module is pure Python
-
     try:
         return Results.load(results_path(run)).to_dict()
     except SchemaError as err:

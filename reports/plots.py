@@ -1,4 +1,5 @@
-"""Plots (PNG and SVG): NIAH heatmaps, RULER score vs length, training-loss curves, Table-1 bar chart."""
+"""Plots (PNG and SVG) from the suites' declared views: depth x length heatmaps, score vs length; training-loss
+curves and the Table-1 bar chart."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def _save(fig, out: Path, name: str) -> list[Path]:
     return paths
 
 
-def niah_heatmap(df: pd.DataFrame, run: str, out: Path) -> list[Path]:
-    grid = tables.niah_grid(df, run)
+def heatmap(df: pd.DataFrame, suite: str, run: str, title: str, out: Path) -> list[Path]:
+    grid = tables.depth_grid(df, suite, run)
     if grid.empty:
         return []
     fig, ax = plt.subplots(figsize=(max(5, 0.5 * grid.shape[1] + 3), max(3.5, 0.3 * grid.shape[0] + 1.5)))
@@ -38,21 +39,25 @@ def niah_heatmap(df: pd.DataFrame, run: str, out: Path) -> list[Path]:
     ax.set_yticks(range(grid.shape[0]), [f"{d:g}" for d in grid.index])
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("needle depth (%)")
-    ax.set_title(f"Needle in a Haystack: {run}")
+    ax.set_title(f"{title}: {run}")
     fig.colorbar(im, ax=ax, label="score")
-    return _save(fig, out, f"niah_{run}")
+    return _save(fig, out, f"{suite}_{run}")
 
 
-def ruler_vs_length(df: pd.DataFrame, windows: dict[str, int | None], out: Path,
-                    target: int | None = None) -> list[Path]:
-    r = df[(df.suite == "ruler") & (df.task == "average") & df.context_length.notna()]
-    return _vs_length(r, "RULER score (mean over tasks)", windows, out, target, "ruler_vs_length")
-
-
-def suite_vs_length(df: pd.DataFrame, suite: str, ylabel: str, windows: dict[str, int | None], out: Path,
-                    target: int | None = None, log_y: bool = False) -> list[Path]:
-    r = df[(df.suite == suite) & df.context_length.notna()]
-    return _vs_length(r, ylabel, windows, out, target, f"{suite}_vs_length", log_y)
+def suite_plots(df: pd.DataFrame, windows: dict[str, int | None], out: Path, target: int | None = None) -> list[Path]:
+    """Every suite's heatmaps (per run) and score-vs-length plots, in registry order."""
+    written: list[Path] = []
+    for suite in tables.suites(df):
+        v = tables.view(suite)
+        if v.heatmap:
+            for run in sorted(df[df.suite == suite].run.unique()):
+                written += heatmap(df, suite, run, v.heatmap, out)
+    for suite in tables.suites(df):
+        for spec in tables.view(suite).plots:
+            r = df[(df.suite == suite) & df.context_length.notna()]
+            r = r[r.task.isin(spec.tasks)] if spec.tasks else r
+            written += _vs_length(r, spec.ylabel, windows, out, target, spec.name, spec.log_y)
+    return written
 
 
 def _vs_length(r: pd.DataFrame, ylabel: str, windows: dict[str, int | None], out: Path, target: int | None,

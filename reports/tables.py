@@ -1,4 +1,4 @@
-"""Paper-style tables: Table 1 (NIAH(M), RULER, LongBench, general tasks) and RULER by length.
+"""Paper-style tables from the suites' declared views (tasks/views.py): Table 1 and each suite's own tables.
 
 Each table is a DataFrame rendered to Markdown, LaTeX (booktabs) and CSV; the best value per column is bold in
 Markdown and LaTeX.
@@ -11,106 +11,116 @@ from pathlib import Path
 
 import pandas as pd
 
-NIAH_M = ("niah_multikey_1", "niah_multikey_2", "niah_multikey_3", "niah_multivalue", "niah_multiquery")
+from longrecipe.base.io import write_text
+from longrecipe.tasks.suites import REGISTRY
+from longrecipe.tasks.views import Column, Table, View
+
+
+def view(suite: str) -> View:
+    """A suite's view from the task registry (a suite it does not know gets the default: one mean column, every
+    row gated)."""
+    task = REGISTRY.get(suite)
+    return task.view if task is not None else View()
+
+
+def suites(df: pd.DataFrame) -> list[str]:
+    """The suites present in `df`: registered ones in registry order, then any others by name."""
+    present = set(df.suite.unique()) if not df.empty else set()
+    return [s for s in REGISTRY if s in present] + sorted(present - set(REGISTRY))
 
 
 def _mean(df: pd.DataFrame) -> pd.Series:
     return df.groupby("run")["value"].mean()
 
 
-def table1(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows = runs. NIAH(M): mean of the multi-needle RULER tasks over lengths; RULER: mean over lengths of the
-    per-length task means; LongBench: its average when present; passkey: mean over lengths; held-out perplexity
-    at the longest length; then every general task's first metric."""
-    cols: dict[str, pd.Series] = {}
-    ruler = df[df.suite == "ruler"]
-    niah_m = ruler[ruler.task.isin(NIAH_M)]
-    if not niah_m.empty:
-        cols["NIAH(M)"] = _mean(niah_m)
-    per_len = ruler[(ruler.task == "average") & ruler.context_length.notna()]
-    if not per_len.empty:
-        cols["RULER"] = _mean(per_len)
-    lb = df[(df.suite == "longbench") & (df.task == "average") & (df.metric == "avg_en")]
-    if not lb.empty:
-        cols["LongBench"] = _mean(lb)
-    passkey = df[df.suite == "passkey"]
-    if not passkey.empty:
-        cols["passkey"] = _mean(passkey)
-    ppl = df[(df.suite == "ppl") & df.context_length.notna()]
-    if not ppl.empty:
-        longest = int(ppl.context_length.max())
-        cols[f"perplexity@{longest}"] = _mean(ppl[ppl.context_length == longest])
-    general = df[df.suite == "general"]
-    for task, g in general.groupby("task", sort=True):
+def _match(df: pd.DataFrame, tasks: tuple[str, ...], metrics: tuple[str, ...]) -> pd.DataFrame:
+    if tasks:
+        df = df[df.task.isin(tasks)]
+    return df[df.metric.isin(metrics)] if metrics else df
+
+
+def _columns(rows: pd.DataFrame, suite: str, col: Column) -> dict[str, pd.Series]:
+    rows = _match(rows, col.tasks, col.metrics)
+    if col.with_length or col.longest:
+        rows = rows[rows.context_length.notna()]
+    if rows.empty:
+        return {}
+    name = col.name.format(suite=suite)
+    if col.longest:
+        longest = int(rows.context_length.max())
+        return {f"{name}@{longest}": _mean(rows[rows.context_length == longest])}
+    if not col.per_task:
+        return {name: _mean(rows)}
+    out = {}
+    for task, g in rows.groupby("task", sort=True):
         metric = "acc" if "acc" in set(g.metric) else sorted(set(g.metric))[0]
-        cols[f"{task} ({metric})"] = _mean(g[g.metric == metric])
+        out[f"{task} ({metric})"] = _mean(g[g.metric == metric])
+    return out
+
+
+def table1(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows = runs; columns = each suite's headline columns, in registry order (RULER: NIAH(M) and the mean over
+    lengths of the per-length task means; LongBench: its average; passkey: mean over lengths; perplexity at the
+    longest length; every general task's first metric)."""
+    cols: dict[str, pd.Series] = {}
+    for suite in suites(df):
+        for col in view(suite).columns:
+            cols.update(_columns(df[df.suite == suite], suite, col))
     out = pd.DataFrame(cols)
     out.index.name = "run"
     return out.reindex(sorted(df.run.unique()))
 
 
-def ruler_by_length(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows = runs; columns = lengths (mean over tasks), Avg, wAvg(inc), wAvg(dec), Effective length."""
-    r = df[(df.suite == "ruler") & (df.task == "average") & df.context_length.notna()]
+def by_length(df: pd.DataFrame, suite: str, spec: Table | None = None) -> pd.DataFrame:
+    """Rows = runs; columns = context lengths (mean of the matching rows), then the spec's summary columns."""
+    spec = spec or Table("", "")
+    r = _match(df[(df.suite == suite) & df.context_length.notna()], spec.tasks, spec.metrics)
     if r.empty:
         return pd.DataFrame()
     wide = r.pivot_table(index="run", columns="context_length", values="value", aggfunc="mean")
-    wide.columns = [int(c) for c in wide.columns]
-    summary = df[(df.suite == "ruler") & (df.task == "summary")].pivot_table(
-        index="run", columns="metric", values="value", aggfunc="mean")
-    names = {"avg": "Avg", "wavg_inc": "wAvg(inc)", "wavg_dec": "wAvg(dec)", "effective_length": "Effective"}
-    for key, name in names.items():
-        if key in summary:
-            wide[name] = summary[key]
-    if "Effective" in wide:
-        wide["Effective"] = wide["Effective"].map(lambda v: "-" if not v or math.isnan(v) else str(int(v)))
+    names = dict(spec.column_names)
+    wide.columns = [names.get(int(c), str(c)) if names else int(c) for c in wide.columns]
+    if spec.summary_task:
+        summary = df[(df.suite == suite) & (df.task == spec.summary_task)].pivot_table(
+            index="run", columns="metric", values="value", aggfunc="mean")
+        for key, name in spec.summary:
+            if key in summary:
+                wide[name] = summary[key]
+    for name in spec.integer_columns:
+        if name in wide:
+            wide[name] = wide[name].map(lambda v: "-" if not v or math.isnan(v) else str(int(v)))
     wide.index.name = "run"
     return wide
 
 
-def by_length(df: pd.DataFrame, suite: str) -> pd.DataFrame:
-    """Rows = runs; columns = context lengths (one score per length: passkey accuracy, perplexity)."""
-    r = df[(df.suite == suite) & df.context_length.notna()]
-    if r.empty:
+def by_language(df: pd.DataFrame, suite: str, spec: Table) -> pd.DataFrame:
+    """Rows = (run, language of an avg_<lang> metric); columns = the tasks in the spec's order (LongBench's
+    leaderboard layout: Avg and the six categories)."""
+    rows = _match(df[df.suite == suite], spec.tasks, spec.metrics)
+    if rows.empty:
         return pd.DataFrame()
-    wide = r.pivot_table(index="run", columns="context_length", values="value", aggfunc="mean")
-    wide.columns = [int(c) for c in wide.columns]
-    wide.index.name = "run"
-    return wide
-
-
-LB_CATEGORIES = ("Single-Doc QA", "Multi-Doc QA", "Summarization", "Few-shot Learning", "Code Completion",
-                 "Synthetic Tasks")
-
-
-def longbench_by_category(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows = (run, language); columns = Avg and the six categories (LongBench's leaderboard layout)."""
-    lb = df[(df.suite == "longbench") & df.metric.isin(["avg_en", "avg_zh"])]
-    if lb.empty:
-        return pd.DataFrame()
-    lb = lb.assign(language=lb.metric.str[-2:], column=lb.task.replace({"average": "Avg"}))
-    wide = lb.pivot_table(index=["run", "language"], columns="column", values="value", aggfunc="mean")
-    wide = wide[[c for c in ("Avg", *LB_CATEGORIES) if c in wide.columns]]
+    rows = rows.assign(language=rows.metric.str[-2:], column=rows.task.replace({"average": "Avg"}))
+    wide = rows.pivot_table(index=["run", "language"], columns="column", values="value", aggfunc="mean")
+    wide = wide[[c for c in spec.order if c in wide.columns]] if spec.order else wide
     wide.index = [f"{r} ({lang})" for r, lang in wide.index]
     wide.index.name = "run (language)"
     return wide
 
 
-def longbench_e_by_bucket(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows = run; columns = the LongBench-E length buckets (mean over its datasets)."""
-    e = df[df.suite == "longbench_e"]
-    if e.empty:
-        return pd.DataFrame()
-    names = {0: "0-4k", 4000: "4-8k", 8000: "8k+"}
-    wide = e.pivot_table(index="run", columns="context_length", values="value", aggfunc="mean")
-    wide.columns = [names.get(int(c), str(c)) for c in wide.columns]
-    wide.index.name = "run"
-    return wide
+def suite_tables(df: pd.DataFrame) -> list[tuple[pd.DataFrame, Table]]:
+    """Every table the suites in `df` declare, in registry order (empty ones left out)."""
+    out = []
+    for suite in suites(df):
+        for spec in view(suite).tables:
+            table = by_language(df, suite, spec) if spec.layout == "by_language" else by_length(df, suite, spec)
+            if not table.empty:
+                out.append((table, spec))
+    return out
 
 
-def niah_grid(df: pd.DataFrame, run: str) -> pd.DataFrame:
-    """Depth (rows, percent) x context length (columns) of one run's NIAH scores."""
-    n = df[(df.suite == "niah") & (df.run == run)]
+def depth_grid(df: pd.DataFrame, suite: str, run: str) -> pd.DataFrame:
+    """Depth (rows, percent) x context length (columns) of one run's scores in a suite."""
+    n = df[(df.suite == suite) & (df.run == run)]
     return n.pivot_table(index="depth", columns="context_length", values="value", aggfunc="mean")
 
 
@@ -177,8 +187,6 @@ def write(table: pd.DataFrame, out: Path, name: str, caption: str, bold: bool = 
           lower: bool = False) -> list[Path]:
     """name.md, name.tex and name.csv (atomic writes); `bold` marks the best value of each column (the smallest
     where `lower`, e.g. perplexities)."""
-    from longrecipe.io import write_text
-
     paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
     write_text(paths[0], to_markdown(table, bold, lower))
     write_text(paths[1], to_latex(table, caption, bold, lower))

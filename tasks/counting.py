@@ -33,6 +33,8 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+from longrecipe.base.tokenization import per_tokenizer
+
 ANCHOR = "a"
 _PRINTABLE = "".join(chr(c) for c in range(0x21, 0x7F))
 _KINDS = "aZ7.,:;!?'\"-=()[]<>/\\_*#@$%&+|~`^{}"  # each kind of character the split rules tell apart
@@ -217,18 +219,6 @@ class TokenCounter:
 
 
 _COUNTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> (size, TokenCounter)
-
-
-def per_tokenizer(store: weakref.WeakKeyDictionary, tokenizer: Any, make: Any) -> Any:
-    """make(tokenizer), remembered in `store` as long as the tokenizer lives; made again when a token is added
-    to it (its size changes). Objects without a size or a weak reference (a bare callable) are not remembered."""
-    try:
-        hit, size = store.get(tokenizer), len(tokenizer)
-    except TypeError:
-        return make(tokenizer)
-    if hit is None or hit[0] != size:
-        hit = store[tokenizer] = (size, make(tokenizer))
-    return hit[1]
 
 
 def counter(tokenizer: Any) -> TokenCounter:

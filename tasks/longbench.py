@@ -14,11 +14,15 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from longrecipe.base.schema import ScoreRow, iter_jsonl
+from longrecipe.tasks.base import Sample, TaskBase, option
 from longrecipe.tasks.longbench_spec import MAX_NEW_TOKENS, PROMPTS
+from longrecipe.tasks.views import Column, Table, View
 
 __all__ = ["DATASETS", "DATASETS_E", "MAX_NEW_TOKENS", "PROMPTS", "build_prompt", "category_averages", "dataset_score",
            "load", "score"]
@@ -212,8 +216,6 @@ def load(path: str | Path) -> list[dict]:
 
 def checked_records(path: Path, fields: Sequence[str]) -> list[dict]:
     """JSONL records that all carry `fields`; else a one-line error with the file and line."""
-    from longrecipe.schema import iter_jsonl
-
     out = []
     for i, rec in iter_jsonl(path):
         missing = [f for f in fields if f not in rec]
@@ -221,3 +223,111 @@ def checked_records(path: Path, fields: Sequence[str]) -> list[dict]:
             raise ValueError(f"{path}:{i}: missing field {missing[0]!r}")
         out.append(rec)
     return out
+
+
+# ---- the suites ------------------------------------------------------------------------------------------------
+LB_CATEGORIES = ("Single-Doc QA", "Multi-Doc QA", "Summarization", "Few-shot Learning", "Code Completion",
+                 "Synthetic Tasks")
+NEEDS_DIR = ("the LongBench suites need --longbench-dir: a folder of JSONL files in LongBench's record format "
+             "({dataset}.jsonl, {dataset}_e.jsonl, longbench_v2.jsonl)")
+
+
+@dataclass(frozen=True)
+class LongBenchOptions:
+    """Shared by longbench, longbench_e and longbench_v2 (one data folder)."""
+
+    dir: str | None = option(None, "folder of LongBench JSONL files (original record format)", key="longbench_dir",
+                             data=True)
+    datasets: tuple[str, ...] = option((), "comma list (default: every file present)", key="longbench_datasets",
+                                       additive=True)
+    max_length: int | None = option(None, "prompt tokens kept by middle truncation (default: window - tokens to "
+                                    "generate)", key="longbench_max_length", ge=1)
+    cot: bool = option(False, "LongBench v2 with the chain-of-thought pass", key="longbench_cot")
+    chat_template: bool = option(False, key="chat_template")
+
+
+class LongBench(TaskBase):
+    """LongBench v1: every dataset file present, prompts middle-truncated to the model's window minus the
+    dataset's tokens to generate; category averages per language are its derived rows."""
+
+    name, version, Options, per_length = "longbench", TASK_VERSION, LongBenchOptions, False
+    suffix = ""
+    view = View(columns=(Column("LongBench", tasks=("average",), metrics=("avg_en",)),),
+                tables=(Table("longbench_by_category", "LongBench by category and language", layout="by_language",
+                              metrics=("avg_en", "avg_zh"), order=("Avg", *LB_CATEGORIES)),),
+                gate_metrics=("avg_en", "avg_zh"))
+
+    def check(self, options: LongBenchOptions) -> None:
+        if not options.dir:
+            raise ValueError(NEEDS_DIR)
+
+    def files(self, options: LongBenchOptions) -> list[tuple[str, Path]]:
+        folder = Path(options.dir)
+        names = options.datasets or (DATASETS if self.name == "longbench" else DATASETS_E)
+        files = [(d, folder / f"{d}{self.suffix}.jsonl") for d in names]
+        if options.datasets:
+            return files  # named datasets must exist: load() gives the one-line error
+        present = [(d, f) for d, f in files if f.is_file()]
+        if not present:
+            raise FileNotFoundError(f"no {self.name} files ({{dataset}}{self.suffix}.jsonl) in {folder}")
+        return present
+
+    def samples(self, tokenizer: Any, length: int, n: int, seed: int, options: LongBenchOptions,
+                log: Callable[[str], None] = print) -> list[Sample]:
+        out = []
+        for dataset, path in self.files(options):
+            if dataset not in DATASETS:
+                raise ValueError(f"unknown LongBench dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+            new = MAX_NEW_TOKENS[dataset]
+            limit = options.max_length or max(16, length - new)
+            out += [Sample(i, build_prompt(dataset, r, tokenizer, limit, options.chat_template), list(r["answers"]),
+                           "", new, dataset, None, r["length"], extra={"all_classes": r.get("all_classes")})
+                    for i, r in enumerate(load(path))]
+        return out
+
+    def score(self, predictions: list[str], samples: list[Sample]) -> list[ScoreRow]:
+        task = samples[0].task
+        value = dataset_score(task, predictions, [s.references for s in samples], samples[0].extra["all_classes"])
+        return [ScoreRow(self.name, task, METRIC_NAMES[task], value, self.version, None, None, len(samples))]
+
+    def summarize(self, rows: list[ScoreRow]) -> list[ScoreRow]:
+        """Category averages per language and the leaderboard average (mean of categories, Code shared)."""
+        scores = {r.task: r.value for r in rows if r.suite == self.name and r.task in DATASETS}
+        out = []
+        for lang, cats in category_averages(scores).items():
+            for cat, value in cats.items():
+                task = "average" if cat == "Avg" else cat
+                out.append(ScoreRow(self.name, task, f"avg_{lang}", round(value, 2), 1, None, None, len(scores)))
+        return out
+
+    def derived(self, row: ScoreRow) -> bool:
+        return row.metric.startswith("avg_")
+
+
+class LongBenchE(LongBench):
+    """LongBench-E: the same datasets in length buckets; context_length holds the bucket's lower bound (in the
+    record's length units)."""
+
+    name, suffix = "longbench_e", "_e"
+    view = View(columns=(), tables=(Table("longbench_e_by_bucket", "LongBench-E by length bucket",
+                                          column_names=tuple((lo, name) for lo, name in BUCKETS)),))
+
+    def score(self, predictions: list[str], samples: list[Sample]) -> list[ScoreRow]:
+        task, rows = samples[0].task, []
+        for lo, name in BUCKETS:
+            part = [(p, s) for p, s in zip(predictions, samples) if bucket(int(s.length)) == name]
+            if part:
+                value = dataset_score(task, [p for p, _ in part], [s.references for _, s in part],
+                                      part[0][1].extra["all_classes"])
+                rows.append(ScoreRow(self.name, task, METRIC_NAMES[task], value, self.version, lo, None, len(part)))
+        return rows
+
+    def summarize(self, rows: list[ScoreRow]) -> list[ScoreRow]:
+        return []
+
+    def derived(self, row: ScoreRow) -> bool:
+        return False
+
+
+TASK = LongBench()
+TASK_E = LongBenchE()

@@ -8,11 +8,15 @@ Optional chain of thought: a first pass (TEMPLATE_COT, 1024 new tokens) then an 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from longrecipe.tasks.longbench import middle_truncate
+from longrecipe.base.schema import ScoreRow
+from longrecipe.tasks.base import Sample, TaskBase
+from longrecipe.tasks.longbench import NEEDS_DIR, LongBenchOptions, checked_records, middle_truncate
 from longrecipe.tasks.longbench_v2_spec import TEMPLATE_0SHOT, TEMPLATE_COT, TEMPLATE_COT_ANSWER
+from longrecipe.tasks.views import View
 
 TASK_VERSION = 1
 MAX_NEW_TOKENS = 128
@@ -56,3 +60,50 @@ def summary(records: Sequence[Mapping[str, Any]], predictions: Sequence[str | No
         groups["Easy" if rec["difficulty"] == "easy" else "Hard"].append(hit)
         groups[{"short": "Short", "medium": "Medium"}.get(rec["length"], "Long")].append(hit)
     return {k: round(100 * sum(v) / len(v), 1) for k, v in groups.items() if v}
+
+
+def load(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"LongBench v2 data not found: {path} (JSONL of the original records)")
+    return checked_records(path, FIELDS)
+
+
+class LongBenchV2(TaskBase):
+    """One answer pass, or (--longbench-cot) a reasoning pass whose predictions feed the answer pass."""
+
+    name, version, Options, per_length = "longbench_v2", TASK_VERSION, LongBenchOptions, False
+    view = View(columns=())
+
+    def check(self, options: LongBenchOptions) -> None:
+        if not options.dir:
+            raise ValueError(NEEDS_DIR)
+
+    def _samples(self, tokenizer: Any, length: int, options: LongBenchOptions,
+                 reasoning: Sequence[str] | None = None) -> list[Sample]:
+        records = load(Path(options.dir) / "longbench_v2.jsonl")
+        limit = options.max_length or max(16, length - (COT_NEW_TOKENS if options.cot else MAX_NEW_TOKENS))
+        first = options.cot and reasoning is None
+        return [Sample(i, build_prompt(r, tokenizer, limit, options.cot, None if reasoning is None else reasoning[i]),
+                       [r["answer"]], "", COT_NEW_TOKENS if first else MAX_NEW_TOKENS, "cot" if first else "answer",
+                       None, r["length"], extra={"difficulty": r["difficulty"]}) for i, r in enumerate(records)]
+
+    def samples(self, tokenizer: Any, length: int, n: int, seed: int, options: LongBenchOptions,
+                log: Callable[[str], None] = print) -> list[Sample]:
+        return self._samples(tokenizer, length, options)
+
+    def follow_up(self, tokenizer: Any, length: int, options: LongBenchOptions, samples: list[Sample],
+                  predictions: list[str]) -> list[Sample]:
+        return self._samples(tokenizer, length, options, predictions) if samples[0].task == "cot" else []
+
+    def score(self, predictions: list[str], samples: list[Sample]) -> list[ScoreRow]:
+        if samples[0].task == "cot":
+            return []
+        records = [{"answer": s.references[0], "difficulty": s.extra["difficulty"], "length": s.length}
+                   for s in samples]
+        answers = [extract_answer(p) for p in predictions]
+        nulls = sum(a is None for a in answers)
+        return [ScoreRow(self.name, group, "accuracy", value, self.version, None, None, len(samples), nulls)
+                for group, value in summary(records, answers).items()]
+
+
+TASK = LongBenchV2()

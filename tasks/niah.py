@@ -12,12 +12,17 @@ Without a chat template the messages are joined by blank lines and `answer_prefi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from longrecipe.base import corpus
+from longrecipe.base.schema import ScoreRow
+from longrecipe.tasks.base import Sample, TaskBase, option
 from longrecipe.tasks.counting import count_tokens
+from longrecipe.tasks.views import View
 
 TASK_VERSION = 1
 NEEDLE = "\nThe best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.\n"
@@ -48,9 +53,7 @@ def _encode(tok: Any, text: str) -> list[int]:
 
 def haystack_tokens(tok: Any, essay_dir: str | None, max_length: int) -> list[int]:
     """The essays (or the built-in Python text), concatenated and repeated until `max_length` tokens."""
-    from longrecipe.tasks.ruler.common import essay_text
-
-    unit = _encode(tok, essay_text(essay_dir))
+    unit = _encode(tok, corpus.essay_text(essay_dir))
     return (unit * (max_length // max(len(unit), 1) + 1))[:max_length]
 
 
@@ -110,3 +113,31 @@ def generate(tokenizer: Any, lengths: Sequence[int] | None = None, depths: Seque
 def score(prediction: str, references: Sequence[str]) -> float:
     """Fraction of reference fragments found (case-insensitive), 0-100."""
     return 100.0 * sum(r.lower() in prediction.lower() for r in references) / len(references)
+
+
+@dataclass(frozen=True)
+class NiahOptions:
+    depths: int = option(11, "NIAH depths per length (linspace 0-100)", ge=1)
+    essay_dir: str | None = option(None, key="essay_dir", data=True)
+    chat_template: bool = option(False, key="chat_template")
+
+
+class Niah(TaskBase):
+    """The original needle (San Francisco) at every (length, depth): one score row per depth."""
+
+    name, version, Options = "niah", TASK_VERSION, NiahOptions
+    view = View(columns=(), heatmap="Needle in a Haystack", gate="depth_means")
+
+    def samples(self, tokenizer: Any, length: int, n: int, seed: int, options: NiahOptions,
+                log: Callable[[str], None] = print) -> list[Sample]:
+        prefix = ("" if options.chat_template else " ") + "The best thing to do in San Francisco is"
+        made = generate(tokenizer, [length], default_depths(0, 100, options.depths), options.essay_dir,
+                        chat_template=options.chat_template, answer_prefix=prefix)
+        return [Sample.from_dict(d, "needle", length) for d in made]
+
+    def score(self, predictions: list[str], samples: list[Sample]) -> list[ScoreRow]:
+        return [ScoreRow("niah", s.task, "substring", score(p, s.references), self.version, s.context_length,
+                         float(s.depth), 1) for p, s in zip(predictions, samples)]
+
+
+TASK = Niah()

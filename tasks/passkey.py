@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from longrecipe.base import corpus
+from longrecipe.base.schema import ScoreRow
 from longrecipe.tasks import chat
+from longrecipe.tasks.base import Sample, TaskBase, option
 from longrecipe.tasks.counting import count_tokens
+from longrecipe.tasks.views import Column, Plot, Table, View
 
 TASK_VERSION = 1
 PREFIX = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
     "I will quiz you about the important information there."
 )
-FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+FILLER = corpus.FILLER
 NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
 ASK = "What is the pass key?"
 ANSWER_PREFIX = " The pass key is"
@@ -89,3 +94,30 @@ def score(prediction: str, key: str) -> float:
     """Exact match: the first run of digits in the prediction equals the key."""
     found = re.search(r"\d+", prediction)
     return float(found is not None and found.group(0) == key)
+
+
+@dataclass(frozen=True)
+class PasskeyOptions:
+    chat_template: bool = option(False, key="chat_template")
+
+
+class Passkey(TaskBase):
+    """Passkey retrieval at each length: one exact-match row per length."""
+
+    name, version, Options = "passkey", TASK_VERSION, PasskeyOptions
+    view = View(columns=(Column("passkey"),),
+                tables=(Table("passkey_by_length", "Passkey retrieval (exact match) by context length"),),
+                plots=(Plot("passkey_vs_length", "passkey exact match"),))
+
+    def samples(self, tokenizer: Any, length: int, n: int, seed: int, options: PasskeyOptions,
+                log: Callable[[str], None] = print) -> list[Sample]:
+        made = generate(tokenizer, length, n, seed, chat_template=options.chat_template)
+        return [Sample.from_dict(d, "passkey", length) for d in made]
+
+    def score(self, predictions: list[str], samples: list[Sample]) -> list[ScoreRow]:
+        values = [100 * score(p, s.references[0]) for p, s in zip(predictions, samples)]
+        return [ScoreRow("passkey", "passkey", "exact_match", sum(values) / len(values), self.version,
+                         samples[0].context_length, None, len(values))]
+
+
+TASK = Passkey()

@@ -18,14 +18,14 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def tiny_dir() -> Path:
-    from longrecipe import models
+    from longrecipe.base import models
 
     return models.resolve("tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny(tiny_dir):
-    from longrecipe.evaluate.hf_backend import load_model
+    from longrecipe.base.modeling import load_model
 
     return load_model(tiny_dir, device="cpu")
 

@@ -79,7 +79,7 @@ def test_analyze_command(tmp_path, extended_dir):
 
 def test_analyze_rejects_other_tokenizers(tmp_path, tiny_dir):
     other = tmp_path / "other"
-    from longrecipe.tinybase import train_tokenizer
+    from longrecipe.recipes.tinybase import train_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
     model.save_pretrained(other)
@@ -92,7 +92,7 @@ def test_analyze_rejects_other_tokenizers(tmp_path, tiny_dir):
 def builder(selection: str, **data):
     from longrecipe.train import data as D
 
-    tok = AutoTokenizer.from_pretrained(ROOT / "core" / "assets" / "tiny-base")
+    tok = AutoTokenizer.from_pretrained(ROOT / "longrecipe" / "assets" / "tiny-base")
     cfg = DataConfig(selection=selection, **data)
     return D.build(tok, cfg, TrainConfig(method="longrecipe", target_length=2048, train_length=614)), tok
 

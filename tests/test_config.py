@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from longrecipe import config as C
+from longrecipe.base import config as C
 from longrecipe.train.config import RunConfig
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from longrecipe import corpus
+from longrecipe.base import corpus
 from longrecipe.tasks import counting, niah, passkey, ruler
 from longrecipe.tasks.counting import _KNOWN_SPLITS
 from longrecipe.tasks.ruler import common

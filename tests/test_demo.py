@@ -37,7 +37,7 @@ def test_flops_grow_quadratically_only_in_attention():
 
 
 def test_long_documents(tiny):
-    from longrecipe.train.longdocs import KV_NEEDLE, prose_documents, retrieval_document
+    from longrecipe.recipes.longdocs import KV_NEEDLE, prose_documents, retrieval_document
 
     model, tok = tiny
     rng = np.random.default_rng(0)
@@ -65,7 +65,7 @@ def test_long_documents(tiny):
 
 
 def test_heldout_text_is_not_in_the_training_corpus():
-    from longrecipe import corpus
+    from longrecipe.base import corpus
 
     held = corpus.heldout_paragraphs()
     train = set(corpus.paragraphs())
@@ -74,7 +74,7 @@ def test_heldout_text_is_not_in_the_training_corpus():
 
 
 def _results(folder: Path, rows: list[tuple]) -> Path:
-    from longrecipe.schema import ModelInfo, Results, ScoreRow, run_info
+    from longrecipe.base.schema import ModelInfo, Results, ScoreRow, run_info
 
     res = Results(run_info("fixture", {}), ModelInfo("tiny", None, 2048), "hf",
                   tuple(ScoreRow(*r) for r in rows))
@@ -84,7 +84,7 @@ def _results(folder: Path, rows: list[tuple]) -> Path:
 
 
 def test_compute_table_by_hand():
-    from longrecipe.reports.study import compute_table
+    from longrecipe.recipes.study import compute_table
 
     compute = {"flt": {"sequences": 8, "seq_len": 2048, "tokens": 16384, "flops": 100.0, "wall_s": 10.0},
                "pose": {"sequences": 8, "seq_len": 614, "tokens": 4912, "flops": 25.0, "wall_s": 3.0},
@@ -101,7 +101,7 @@ def test_compute_table_by_hand():
 
 
 def test_table3_and_token_ratio_tables(tmp_path):
-    from longrecipe.reports.study import table3, token_ratio_table
+    from longrecipe.recipes.study import table3, token_ratio_table
 
     def general(cloze):
         return [("general", "longrecipe_cloze", "acc", cloze, 1, None, None, 60),

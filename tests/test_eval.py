@@ -231,11 +231,11 @@ def test_yaml_eval_config_with_overrides_and_flags(tmp_path):
 
 
 def test_every_shipped_eval_config_loads():
-    from longrecipe import config as C
-    from longrecipe.evaluate.runner import EvalConfig
+    from longrecipe.base import config as C
+    from longrecipe.evaluate.config import build_config
 
     files = sorted((ROOT / "evaluate" / "configs").glob("*.yaml"))
     assert len(files) >= 2
     for f in files:
         assert f.read_text().splitlines()[0].startswith("# longrecipe eval --config evaluate/configs/" + f.name)
-        C.check(C.build(EvalConfig, C.read_yaml(f)))
+        C.check(build_config(C.read_yaml(f)))

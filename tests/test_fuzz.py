@@ -9,10 +9,10 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from longrecipe import config as C
+from longrecipe.base import config as C
+from longrecipe.base.schema import Results, SchemaError
 from longrecipe.reports.check import compare
 from longrecipe.reports.load import ReportError, frame
-from longrecipe.schema import Results, SchemaError
 from longrecipe.train.config import RunConfig
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_cli
 
-from longrecipe.schema import ModelInfo, Results, ScoreRow, run_info
+from longrecipe.base.schema import ModelInfo, Results, ScoreRow, run_info
 
 LENGTHS = (256, 512, 1024, 2048)
 FIXTURE = {

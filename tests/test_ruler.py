@@ -209,7 +209,7 @@ def test_aggregate_reproduces_published_rows():
 def test_tokenizer_hash_is_memoised_but_follows_added_tokens(tiny_dir):
     from transformers import AutoTokenizer
 
-    from longrecipe.tasks.ruler import tokenizer_hash
+    from longrecipe.base.tokenization import tokenizer_hash
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)
     first = tokenizer_hash(tok)

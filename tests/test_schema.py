@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from longrecipe import io, schema
+from longrecipe.base import io, schema
 
 
 def sample_results() -> schema.Results:

@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli
 from test_ruler import essays, qa_files  # noqa: F401 (the small local SQuAD/HotpotQA files, a fixture)
 
-from longrecipe import models
+from longrecipe.base import models
 from longrecipe.tasks import counting, ruler
 
 NAME = "smollm2-135m"

@@ -37,7 +37,7 @@ def test_tokenizer_splits_digits(tiny):
 
 
 def test_passkey_at_native_length(tiny):
-    from longrecipe.evaluate.hf_backend import greedy_generate
+    from longrecipe.base.modeling import greedy_generate
 
     model, tok = tiny
     samples = passkey.generate(tok, 256, 20, seed=99)
@@ -53,3 +53,41 @@ def test_passkey_scoring():
     assert passkey.score(" 1234", "12345") == 0.0
     assert passkey.score("none", "12345") == 0.0
     assert passkey.score(" 123456", "12345") == 0.0
+
+
+def test_v2_grow_preserves_the_function(tiny):
+    import torch
+
+    from longrecipe.recipes.tinybase import grow
+
+    model, tok = tiny
+    big = grow(model, 4, 512)
+    ids = torch.tensor([tok("The pass key is 12345. Remember it. What is the pass key?")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(big(input_ids=ids).logits, model(input_ids=ids).logits)
+    assert big.config.num_hidden_layers == 4 and big.config.max_position_embeddings == 512
+
+
+def test_v2_training_content_is_disjoint_from_evaluation(tiny):
+    """The stage-2 RULER rows use their own haystack (the Python corpus, never the essays) and content seeds above
+    every evaluation seed; no training answer is an answer of the evaluation samples."""
+    from longrecipe.recipes.tinybase import TRAIN_SEED_BASE, RulerRows, TinyBaseV2Config
+    from longrecipe.tasks import ruler
+
+    _, tok = tiny
+    cfg = TinyBaseV2Config()
+    rows = RulerRows(tok, cfg)
+    train_answers = set()
+    for step in range(40):
+        rng = np.random.default_rng([cfg.seed, step])
+        made = rows.row(rng, step)
+        if made is not None:
+            train_answers.add(tok.decode([t for t in made[1] if t != -100], skip_special_tokens=True))
+    eval_answers = set()
+    for task in ("niah_single_1", "niah_multikey_2", "niah_multivalue"):
+        for seed in (42, 1234):
+            for s in ruler.generate(task, tok, 512, 20, seed=seed):
+                eval_answers.update(s["outputs"])
+    assert TRAIN_SEED_BASE > 10**6 > max(42, 1234)
+    assert len(train_answers) > 20
+    assert not any(a in t for a in eval_answers for t in train_answers)

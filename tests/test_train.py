@@ -215,6 +215,12 @@ def test_merge_rejects_other_architectures(tmp_path, tiny_dir):
     assert not (tmp_path / "m").exists()
 
 
+def test_run_refuses_a_bad_eval_key_before_training(tmp_path):
+    res = run_cli("run", "--config", CONFIG, f"out={tmp_path}", "train.steps=2", "eval.options.niah_depth=2")
+    assert res.returncode == 2 and "unknown config key 'niah_depth'; did you mean 'niah_depths'" in res.stderr
+    assert not (tmp_path / "model").exists()
+
+
 def test_compiled_training_matches_eager(tmp_path):
     # train.compile=true compiles each decoder layer and the loss chunk: same losses within float tolerance
     res = run_cli("train", "--config", CONFIG, f"out={tmp_path}", "train.steps=3", "train.compile=true", *SMALL)
@@ -225,11 +231,14 @@ def test_compiled_training_matches_eager(tmp_path):
 def test_run_trains_evaluates_and_reports(tmp_path):
     res = run_cli("run", "--config", CONFIG, f"out={tmp_path}", "train.steps=2", "train.batch_size=2",
                   "train.train_length=128", "train.target_length=512", "train.threads=1", "eval.suites=passkey,niah",
-                  "eval.samples=4")
+                  "eval.samples=4", "eval.options.niah_depths=2", "eval.options.batch_size=4")
     assert res.returncode == 0, res.stderr[-2000:]
     for name in ("trained", "base"):
         data = json.loads((tmp_path / "eval" / name / "results.json").read_text())
         assert {r["context_length"] for r in data["scores"] if r["suite"] == "passkey"} == {256, 512}
+        assert len([r for r in data["scores"] if r["suite"] == "niah"]) == 2 * 2  # any eval key: 2 depths x 2
+        saved = json.loads((tmp_path / "eval" / name / "eval_config.json").read_text())
+        assert (saved["niah_depths"], saved["batch_size"]) == (2, 4)
     assert json.loads((tmp_path / "eval" / "trained" / "results.json").read_text())["model"][
         "max_position_embeddings"] == 512
     for f in ("loss_curves.png", "niah_trained.png", "niah_base.png", "scores.csv"):

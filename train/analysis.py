@@ -10,40 +10,27 @@ anchors that data selection keeps. Scores are computed from hidden states one ch
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from longrecipe.base import corpus, models
+from longrecipe.base.io import atomic_dir, write_json
+from longrecipe.base.modeling import load_model, next_token_scores
+from longrecipe.base.tokenization import tokenizer_hash
 from longrecipe.train.lexicon import TYPES, token_types
 
-
-@torch.inference_mode()
-def next_token_scores(model: Any, ids: torch.Tensor, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logit, log-prob) that `model` gives the actual next token at every position of each row of `ids`.
-
-    Shapes: ids (B, T) -> two (B, T-1) float32 tensors."""
-    base = getattr(model, model.base_model_prefix)
-    hidden = base(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).last_hidden_state
-    head = model.get_output_embeddings()
-    target = ids[:, 1:]
-    logits_out, logp_out = [], []
-    for s in range(0, target.shape[1], chunk):
-        logits = head(hidden[:, s : min(s + chunk, target.shape[1])]).float()
-        tgt = target[:, s : s + logits.shape[1]].unsqueeze(-1)
-        picked = logits.gather(-1, tgt).squeeze(-1)
-        logits_out.append(picked)
-        logp_out.append(picked - torch.logsumexp(logits, dim=-1))
-    return torch.cat(logits_out, 1), torch.cat(logp_out, 1)
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
 
 
 def same_tokenizer(a: Any, b: Any) -> bool:
-    from longrecipe.tasks.ruler import tokenizer_hash
-
     return tokenizer_hash(a) == tokenizer_hash(b)
 
 
@@ -110,20 +97,8 @@ def analyze(base: Any, extended: Any, tokenizer: Any, texts: Iterable[str], wind
             "tokens": int(delta.size), "score": score, "top": top, "buckets": buckets}
 
 
-def anchors_from(path: str | Path, k: int = 5) -> tuple[str, ...]:
-    """The k most enriched types of a saved analysis (PUNCT and other excluded: they are not word classes)."""
-    data = json.loads(Path(path).read_text())
-    ranked = [t for t in data["enrichment"] if t not in ("PUNCT", "other")]
-    return tuple(ranked[:k])
-
-
 def plot(result: dict, out: Path) -> None:
     """Like the paper's Fig. 4: share of each type among the top tokens vs position (dashed: among all)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, name in enumerate(t for t in TYPES if t != "other"):
         rows = [r for r in result["rows"] if r["type"] == name]
@@ -146,14 +121,6 @@ def run(base_path: str, extended_path: str, data: str, out: str | Path, window: 
         top: float = 0.2, score: str = "logit", max_windows: int | None = 64, device: str | None = None,
         text_field: str = "text") -> dict:
     """`longrecipe analyze`: load both models, check the tokenizers match, analyze, write CSV/JSON/plots."""
-    import pandas as pd
-
-    from longrecipe import models
-    from longrecipe.evaluate.hf_backend import load_model
-    from longrecipe.io import atomic_dir, write_json
-    from longrecipe.train.config import DataConfig
-    from longrecipe.train.data import load_texts
-
     base, tok = load_model(models.resolve(base_path), device=device)
     ext, tok2 = load_model(models.resolve(extended_path), device=device)
     if not same_tokenizer(tok, tok2):
@@ -161,7 +128,7 @@ def run(base_path: str, extended_path: str, data: str, out: str | Path, window: 
                          "next-token scores position by position, so they must share one")
     if score not in ("logit", "logprob"):
         raise ValueError(f"score must be logit or logprob, got {score!r}")
-    texts = load_texts(DataConfig(source=data, text_field=text_field))
+    texts = corpus.load_texts(data, text_field)
     window = window or int(ext.config.max_position_embeddings)
     result = analyze(base, ext, tok, texts, window, buckets, top, score, max_windows=max_windows)
     result.update({"base": str(base_path), "extended": str(extended_path), "data": data})

@@ -1,11 +1,13 @@
-"""The trainer's config, as frozen dataclasses (see longrecipe.config for loading and overrides)."""
+"""The trainer's config, as frozen dataclasses (see longrecipe.base.config for loading and overrides)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from longrecipe.config import ConfigError, bounded, check
+from longrecipe.base.config import ConfigError, bounded, check
+from longrecipe.train.lexicon import TYPES
+from longrecipe.train.positions import METHODS
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     stage: Literal["extension", "replay"] = "extension"
-    method: Literal["longrecipe", "pose", "randpos", "flt"] = "longrecipe"
+    method: Literal[tuple(METHODS)] = "longrecipe"  # type: ignore[valid-type]  (the registry's names)
     target_length: int = bounded(2048, ge=2)
     train_length: int = bounded(614, ge=2)
     steps: int = bounded(100, ge=1)
@@ -72,9 +74,12 @@ class EvalSection:
     suites: tuple[str, ...] = ("ruler", "niah", "passkey")
     lengths: tuple[int, ...] = ()  # default: the native window doubled up to the target length
     samples: int = bounded(20, ge=1)
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: str = "hf"  # a registered backend (evaluate/backends.py): `run` checks it, and the suites, before training
     essay_dir: str | None = None
     compare_base: bool = True
+    # any other `longrecipe eval` key (niah_depths, chat_template, dtype, batch_size, ...): eval.options.KEY=VALUE,
+    # validated by `run` before it trains
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,13 +98,11 @@ class RunConfig:
         if t.train_length < 2 or t.target_length < t.train_length:
             raise ConfigError(f"train.train_length ({t.train_length}) must be >= 2 and <= train.target_length "
                               f"({t.target_length})")
-        if t.stage == "extension" and t.method == "flt" and t.train_length != t.target_length:
+        if t.stage == "extension" and METHODS[t.method].full_length and t.train_length != t.target_length:
             raise ConfigError("train.method=flt trains at the target length: set train.train_length = "
                               "train.target_length")
         if any(n < 1 for n in self.eval.lengths):
             raise ConfigError(f"eval.lengths: expected positive lengths, got {list(self.eval.lengths)}")
-        from longrecipe.train.lexicon import TYPES
-
         bad = [a for a in self.data.anchors if a not in TYPES]
         if bad:
             raise ConfigError(f"data.anchors: unknown type {bad[0]!r}; choose from {', '.join(TYPES)}")

@@ -10,15 +10,17 @@ saved data state and reproduces the same stream.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from longrecipe.base import corpus
 from longrecipe.train import positions as P
 from longrecipe.train.config import DataConfig, TrainConfig
+from longrecipe.train.lexicon import anchors_from, sentence_types
 from longrecipe.train.loop import IGNORE
 
 SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
@@ -33,33 +35,12 @@ class Document:
 
 def load_texts(cfg: DataConfig) -> list[str]:
     """The text documents of a data source (one-line errors with the file and line for bad JSONL)."""
-    return [t for t, _ in load_documents(cfg)]
+    return corpus.load_texts(cfg.source, cfg.text_field)
 
 
 def load_documents(cfg: DataConfig) -> list[tuple[str, list[tuple[int, int]] | None]]:
-    """(text, loss spans or None) per document. A JSONL row may name the character spans that are training
-    targets in `loss_spans` ([[start, end], ...], like a completion-only mask); without it every token is."""
-    if cfg.source == "python":
-        from longrecipe import corpus
-
-        return [(corpus.text(), None)]
-    path = Path(cfg.source)
-    if not path.is_file():
-        raise FileNotFoundError(f"data.source {cfg.source!r}: no such file (use 'python' or a JSONL path)")
-    from longrecipe.schema import iter_jsonl
-
-    docs = []
-    for i, row in iter_jsonl(path):
-        if not isinstance(row.get(cfg.text_field), str):
-            raise ValueError(f"{path}:{i}: expected an object with a string field {cfg.text_field!r}")
-        spans = row.get("loss_spans")
-        if spans is not None and not (isinstance(spans, list) and all(
-                isinstance(x, list) and len(x) == 2 and all(isinstance(v, int) for v in x) for x in spans)):
-            raise ValueError(f"{path}:{i}: loss_spans must be a list of [start, end] character offsets")
-        docs.append((row[cfg.text_field], [tuple(x) for x in spans] if spans is not None else None))
-    if not docs:
-        raise ValueError(f"{path}: no documents")
-    return docs
+    """(text, loss spans or None) per document (see corpus.load_documents)."""
+    return corpus.load_documents(cfg.source, cfg.text_field)
 
 
 def tokenize_document(tokenizer: Any, text: str, loss_spans: list[tuple[int, int]] | None = None) -> Document:
@@ -89,14 +70,14 @@ def segments_in(doc: Document, lo: int, hi: int) -> list[int]:
 class SampleBuilder:
     """Builds (input_ids, position_ids) rows for one method from a pool of long documents."""
 
+    BUILDERS: ClassVar[dict[str, Callable[..., tuple[Document, np.ndarray, list[int]]]]]
+
     def __init__(self, docs: list[Document], data: DataConfig, train: TrainConfig, bos: int | None,
                  short: list[list[int]] | None = None, decode: Any = None):
         self.docs, self.data, self.train, self.bos, self.decode = docs, data, train, bos, decode
         self._anchor_cache: dict[int, np.ndarray] = {}
         self.anchors = data.anchors
         if data.anchors_from:
-            from longrecipe.train.analysis import anchors_from
-
             self.anchors = anchors_from(data.anchors_from)
         need = train.target_length if train.stage == "extension" else 1
         self.short = [([bos] if bos is not None else []) + p for p in short] if short else []
@@ -120,21 +101,29 @@ class SampleBuilder:
 
     def _select(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
         """The document, the indices of its tokens that make the row, and their position ids."""
-        t = self.train
-        n = t.train_length
-        if t.method == "flt":
-            doc, lo = self._window(rng, n)
-            return doc, np.arange(lo, lo + n), P.flt_positions(n)
-        if t.method == "randpos":
-            doc, lo = self._window(rng, n)
-            return doc, np.arange(lo, lo + n), P.randpos_positions(n, t.target_length, rng)
-        if t.method == "pose":
-            doc, lo = self._window(rng, t.target_length)
-            pos = P.pose_positions(n, t.target_length, rng)
-            split = next((i for i in range(1, n) if pos[i] != pos[i - 1] + 1), n)
-            # chunk 2 is cropped from later in the same window (the reference's rt2 ~ U[len_chunk, len_input])
-            end2 = lo + int(rng.integers(n, t.target_length + 1))
-            return doc, np.concatenate([np.arange(lo, lo + split), np.arange(end2 - (n - split), end2)]), pos
+        return self.BUILDERS[self.train.method](self, rng)
+
+    def _flt(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
+        n = self.train.train_length
+        doc, lo = self._window(rng, n)
+        return doc, np.arange(lo, lo + n), P.flt_positions(n)
+
+    def _randpos(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
+        t, n = self.train, self.train.train_length
+        doc, lo = self._window(rng, n)
+        return doc, np.arange(lo, lo + n), P.randpos_positions(n, t.target_length, rng)
+
+    def _pose(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
+        t, n = self.train, self.train.train_length
+        doc, lo = self._window(rng, t.target_length)
+        pos = P.pose_positions(n, t.target_length, rng)
+        split = next((i for i in range(1, n) if pos[i] != pos[i - 1] + 1), n)
+        # chunk 2 is cropped from later in the same window (the reference's rt2 ~ U[len_chunk, len_input])
+        end2 = lo + int(rng.integers(n, t.target_length + 1))
+        return doc, np.concatenate([np.arange(lo, lo + split), np.arange(end2 - (n - split), end2)]), pos
+
+    def _longrecipe(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
+        n = self.train.train_length
         if self.data.selection == "random":
             return self._random_selection(rng)
         if self.data.selection == "impactful":
@@ -166,8 +155,6 @@ class SampleBuilder:
     def _anchored(self, doc_index: int) -> np.ndarray:
         """Per sentence of a document: does it carry an anchor (computed once per document)?"""
         if doc_index not in self._anchor_cache:
-            from longrecipe.train.lexicon import sentence_types
-
             doc = self.docs[doc_index]
             bounds = np.concatenate([doc.starts, [len(doc.ids)]])
             anchors = set(self.anchors)
@@ -230,12 +217,17 @@ class SampleBuilder:
         return out
 
 
+# One row builder per registered position method (positions.METHODS): the window a row is cut from and its ids.
+SampleBuilder.BUILDERS = {"longrecipe": SampleBuilder._longrecipe, "pose": SampleBuilder._pose,
+                          "randpos": SampleBuilder._randpos, "flt": SampleBuilder._flt}
+if set(SampleBuilder.BUILDERS) != set(P.METHODS):
+    raise ImportError(f"position methods without a row builder: {sorted(set(P.METHODS) - set(SampleBuilder.BUILDERS))}")
+
+
 def build(tokenizer: Any, data: DataConfig, train: TrainConfig) -> SampleBuilder:
     """Long documents for extension; for replay, short documents (Python corpus paragraphs, or JSONL rows)."""
     if train.stage == "replay":
         if data.source == "python":
-            from longrecipe import corpus
-
             texts = list(corpus.paragraphs())
         else:
             texts = load_texts(data)

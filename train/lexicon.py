@@ -8,8 +8,10 @@ Types follow Universal Dependencies names: NUM, PRON, AUX, CCONJ, ADP, DET, PUNC
 
 from __future__ import annotations
 
+import json
 import re
 import string
+from pathlib import Path
 
 TYPES = ("NUM", "PRON", "AUX", "CCONJ", "ADP", "DET", "PUNCT", "other")
 PAPER_ANCHORS = ("NUM", "PRON", "AUX", "CCONJ", "ADP")
@@ -70,3 +72,10 @@ WORD_RE = re.compile(r"\d+(?:[.,:/]\d+)*%?|[A-Za-z]+(?:'[a-z]+)?|[^\sA-Za-z\d]")
 def sentence_types(sentence: str) -> set[str]:
     """The set of word types present in a sentence."""
     return {word_type(w) for w in WORD_RE.findall(sentence)}
+
+
+def anchors_from(path: str | Path, k: int = 5) -> tuple[str, ...]:
+    """The k most enriched types of a saved analysis (PUNCT and other excluded: they are not word classes)."""
+    data = json.loads(Path(path).read_text())
+    ranked = [t for t in data["enrichment"] if t not in ("PUNCT", "other")]
+    return tuple(ranked[:k])

@@ -13,17 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from longrecipe import models
-from longrecipe.io import atomic_dir
+from longrecipe.base import models
+from longrecipe.base.io import atomic_dir
 
 ARCH_KEYS = ("architectures", "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
              "num_key_value_heads", "intermediate_size", "vocab_size")
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     state: dict[str, torch.Tensor] = {}
     for f in sorted(path.glob("*.safetensors")):
         state.update(load_file(str(f)))
@@ -72,8 +71,6 @@ def merge_models(paths: Sequence[str], weights: Sequence[float] | None, out: str
     bad = next((k for k, v in merged.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
     if bad is not None:
         raise ValueError(f"the merged model has non-finite values in {bad!r} (non-finite inputs?); nothing written")
-    from safetensors.torch import save_file
-
     with atomic_dir(out) as tmp:
         for f in dirs[0].iterdir():  # config, tokenizer and generation files of the first (extended) model
             if f.is_file() and f.suffix != ".safetensors" and not f.name.endswith(".index.json"):

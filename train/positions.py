@@ -8,8 +8,31 @@ teaches distances up to the target. All functions are pure and take a seeded `nu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Method:
+    """A position method: `baseline` marks the study's baselines (LongRecipe is the method under test);
+    `full_length` trains on rows of the target length."""
+
+    name: str
+    help: str
+    baseline: bool = True
+    full_length: bool = False
+
+
+# The registry: train.method choices (config Literal, CLI) and the study's methods. A new method = one entry here
+# + its row builder in data.SampleBuilder.BUILDERS (checked at import).
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("longrecipe", "sentences (or impactful-token windows) with random gaps between them", baseline=False),
+    Method("flt", "full-length training: contiguous rows of the target length", full_length=True),
+    Method("pose", "PoSE: two chunks with skipped positions between them"),
+    Method("randpos", "RandPos: sorted random positions over the target window"),
+)}
+BASELINES: tuple[str, ...] = tuple(m for m, spec in METHODS.items() if spec.baseline)
 
 
 def _check(length: int, target_length: int) -> None:

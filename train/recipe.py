@@ -11,6 +11,7 @@ skipped, with a note, for the previous complete one (the two newest complete che
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -22,13 +23,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch as st
 import torch
 from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from longrecipe import config as C
-from longrecipe import models
-from longrecipe.io import atomic_dir, file_sha256, write_text
-from longrecipe.schema import append_jsonl, read_jsonl
+from longrecipe.base import config as C
+from longrecipe.base import models
+from longrecipe.base.io import atomic_dir, file_sha256, write_text
+from longrecipe.base.schema import append_jsonl, read_jsonl
 from longrecipe.train import data as D
 from longrecipe.train import rope
 from longrecipe.train.config import RunConfig
@@ -70,8 +73,6 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
 
 def load_model(cfg: RunConfig, device: torch.device):
     """Model with the RoPE of the extension target written into its config before the model is built."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     path = models.resolve(cfg.model.path)
     trc = cfg.model.trust_remote_code
     mconf = AutoConfig.from_pretrained(path, trust_remote_code=trc)
@@ -91,8 +92,6 @@ def attn_implementation(name: str, device: torch.device) -> str:
     """Resolve `auto`: flash-attn 2 where it can run (CUDA + the package), else PyTorch SDPA."""
     if name != "auto":
         return name
-    import importlib.util
-
     return "flash_attention_2" if device.type == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
 
 
@@ -124,18 +123,16 @@ def save_checkpoint(out: Path, step: int, model, opt, sched, dist: Dist, net=Non
     """Atomic checkpoint folder with a manifest written last; older ones are removed only after the new one is
     complete, keeping KEEP_CHECKPOINTS. Every process calls it: under FSDP2 the full model and optimizer states are
     first gathered (onto the main process's CPU)."""
-    from safetensors.torch import save_file, save_model
-
     full = _full_states(model, net, opt) if net is not None else None
     if dist.main:
         ckpts = out / "checkpoints"
         with atomic_dir(ckpts / f"step-{step:08d}") as tmp:
             state = {"scheduler": sched.state_dict(), "rng": _rng_state(), "step": step}
             if full is None:
-                save_model(model, str(tmp / "model.safetensors"))  # handles tied (shared) tensors
+                st.save_model(model, str(tmp / "model.safetensors"))  # handles tied (shared) tensors
                 state["optimizer"] = opt.state_dict()
             else:  # the optimizer apart: only the main process reads it back
-                save_file(full[0], str(tmp / "model.safetensors"))
+                st.save_file(full[0], str(tmp / "model.safetensors"))
                 torch.save(full[1], tmp / "optimizer.pt")
             torch.save(state, tmp / "state.pt")
             write_text(tmp / MANIFEST, json.dumps({"step": step, "files": {
@@ -172,7 +169,7 @@ def checkpoint_problem(ckpt: Path) -> str | None:
 def _full_states(model, net, opt) -> tuple[dict, dict]:
     """FSDP2: the whole model's and optimizer's states on the main process's CPU (a collective: all call it).
     Tied parameters (the head that is the embedding) appear once, as in a Hugging Face checkpoint."""
-    from torch.distributed.checkpoint import state_dict as sd
+    from torch.distributed.checkpoint import state_dict as sd  # local: FSDP2 runs only (several processes)
 
     options = sd.StateDictOptions(full_state_dict=True, cpu_offload=True)
     seen: set[int] = set()
@@ -218,17 +215,15 @@ def _load_plain(path: Path) -> Any:
 
 def restore(ckpt: Path, model, opt, sched, dist: Dist, net=None) -> int:
     """Load a checkpoint; under FSDP2 (`net` given) the main process reads it and broadcasts each process's shard."""
-    from safetensors.torch import load_file, load_model
-
     state = _load_plain(ckpt / "state.pt")
     if net is None:
-        load_model(model, str(ckpt / "model.safetensors"), device=str(next(model.parameters()).device))
+        st.load_model(model, str(ckpt / "model.safetensors"), device=str(next(model.parameters()).device))
         opt.load_state_dict(state["optimizer"])
     else:
-        from torch.distributed.checkpoint import state_dict as sd
+        from torch.distributed.checkpoint import state_dict as sd  # local: FSDP2 runs only
 
         options = sd.StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
-        weights = load_file(str(ckpt / "model.safetensors")) if dist.main else {}
+        weights = st.load_file(str(ckpt / "model.safetensors")) if dist.main else {}
         sd.set_model_state_dict(model, weights, options=options)
         full = _load_plain(ckpt / "optimizer.pt") if dist.main else {}
         sd.set_optimizer_state_dict(net, opt, full, options=options)
@@ -370,7 +365,7 @@ def _fully_shard(model, net: torch.nn.Module, bf16: bool) -> None:
     the processes, so parameters, gradients and AdamW state take 1/N of the memory on each (an 8B model's fp32
     weights and optimizer state, 128 GB, do not fit one GPU as DDP would need). bf16: parameters gathered in
     bf16, gradients reduced in fp32."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard  # local: FSDP2 runs only
 
     policy = {"param_dtype": torch.bfloat16, "reduce_dtype": torch.float32} if bf16 else {}
     mp = MixedPrecisionPolicy(**policy)

@@ -12,15 +12,22 @@ import hashlib
 import json
 import os
 import re
-import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from longrecipe.tasks import chat, counting
+from longrecipe.base import models
+from longrecipe.base.io import write_text
+from longrecipe.base.schema import ScoreRow, read_jsonl
+from longrecipe.base.tokenization import load_tokenizer, tokenizer_hash
+from longrecipe.tasks import chat
+from longrecipe.tasks.base import Sample, TaskBase, option
 from longrecipe.tasks.ruler import common, cwe, fwe, niah, qa, vt
+from longrecipe.tasks.views import Column, Plot, Table, View
 
 TASK_VERSION = 1
+ESSAY_HELP = "folder of essays (*.txt) for essay haystacks (default: built-in Python text)"
 THRESHOLD = 85.6  # Llama-2-7B at 4k: RULER's bar for the effective length
 
 
@@ -53,29 +60,9 @@ METRIC = {name: ("string_match_part" if c["task"] == "qa" else "string_match_all
 
 def _tokenizer(tokenizer: Any) -> Any:
     if isinstance(tokenizer, (str, Path)):
-        from transformers import AutoTokenizer
-
-        from longrecipe import models
-
         path = models.resolve(tokenizer) if str(tokenizer) in models.ALIASES else tokenizer
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        return load_tokenizer(path)
     return tokenizer
-
-
-_TOKENIZER_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> (size, hash)
-
-
-def tokenizer_hash(tokenizer: Any) -> str:
-    """Identity of a tokenizer for the cache: its full serialisation when fast, else its vocabulary.
-    Memoised per tokenizer object (serialising a large vocabulary costs milliseconds per call, which dominated a
-    cached re-run)."""
-    return counting.per_tokenizer(_TOKENIZER_HASHES, tokenizer, _tokenizer_hash)
-
-
-def _tokenizer_hash(tokenizer: Any) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    blob = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _file_hash(path: str | None) -> str | None:
@@ -118,8 +105,6 @@ def generate(task: str, tokenizer: Any, length: int, num_samples: int, seed: int
         key = cache_key(task, tok, length, num_samples, seed, essay_dir, qa_file, chat_template)
         path = Path(cache_dir) / f"{task}-{length}-{key}.jsonl"
         if path.is_file():
-            from longrecipe.schema import read_jsonl
-
             return read_jsonl(path)
     wrap = chat.wrapper(tok) if chat_template else (lambda s: s)
     cfg = CONFIGS[task]
@@ -129,8 +114,6 @@ def generate(task: str, tokenizer: Any, length: int, num_samples: int, seed: int
     for s in samples:
         s["task"] = task
     if path is not None:
-        from longrecipe.io import write_text
-
         write_text(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
     return samples
 
@@ -184,3 +167,88 @@ def aggregate(scores_by_length: Mapping[int, float | Mapping[str, float]]) -> di
     passing = [n for n in lengths if per[n] > THRESHOLD]
     return {"per_length": per, "avg": sum(vals) / k, "wavg_inc": inc, "wavg_dec": dec,
             "effective_length": max(passing) if passing else None}
+
+
+# ---------------------------------------------------------------------------------------------------- the suite
+NIAH_M = ("niah_multikey_1", "niah_multikey_2", "niah_multikey_3", "niah_multivalue", "niah_multiquery")
+SUMMARY_TASKS = ("average", "summary")
+
+
+@dataclass(frozen=True)
+class RulerOptions:
+    tasks: tuple[str, ...] = option((), "comma list of RULER tasks (default: all whose sources are available)",
+                                    additive=True)
+    qa_squad: str | None = option(None, "SQuAD v2 JSON for RULER qa_1", key="qa_squad", data=True)
+    qa_hotpot: str | None = option(None, "HotpotQA JSON for RULER qa_2", key="qa_hotpot", data=True)
+    essay_dir: str | None = option(None, ESSAY_HELP, key="essay_dir", data=True)
+    chat_template: bool = option(False, key="chat_template")
+
+
+class Ruler(TaskBase):
+    """RULER's 13 tasks at each length: one (task, length) group per prediction file; per-length means and
+    the summary over lengths (avg, weighted averages, effective length) are its derived rows."""
+
+    name, version, Options = "ruler", TASK_VERSION, RulerOptions
+    view = View(
+        columns=(Column("NIAH(M)", tasks=NIAH_M), Column("RULER", tasks=("average",), with_length=True)),
+        tables=(Table("ruler_by_length", "RULER by context length", tasks=("average",), summary_task="summary",
+                      summary=(("avg", "Avg"), ("wavg_inc", "wAvg(inc)"), ("wavg_dec", "wAvg(dec)"),
+                               ("effective_length", "Effective")), integer_columns=("Effective",)),),
+        plots=(Plot("ruler_vs_length", "RULER score (mean over tasks)", tasks=("average",)),),
+        gate_tasks=SUMMARY_TASKS, ungated_metrics=("effective_length",), summary_csv=True, lm_eval_names="task")
+
+    def check(self, options: RulerOptions) -> None:
+        bad = [t for t in options.tasks if t not in TASKS]
+        if bad:
+            raise ValueError(f"unknown RULER task {bad[0]!r}; choose from {', '.join(TASKS)}")
+
+    def samples(self, tokenizer: Any, length: int, n: int, seed: int, options: RulerOptions,
+                log: Callable[[str], None] = print) -> list[Sample]:
+        qa = {"qa_1": options.qa_squad, "qa_2": options.qa_hotpot}
+        tasks = list(options.tasks or TASKS)
+        missing = [t for t in tasks if t in qa and qa[t] is None]
+        if missing and not options.tasks:
+            log(f"note: RULER {', '.join(missing)} skipped: pass --qa-squad / --qa-hotpot (SQuAD v2 / HotpotQA JSON)")
+            tasks = [t for t in tasks if t not in missing]
+        out: list[Sample] = []
+        for task in tasks:
+            try:
+                made = generate(task, tokenizer, length, n, seed, options.essay_dir, qa.get(task),
+                                chat_template=options.chat_template, cache_dir=default_cache_dir())
+            except ValueError as err:
+                if "cannot hold" not in str(err):
+                    raise
+                log(f"note: RULER {task} does not fit {length} tokens with this tokenizer; skipped")
+                continue
+            out += [Sample.from_dict(d, task, length) for d in made]
+        return out
+
+    def score(self, predictions: list[str], samples: list[Sample]) -> list[ScoreRow]:
+        task = samples[0].task
+        value = score(task, predictions, [s.references for s in samples])
+        nulls = sum(not postprocess(t) for t in predictions)  # RULER's Nulls: empty predictions
+        return [ScoreRow("ruler", task, METRIC[task], value, self.version, samples[0].context_length, None,
+                         len(samples), nulls)]
+
+    def summarize(self, rows: list[ScoreRow]) -> list[ScoreRow]:
+        """Per-length means over the tasks and the summary over lengths (avg, wAvg, effective length)."""
+        by_len: dict[int, dict[str, float]] = {}
+        for r in rows:
+            if r.suite == "ruler" and r.context_length is not None and not self.derived(r):
+                by_len.setdefault(r.context_length, {})[r.task] = r.value
+        if not by_len:
+            return []
+        agg = aggregate(by_len)
+        out = [ScoreRow("ruler", "average", "mean_over_tasks", round(v, 2), 1, n, None, len(by_len[n]))
+               for n, v in agg["per_length"].items()]
+        for metric in ("avg", "wavg_inc", "wavg_dec"):
+            out.append(ScoreRow("ruler", "summary", metric, round(agg[metric], 2), 1, None, None, len(by_len)))
+        eff = agg["effective_length"]
+        out.append(ScoreRow("ruler", "summary", "effective_length", float(eff or 0), 1, None, None, len(by_len)))
+        return out
+
+    def derived(self, row: ScoreRow) -> bool:
+        return row.task in SUMMARY_TASKS
+
+
+TASK = Ruler()

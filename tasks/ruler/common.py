@@ -24,38 +24,19 @@ from typing import Any
 
 import numpy as np
 
+from longrecipe.base import corpus
+from longrecipe.base.corpus import SourceError, essay_text  # noqa: F401  (part of this module's API)
 from longrecipe.tasks import counting
 from longrecipe.tasks.counting import count_tokens  # exact; additive over junctions when certified
 
-NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+NOISE = corpus.FILLER
 # RULER inserts needles at depths drawn from 40 evenly spaced percentages.
 DEPTHS = [int(d) for d in np.round(np.linspace(0, 100, num=40, endpoint=True)).astype(int)]
 _SENT = re.compile(r"(?<=[.!?])\s+")
 
 
-class SourceError(ValueError):
-    """A missing or unusable source (essays, QA file, word lists): one line that says how to provide it."""
-
-
 def split_sentences(text: str) -> list[str]:
     return [s for s in _SENT.split(text.strip()) if s]
-
-
-@functools.lru_cache(maxsize=8)
-def essay_text(essay_dir: str | None) -> str:
-    """All essays concatenated (sorted file names, no separator), as RULER and NIAH read them.
-    None = the built-in fallback: natural text shipped with Python."""
-    if essay_dir is None:
-        from longrecipe import corpus
-
-        return corpus.text()
-    path = Path(essay_dir)
-    files = sorted(path.glob("*.txt")) if path.is_dir() else []
-    if not files:
-        raise SourceError(f"no essays (*.txt) in {essay_dir}: pass a folder of Paul Graham essays "
-                          f"(e.g. gkamradt/LLMTest_NeedleInAHaystack's PaulGrahamEssays), or none for the "
-                          f"built-in Python-docs fallback")
-    return "".join(f.read_text(encoding="utf-8") for f in files)
 
 
 @functools.lru_cache(maxsize=8)

@@ -9,6 +9,7 @@ in-context retrieval fastest at this size.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import platform
@@ -19,12 +20,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from longrecipe import corpus
-from longrecipe.tasks import passkey
+from longrecipe.base import corpus
+from longrecipe.base.io import atomic_dir, write_json
+from longrecipe.base.modeling import greedy_generate
+from longrecipe.tasks import passkey, ruler
 
 SPECIAL = {"bos": "<|bos|>", "eos": "<|eos|>", "pad": "<|pad|>"}
-NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+NOISE = corpus.FILLER
 KV_NEEDLE = "One of the special magic numbers for {key} is: {value}."
 KV_QUESTION = ("What is the special magic number for {key} mentioned in the provided text? The special magic number "
                "for {key} mentioned in the provided text is")
@@ -57,9 +64,6 @@ class TinyBaseConfig:
 
 def train_tokenizer(vocab_size: int):
     """Byte-level BPE on the Python corpus; digits split one by one (so any number is learnable digit-wise)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
@@ -82,8 +86,6 @@ def train_tokenizer(vocab_size: int):
 
 def build_model(tokenizer, cfg: TinyBaseConfig):
     """A Llama-shaped model from a transformers config (RoPE, RMSNorm, SwiGLU), tied embeddings."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
@@ -168,12 +170,18 @@ class DocSampler:
                 rows.append(self.passkey_doc(length) if u < cfg.mix_passkey else self.kv_doc(length))
             else:
                 rows.append(self.text_doc(cfg.native_length))
-        width = max(len(r[0]) for r in rows)
-        ids = torch.full((len(rows), width), self.tok.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        for i, (x, y) in enumerate(rows):
-            ids[i, : len(x)], labels[i, : len(y)] = torch.tensor(x), torch.tensor(y)
+        ids, labels = pad_rows(rows, self.tok.pad_token_id)
         return {"input_ids": ids, "labels": labels}
+
+
+def pad_rows(rows: list[tuple[list[int], list[int]]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, labels) rows right-padded to the longest (labels -100 on padding)."""
+    width = max(len(r[0]) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (x, y) in enumerate(rows):
+        ids[i, : len(x)], labels[i, : len(y)] = torch.tensor(x), torch.tensor(y)
+    return ids, labels
 
 
 def row_mean_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -187,8 +195,6 @@ def row_mean_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def passkey_accuracy(model, tokenizer, length: int, num_samples: int = 100, seed: int = 1234) -> float:
     """Exact-match passkey accuracy at `length` tokens (depths drawn uniformly)."""
-    from longrecipe.evaluate.hf_backend import greedy_generate
-
     samples = passkey.generate(tokenizer, length, num_samples, seed=seed)
     preds = greedy_generate(model, tokenizer, [s["input"] for s in samples], passkey.TOKENS_TO_GENERATE, 16)
     return float(np.mean([passkey.score(p, s["outputs"][0]) for p, s in zip(preds, samples)]))
@@ -197,10 +203,6 @@ def passkey_accuracy(model, tokenizer, length: int, num_samples: int = 100, seed
 def train_tiny_base(out: str | Path, cfg: TinyBaseConfig = TinyBaseConfig(), eval_every: int = 1000,
                     log=print) -> dict:
     """Train tokenizer and model from scratch, deterministically, and save a Hugging Face directory at `out`."""
-    from tqdm.auto import tqdm
-
-    from longrecipe.io import atomic_dir, write_json
-
     torch.manual_seed(cfg.seed)
     tok = train_tokenizer(cfg.vocab_size)
     model = build_model(tok, cfg)
@@ -227,6 +229,184 @@ def train_tiny_base(out: str | Path, cfg: TinyBaseConfig = TinyBaseConfig(), eva
             log(json.dumps(history[-1]))
     meta = {"config": asdict(cfg), "history": history, "python": sys.version.split()[0], "torch": torch.__version__,
             "machine": platform.machine(), "train_minutes": round((time.time() - t0) / 60, 1)}
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        write_json(Path(tmp) / "tiny_base.json", meta)
+    return meta
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# v2: native window 512, grown from v1, trained on RULER's formats with fresh content (issue #17 A)
+
+RULER_MIX = {  # task -> weight: the harder variants drawn more often
+    "niah_single_1": 1.0, "niah_single_2": 1.0, "niah_single_3": 1.5, "niah_multikey_1": 2.0,
+    "niah_multikey_2": 2.0, "niah_multikey_3": 2.5, "niah_multivalue": 2.0, "niah_multiquery": 2.0, "fwe": 1.0,
+}
+TRAIN_SEED_BASE = 10_000_000  # RULER content seeds of training rows; every evaluation seed in the project is lower
+
+
+@dataclass(frozen=True)
+class TinyBaseV2Config:
+    """Stage 2 of the tiny base: grow v1 (2 -> `num_layers` layers, function-preserving) and train it at 512 on
+    natural text + passkey/key-value rows + RULER-format rows (own haystack: the Python corpus, seeds above
+    TRAIN_SEED_BASE), loss on answers only for task rows, row-mean."""
+
+    num_layers: int = 4
+    native_length: int = 512
+    steps: int = 4000
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup: int = 100
+    seed: int = 1
+    min_doc_length: int = 96
+    mix_ruler: float = 0.55
+    mix_passkey: float = 0.12
+    mix_kv: float = 0.08
+    save_every: int = 250
+
+
+def grow(model, num_layers: int, native_length: int):
+    """A deeper copy of `model` that computes the same function: layer i of the new model copies old layer
+    i * old // new, and every copy after the first of a layer has its output projections (o_proj, down_proj) zeroed,
+    so it adds nothing to the residual stream until training moves it."""
+    old = model.config.num_hidden_layers
+    conf = copy.deepcopy(model.config)
+    conf.num_hidden_layers, conf.max_position_embeddings = num_layers, native_length
+    new = LlamaForCausalLM._from_config(conf, attn_implementation="sdpa")
+    new.model.embed_tokens.load_state_dict(model.model.embed_tokens.state_dict())
+    new.model.norm.load_state_dict(model.model.norm.state_dict())
+    seen = set()
+    for i, layer in enumerate(new.model.layers):
+        src = i * old // num_layers
+        layer.load_state_dict(model.model.layers[src].state_dict())
+        if src in seen:
+            torch.nn.init.zeros_(layer.self_attn.o_proj.weight)
+            torch.nn.init.zeros_(layer.mlp.down_proj.weight)
+        seen.add(src)
+    new.tie_weights()
+    return new
+
+
+class RulerRows:
+    """RULER-format training rows: prompt (template + answer prefix) then the answer (references joined) + EOS."""
+
+    def __init__(self, tokenizer, cfg: TinyBaseV2Config):
+        self.tok, self.cfg = tokenizer, cfg
+        self.names = list(RULER_MIX)
+        w = np.array([RULER_MIX[n] for n in self.names])
+        self.p = w / w.sum()
+        self.count = 0
+
+    def row(self, rng: np.random.Generator, step: int):
+        task = self.names[int(rng.choice(len(self.names), p=self.p))]
+        gen = ruler.TOKENS_TO_GENERATE[task]
+        length = int(rng.integers(self.cfg.native_length // 2, self.cfg.native_length + 1)) + gen
+        seed = TRAIN_SEED_BASE + step * 1000 + self.count % 1000
+        self.count += 1
+        try:
+            s = ruler.generate(task, self.tok, length, 1, seed=seed, essay_dir=None)[0]
+        except ValueError:
+            return None
+        joiner = " " if task == "fwe" else ", "
+        prompt = self.tok(s["input"] + s["answer_prefix"])["input_ids"]
+        answer = self.tok(" " + joiner.join(s["outputs"]) + ".", add_special_tokens=False)["input_ids"]
+        answer = answer + [self.tok.eos_token_id]
+        return prompt + answer, [-100] * len(prompt) + answer
+
+
+def _batch_v2(sampler: DocSampler, ruler_rows: RulerRows, cfg: TinyBaseV2Config, step: int):
+    rng = np.random.default_rng([cfg.seed, step])
+    sampler.rng, rows = rng, []
+    while len(rows) < cfg.batch_size:
+        u = rng.random()
+        if u < cfg.mix_ruler:
+            r = ruler_rows.row(rng, step)
+            if r is not None:
+                rows.append(r)
+        elif u < cfg.mix_ruler + cfg.mix_passkey + cfg.mix_kv:
+            length = int(rng.integers(cfg.min_doc_length, cfg.native_length + 1))
+            rows.append(sampler.passkey_doc(length) if u < cfg.mix_ruler + cfg.mix_passkey else sampler.kv_doc(length))
+        else:
+            rows.append(sampler.text_doc(cfg.native_length))
+    return pad_rows(rows, sampler.tok.pad_token_id)
+
+
+def ruler_accuracy(model, tokenizer, length: int, num_samples: int, essay_dir: str | None, seed: int = 42,
+                   tasks: tuple[str, ...] = tuple(RULER_MIX)) -> dict[str, float]:
+    """RULER scores (0-100) of `model` at `length` on `tasks` (tasks that do not fit are left out)."""
+    out = {}
+    for task in tasks:
+        try:
+            samples = ruler.generate(task, tokenizer, length, num_samples, seed=seed, essay_dir=essay_dir)
+        except ValueError:
+            continue
+        preds = greedy_generate(model, tokenizer, [s["input"] + s["answer_prefix"] for s in samples],
+                                ruler.TOKENS_TO_GENERATE[task], 16)
+        out[task] = ruler.score(task, preds, [s["outputs"] for s in samples])
+    return out
+
+
+def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Config = TinyBaseV2Config(),
+                       eval_every: int = 500, essay_dir: str | None = None, log=print) -> dict:
+    """Stage 2, resumable (a state file in `out`/stage2 every `save_every` steps; the data of step s depends on
+    (seed, s) only, so a resumed run sees the rows an uninterrupted one would)."""
+    out, work = Path(out), Path(str(out) + ".stage2")
+    work.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(init_from, trust_remote_code=False)
+    base = AutoModelForCausalLM.from_pretrained(init_from, dtype=torch.float32, trust_remote_code=False)
+    torch.manual_seed(cfg.seed)
+    model = grow(base, cfg.num_layers, cfg.native_length)
+    sampler = DocSampler(tok, TinyBaseConfig(native_length=cfg.native_length), np.random.default_rng(cfg.seed))
+    ruler_rows = RulerRows(tok, cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * (
+        0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))))
+    history, start = [], 0
+    if (work / "state.json").is_file():
+        state = json.loads((work / "state.json").read_text())
+        model.load_state_dict(load_file(str(work / "model.safetensors")), strict=False)
+        model.tie_weights()
+        opt.load_state_dict(torch.load(work / "opt.pt", weights_only=True))
+        sched.load_state_dict(state["sched"])
+        history, start = state["history"], state["step"]
+        log(f"resumed stage 2 at step {start}")
+    t0 = time.time() - (history[-1]["minutes"] * 60 if history else 0)
+
+    def evaluate(step: int, loss: float) -> None:
+        model.eval()
+        with torch.no_grad():
+            scores = ruler_accuracy(model, tok, cfg.native_length, 10, essay_dir)
+            pk = passkey_accuracy(model, tok, cfg.native_length, 20)
+        history.append({"step": step, "loss": round(loss, 4), "ruler@512": scores, "passkey@512": pk,
+                        "minutes": round((time.time() - t0) / 60, 1)})
+        log(json.dumps(history[-1]))
+
+    if start == 0 and eval_every:
+        evaluate(0, float("nan"))
+    for step in (bar := tqdm(range(start, cfg.steps), desc="tiny-base v2", mininterval=10)):
+        model.train()
+        ids, labels = _batch_v2(sampler, ruler_rows, cfg, step)
+        loss = row_mean_loss(model(input_ids=ids).logits, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        done = step + 1
+        if eval_every and (done % eval_every == 0 or done == cfg.steps):
+            evaluate(done, loss.item())
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            sd = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+            save_file(sd, str(work / "model.tmp"))
+            torch.save(opt.state_dict(), work / "opt.tmp")
+            (work / "model.tmp").replace(work / "model.safetensors")
+            (work / "opt.tmp").replace(work / "opt.pt")
+            write_json(work / "state.json", {"step": done, "sched": sched.state_dict(), "history": history})
+    meta = {"stage2": asdict(cfg), "init_from": str(init_from), "history": history, "python": sys.version.split()[0],
+            "torch": torch.__version__, "machine": platform.machine(),
+            "train_minutes": round((time.time() - t0) / 60, 1)}
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)

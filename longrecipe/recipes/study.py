@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from longrecipe.reports import load, tables
+from longrecipe.train.positions import BASELINES
 
 STAGE_NAMES = {"longrecipe-extension": "before replay", "longrecipe-replay": "after replay",
                "longrecipe": "after merge"}
@@ -21,7 +22,7 @@ def compute_table(compute: Mapping[str, Mapping[str, float]], ratio: float) -> p
     """Rows = methods; tokens, FLOPs (counted) and wall time of all their training, and FLOPs relative to FLT.
     LongRecipe's row adds its stages (extension, replay) and the analysis forward passes."""
     label = f"longrecipe-{round(100 * ratio)}pct"
-    groups: dict[str, list[str]] = {m: [m] for m in ("flt", "pose", "randpos") if m in compute}
+    groups: dict[str, list[str]] = {m: [m] for m in BASELINES if m in compute}
     groups["longrecipe"] = [f"{label}/extension", f"{label}/replay", "analysis"]
     for name in compute:
         if name.startswith("longrecipe-") and name.endswith("/extension") and not name.startswith(label):
@@ -63,7 +64,7 @@ def token_ratio_table(ratio_runs: Sequence[tuple[float, Path]], flt: Path | None
     if flt is not None:
         pairs.append(("FLT 100%", flt))
     df = load.frame([p for _, p in pairs])
-    wide = tables.ruler_by_length(df)
+    wide = tables.by_length(df, "ruler", tables.view("ruler").tables[0])  # RULER by length with its summary
     wide = wide.reindex([load.label(p) for _, p in pairs])
     wide.index = [name for name, _ in pairs]
     wide.index.name = "training tokens"

@@ -1,4 +1,5 @@
-"""Natural text that ships with every Python: the offline fallback corpus.
+"""Text loading, in one place: the natural text that ships with every Python (the offline fallback corpus), essay
+folders (haystacks) and JSONL documents (training data, perplexity texts, analysis windows).
 
 Why: the project must train and evaluate with no network and no dataset hub, so its natural text comes from
 the interpreter itself (the pydoc topic help and the docstrings of a fixed list of stdlib modules).
@@ -11,6 +12,8 @@ import functools
 import re
 import sysconfig
 from pathlib import Path
+
+from longrecipe.base.schema import iter_jsonl
 
 # A fixed list keeps the corpus identical for a given Python version (walking the stdlib would not).
 DOC_MODULES = (
@@ -32,6 +35,9 @@ HELDOUT_MODULES = (
     "reprlib", "runpy", "shelve", "ssl", "symtable", "sysconfig", "trace", "tracemalloc", "xml/dom/minidom",
     "zipapp", "zipimport",
 )
+
+# The filler sentence of passkey, RULER's noise haystack and the tiny base's training rows (one definition).
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 
 _WS = re.compile(r"\s+")
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -108,3 +114,49 @@ def words() -> tuple[str, ...]:
 def text() -> str:
     """The whole corpus as one string, paragraphs separated by blank lines."""
     return "\n\n".join(paragraphs())
+
+
+class SourceError(ValueError):
+    """A missing or unusable source (essays, QA file, word lists): one line that says how to provide it."""
+
+
+@functools.lru_cache(maxsize=8)
+def essay_text(essay_dir: str | None) -> str:
+    """All essays concatenated (sorted file names, no separator), as RULER and NIAH read them.
+    None = the built-in fallback: natural text shipped with Python."""
+    if essay_dir is None:
+        return text()
+    path = Path(essay_dir)
+    files = sorted(path.glob("*.txt")) if path.is_dir() else []
+    if not files:
+        raise SourceError(f"no essays (*.txt) in {essay_dir}: pass a folder of Paul Graham essays "
+                          f"(e.g. gkamradt/LLMTest_NeedleInAHaystack's PaulGrahamEssays), or none for the "
+                          f"built-in Python-docs fallback")
+    return "".join(f.read_text(encoding="utf-8") for f in files)
+
+
+def load_documents(source: str, text_field: str = "text") -> list[tuple[str, list[tuple[int, int]] | None]]:
+    """(text, loss spans or None) per document of 'python' (the built-in text) or a JSONL file. A row may name the
+    character spans that are training targets in `loss_spans` ([[start, end], ...], like a completion-only mask);
+    without it every token is. One-line errors name the file and line."""
+    if source == "python":
+        return [(text(), None)]
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.source {source!r}: no such file (use 'python' or a JSONL path)")
+    docs = []
+    for i, row in iter_jsonl(path):
+        if not isinstance(row.get(text_field), str):
+            raise ValueError(f"{path}:{i}: expected an object with a string field {text_field!r}")
+        spans = row.get("loss_spans")
+        if spans is not None and not (isinstance(spans, list) and all(
+                isinstance(x, list) and len(x) == 2 and all(isinstance(v, int) for v in x) for x in spans)):
+            raise ValueError(f"{path}:{i}: loss_spans must be a list of [start, end] character offsets")
+        docs.append((row[text_field], [tuple(x) for x in spans] if spans is not None else None))
+    if not docs:
+        raise ValueError(f"{path}: no documents")
+    return docs
+
+
+def load_texts(source: str, text_field: str = "text") -> list[str]:
+    return [t for t, _ in load_documents(source, text_field)]

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from longrecipe.base.io import write_text
+
 T = TypeVar("T")
 
 
@@ -196,6 +198,4 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save(cfg: Any, path: str | Path) -> None:
-    from longrecipe.io import write_text
-
     write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

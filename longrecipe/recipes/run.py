@@ -9,6 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from longrecipe.base import models
+from longrecipe.base.config import ConfigError
+from longrecipe.evaluate.runner import build_config, run_eval, validate
+from longrecipe.reports.report import build_report
 from longrecipe.train.recipe import load_config, run_training
 
 
@@ -22,24 +26,29 @@ def default_lengths(native: int, target: int) -> tuple[int, ...]:
 
 
 def run_all(config_path: str, overrides: list[str] | tuple[str, ...] = (), log=print) -> Path:
-    from longrecipe import models
-    from longrecipe.evaluate.runner import EvalConfig, run_eval
-    from longrecipe.reports.report import build_report
-
     cfg = load_config(config_path, overrides)
     out = Path(cfg.out)
     base_dir = models.resolve(cfg.model.path)
     native = int(json.loads((base_dir / "config.json").read_text())["max_position_embeddings"])
     lengths = cfg.eval.lengths or default_lengths(native, cfg.train.target_length)
+
+    def eval_config(path: str, name: str):
+        fixed = {"model": path, "out": str(out / "eval" / name)}
+        bad = sorted(set(fixed) & set(cfg.eval.options))
+        if bad:
+            raise ConfigError(f"eval.options.{bad[0]}: set by `run` itself (the trained and the base model)")
+        return build_config({"suites": cfg.eval.suites, "lengths": tuple(lengths), "backend": cfg.eval.backend,
+                             "allow_extrapolation": True, "samples": cfg.eval.samples,
+                             "essay_dir": cfg.eval.essay_dir, **cfg.eval.options, **fixed})
+
+    validate(eval_config(cfg.model.path, "base"))  # the eval section's suites and backend, before any training
     log(f"[1/3] training {cfg.train.method} ({cfg.train.stage}) -> {out / 'model'}")
     model = run_training(config_path, overrides)
     runs = []
     targets = [("trained", str(model))] + ([("base", cfg.model.path)] if cfg.eval.compare_base else [])
     for name, path in targets:
         log(f"[2/3] evaluating {name} at {', '.join(map(str, lengths))}")
-        ecfg = EvalConfig(model=path, out=str(out / "eval" / name), suites=cfg.eval.suites, lengths=tuple(lengths),
-                          backend=cfg.eval.backend, allow_extrapolation=True, samples=cfg.eval.samples,
-                          essay_dir=cfg.eval.essay_dir)
+        ecfg = eval_config(path, name)
         run_eval(ecfg, command=f"longrecipe run --config {config_path}", log=log)
         runs.append(out / "eval" / name)
     log(f"[3/3] report -> {out / 'report'}")

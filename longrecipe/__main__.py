@@ -2,6 +2,6 @@
 
 import sys
 
-from longrecipe.cli import main
+from longrecipe.recipes.cli import main
 
 sys.exit(main())

@@ -18,8 +18,11 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from longrecipe import models
-from longrecipe.io import atomic_dir, file_sha256
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from longrecipe.base import models
+from longrecipe.base.io import atomic_dir, file_sha256
 
 
 def download(spec: models.Named, folder: Path) -> Path:
@@ -37,9 +40,6 @@ def download(spec: models.Named, folder: Path) -> Path:
 
 def convert(gguf: Path, out: Path) -> None:
     """GGUF -> fp32 safetensors + config + tokenizer, through a fresh model of the same config."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
                                                   trust_remote_code=False)

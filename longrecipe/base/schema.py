@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from longrecipe.base.io import write_json
+
 SCHEMA_VERSION = 1
 # metrics reported as they are (not fractions x100) and where lower is better: perplexities, bits per byte
 RAW_METRICS = frozenset({"word_perplexity", "byte_perplexity", "bits_per_byte", "perplexity"})
@@ -100,8 +102,6 @@ class Results:
                    scores=tuple(_typed(ScoreRow, s, f"{source}: scores[{i}]") for i, s in enumerate(scores)))
 
     def save(self, path: str | Path) -> None:
-        from longrecipe.io import write_json
-
         write_json(path, self.to_dict())
 
     @classmethod

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from longrecipe import corpus
+from longrecipe.base import corpus
+from longrecipe.base.io import write_text
+from longrecipe.recipes.tinybase import KV_NEEDLE, KV_QUESTION, NOISE  # the formats the base model retrieves in
 from longrecipe.tasks import passkey
-from longrecipe.tinybase import KV_NEEDLE, KV_QUESTION, NOISE  # the formats the base model retrieves in
 
 KV_QUERY = KV_QUESTION + " {value}."
 PK_QUERY = passkey.QUESTION + " {key}."
@@ -100,8 +101,6 @@ def write_corpus(path: str | Path, tokenizer: Any, min_tokens: int, retrieval_do
     """JSONL of {"text", "kind"} rows: every prose document and `retrieval_docs` retrieval documents (atomic).
     With `answers_only`, retrieval rows carry `loss_spans` (their answers): as in the base model's training, the
     loss of a retrieval document is on what can only be predicted by retrieving, not on its random filler."""
-    from longrecipe.io import write_text
-
     rng = np.random.default_rng(seed)
     margin = min_tokens + min_tokens // 8  # room for PoSE's and FLT's windows at any offset
     prose = prose_documents(tokenizer, margin)

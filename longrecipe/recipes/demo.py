@@ -23,7 +23,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BASELINES = ("flt", "pose", "randpos")
+from transformers import AutoTokenizer
+
+import longrecipe.train
+from longrecipe.base import models
+from longrecipe.base.io import write_json
+from longrecipe.base.schema import read_jsonl
+from longrecipe.evaluate.runner import build_config, run_eval
+from longrecipe.recipes.longdocs import write_corpus
+from longrecipe.recipes.study import write_study_tables
+from longrecipe.reports.report import build_report
+from longrecipe.train import analysis
+from longrecipe.train.flops import forward_flops, training_flops
+from longrecipe.train.merge import merge_models
+from longrecipe.train.positions import BASELINES, METHODS
+from longrecipe.train.recipe import load_config, run_training
 
 
 @dataclass(frozen=True)
@@ -72,14 +86,10 @@ class Demo:
     """The study's steps, each skipped when its output already exists (a re-run resumes)."""
 
     def __init__(self, cfg: DemoConfig, log=print):
-        from longrecipe import models
-
         self.cfg, self.log = cfg, log
         self.out = Path(cfg.out)
         self.base = models.resolve("tiny")
         self.native = int(json.loads((self.base / "config.json").read_text())["max_position_embeddings"])
-        import longrecipe.train
-
         self.configs = Path(longrecipe.train.__file__).parent / "configs"  # package data: train/configs/*.yaml
         self.compute: dict[str, dict[str, float]] = {}
 
@@ -87,10 +97,6 @@ class Demo:
     def data(self) -> Path:
         path = self.out / "data" / "long.jsonl"
         if not path.exists():
-            from transformers import AutoTokenizer
-
-            from longrecipe.train.longdocs import write_corpus
-
             tok = AutoTokenizer.from_pretrained(self.base, trust_remote_code=False)
             counts = write_corpus(path, tok, self.cfg.target, self.cfg.retrieval_docs, self.cfg.seed)
             self.log(f"data: {counts['prose']} prose and {counts['retrieval']} retrieval documents -> {path}")
@@ -99,8 +105,6 @@ class Demo:
     # ---------------------------------------------------------------- training
     def train(self, name: str, config: str, overrides: list[str]) -> Path:
         """One `longrecipe train` stage into train/<name>; its compute is recorded under `name`."""
-        from longrecipe.train.recipe import load_config, run_training
-
         out = self.out / "train" / name
         args = [f"out={out}", *overrides]
         model = out / "model"
@@ -112,9 +116,6 @@ class Demo:
         return model
 
     def _train_compute(self, cfg: Any, out: Path, model: Path) -> dict[str, float]:
-        from longrecipe.schema import read_jsonl
-        from longrecipe.train.flops import training_flops
-
         conf = json.loads((model / "config.json").read_text())
         rows = cfg.train.steps * cfg.train.batch_size * cfg.train.grad_accum
         log = list(read_jsonl(out / "train_log.jsonl"))
@@ -133,7 +134,7 @@ class Demo:
         c = self.cfg
         out = {}
         for method in BASELINES:
-            length = c.target if method == "flt" else c.train_length
+            length = c.target if METHODS[method].full_length else c.train_length
             out[method] = self.train(method, f"tiny_{method}.yaml", self._extension_overrides(length))
         return out
 
@@ -141,19 +142,15 @@ class Demo:
         """Impactful tokens: base vs an extended model of the same family (here the PoSE-extended one)."""
         out = self.out / "longrecipe" / "analysis"
         if not (out / "token_types.json").exists():
-            from longrecipe.train.analysis import run
-
             self.log("analysis: base vs PoSE-extended model")
             t0 = time.time()
-            run("tiny", str(extended), str(self.data()), out, window=self.cfg.target,
+            analysis.run("tiny", str(extended), str(self.data()), out, window=self.cfg.target,
                 max_windows=self.cfg.analysis_windows)
             (out / "wall_s.txt").write_text(f"{time.time() - t0:.3f}\n")
         return out / "token_types.json"
 
     def longrecipe(self, ratio: float, anchors: Path) -> dict[str, Path]:
         """Extension with impactful-sentence selection and jumping positions, replay, merge with the original."""
-        from longrecipe.train.merge import merge_models
-
         c = self.cfg
         name = _label(ratio)
         length = max(2, round(ratio * c.target))
@@ -170,24 +167,20 @@ class Demo:
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, name: str, model: Path | str, suites: tuple[str, ...]) -> Path:
-        from longrecipe.evaluate.runner import EvalConfig, run_eval
-
         out = self.out / "eval" / name
         if not (out / "results.json").exists():
             c = self.cfg
             self.log(f"eval {name}: {', '.join(suites)}")
-            ecfg = EvalConfig(
+            ecfg = build_config(dict(
                 model=str(model), out=str(out), suites=suites, lengths=c.lengths, backend=c.backend,
                 allow_extrapolation=True, samples=c.samples, seed=c.seed + 42, essay_dir=c.essay_dir,
                 niah_depths=c.niah_depths, general_max_length=self.native, general_limit=c.general_limit,
-                general_tasks=("longrecipe_cloze", "longrecipe_passkey_short", "longrecipe_heldout"))
+                general_tasks=("longrecipe_cloze", "longrecipe_passkey_short", "longrecipe_heldout")))
             run_eval(ecfg, command="longrecipe demo" + (" --quick" if c.quick else ""), log=self.log)
         return out
 
     # ---------------------------------------------------------------- the whole study
     def run(self) -> Path:
-        from longrecipe.io import write_json
-
         c = self.cfg
         saved = self.out / "demo_config.json"
         if saved.exists():
@@ -227,8 +220,6 @@ class Demo:
         return report
 
     def _analysis_flops(self) -> float:
-        from longrecipe.train.flops import forward_flops
-
         conf = json.loads((self.base / "config.json").read_text())
         data = json.loads((self.out / "longrecipe" / "analysis" / "token_types.json").read_text())
         return 2 * int(data["windows"]) * forward_flops(conf, int(data["window"]))  # H and H' forward passes
@@ -239,9 +230,6 @@ class Demo:
 
     def _report(self, runs: list[Path], stage_runs: list[Path], ratio_runs: list[tuple[float, Path]],
                 out: Path) -> None:
-        from longrecipe.reports.report import build_report
-        from longrecipe.reports.study import write_study_tables
-
         if out.exists() and self.cfg.report is None:
             shutil.rmtree(out)  # the report is derived data: rebuilt whole from the results every time
         stages = {**{m: m for m in BASELINES}, "longrecipe": f"{_label(self.cfg.ratio)}/extension"}

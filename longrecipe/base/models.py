@@ -9,7 +9,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-EMBEDDED = Path(__file__).resolve().parent / "assets" / "tiny-base"
+EMBEDDED = Path(__file__).resolve().parents[1] / "assets" / "tiny-base"
 ALIASES = ("tiny", "tiny-base")
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"

@@ -1,0 +1,79 @@
+"""The vLLM backend: the offline engine, for the CUDA `vllm` package and the CPU build `vllm-cpu` alike."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer
+
+from longrecipe.evaluate.backends import Request, truncate_at_stop
+
+
+class VLLMBackend:
+    """vLLM's offline engine: one code path for the CUDA `vllm` package and the CPU build `vllm-cpu`."""
+
+    name = "vllm"
+    chunk = 1024  # requests handed to the engine at once: its continuous batching sees all of them
+
+    def __init__(self, model_dir: str, max_model_len: int | None = None, tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float = 0.85, enforce_eager: bool | None = None, dtype: str = "auto",
+                 trust_remote_code: bool = False, seed: int = 0):
+        os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")  # lengths past the config's window
+        cpu = not torch.cuda.is_available()
+        if cpu:
+            os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise ValueError("the vllm backend needs vLLM: pip install 'longrecipe[vllm]' on CUDA, or "
+                             "'longrecipe[vllm-cpu]' on CPU") from None
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        kwargs: dict[str, Any] = {"model": str(model_dir), "tokenizer": str(model_dir), "seed": seed,
+                                  "trust_remote_code": trust_remote_code,
+                                  "enforce_eager": cpu if enforce_eager is None else enforce_eager,
+                                  "dtype": ("float32" if cpu else "auto") if dtype == "auto" else dtype}
+        if max_model_len:
+            kwargs["max_model_len"] = max_model_len
+            window = int(json.loads((Path(model_dir) / "config.json").read_text()).get("max_position_embeddings", 0))
+            if max_model_len > window:
+                # vLLM sizes its RoPE cos/sin cache by max_position_embeddings and returns nothing past it;
+                # transformers computes any position. Same RoPE maths, larger cache: extrapolation as in hf.
+                kwargs["hf_overrides"] = {"max_position_embeddings": max_model_len}
+        if not cpu:
+            kwargs.update(tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization)
+        self.llm = LLM(**kwargs)
+        self.max_length = int(max_model_len or self.llm.llm_engine.model_config.max_model_len)
+
+    @classmethod
+    def from_config(cls, cfg: Any, model_dir: Path) -> VLLMBackend:
+        return cls(str(model_dir), max_model_len=cfg.max_model_len or max(max(cfg.lengths), 1),
+                   tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
+                   dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        from vllm import SamplingParams
+
+        prompts = [{"prompt_token_ids": self.tokenizer(r.prompt)["input_ids"]} for r in requests]
+        params = [SamplingParams(temperature=0.0, max_tokens=r.max_new_tokens, stop=list(r.stop) or None,
+                                 skip_special_tokens=True) for r in requests]
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [truncate_at_stop(o.outputs[0].text, r.stop) for o, r in zip(outs, requests)]
+
+    def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        from vllm import SamplingParams
+
+        out = []
+        for context, continuation in pairs:
+            ctx = self.tokenizer(context)["input_ids"]
+            cont = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+            res = self.llm.generate([{"prompt_token_ids": ctx + cont}],
+                                    SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0), use_tqdm=False)
+            lp = res[0].prompt_logprobs
+            out.append(float(sum(lp[len(ctx) + i][t].logprob for i, t in enumerate(cont))))
+        return out
