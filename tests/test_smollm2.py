@@ -111,3 +111,15 @@ def test_cwe_generates_where_the_reference_does(tiny, length):
     vocab = cwe.vocabulary(42)
     listing, common = cwe._example(vocab, np.random.default_rng(0), 9000, 3, 1, 10)
     assert len(set(listing.split()[1::2])) == 9000 and set(common) <= set(cwe.large_vocabulary())
+
+
+def test_general_suite_with_its_chat_template(tmp_path, smol_dir):
+    # lm-eval's apply_chat_template for the general tasks: the template lm-eval used is recorded beside our results
+    out = tmp_path / "run"
+    res = run_cli("eval", "--model", NAME, "--suite", "general", "--general-tasks", "longrecipe_passkey_short",
+                  "--general-limit", "2", "--lengths", "1024", "--chat-template", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    raw = json.loads((out / "general_lm_eval_results.json").read_text())
+    assert raw.get("chat_template_sha") and "<|im_start|>" in raw["chat_template"]
+    rows = [r for r in json.loads((out / "results.json").read_text())["scores"] if r["suite"] == "general"]
+    assert [(r["task"], r["n"]) for r in rows] == [("longrecipe_passkey_short", 2)]

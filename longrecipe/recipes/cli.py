@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 from collections.abc import Callable, Sequence
 
 # The flags and choices come from the registries (torch-free); each command imports its implementation when it runs,
 # so that `report` and `check` never import torch.
 from longrecipe.evaluate.backends import BACKENDS
-from longrecipe.evaluate.config import COMMON, DTYPES, option_keys
+from longrecipe.evaluate.config import COMMON, DTYPES, option_owners
 from longrecipe.tasks.suites import REGISTRY
 
 EXIT_USAGE = 2
@@ -148,17 +149,18 @@ ENV_DEFAULTS = {"essay_dir": "LONGRECIPE_ESSAYS_DIR"}  # option keys whose flag 
 def add_option_flags(sp: argparse.ArgumentParser) -> None:
     """One flag per suite option key (`niah_depths` -> --niah-depths), typed from its options dataclass; the
     defaults stay the dataclass's (None here), except the keys that read one from the environment."""
-    for key, f in option_keys().items():
+    for key, (task, f) in option_owners().items():
         if key in COMMON:
             continue
-        flag, tp = "--" + key.replace("_", "-"), str(f.type)
-        default = f.default if not isinstance(f.default, tuple) else ",".join(f.default)
+        flag, tp = "--" + key.replace("_", "-"), typing.get_type_hints(task.Options)[f.name]
+        default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
         help_ = f.metadata.get("help") or key
         help_ += "" if "default" in help_ or default in (None, "", False) else f" (default: {default})"
-        if tp == "bool":
+        if tp is bool:
             sp.add_argument(flag, dest=key, action="store_true", help=help_)
             continue
-        kind = int if tp.startswith("int") else float if tp.startswith("float") else str
+        scalars = [a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)]
+        kind = scalars[0] if len(scalars) == 1 and scalars[0] in (int, float) else str  # lists: comma-separated
         env = ENV_DEFAULTS.get(key)
         sp.add_argument(flag, dest=key, type=kind, default=os.environ.get(env) if env else None, help=help_)
 

@@ -34,9 +34,11 @@ def run_all(config_path: str, overrides: list[str] | tuple[str, ...] = (), log=p
 
     def eval_config(path: str, name: str):
         fixed = {"model": path, "out": str(out / "eval" / name)}
-        bad = sorted(set(fixed) & set(cfg.eval.options))
+        section = {"suites", "lengths", "backend", "samples", "essay_dir", "allow_extrapolation"}
+        bad = sorted((set(fixed) | section) & set(cfg.eval.options))
         if bad:
-            raise ConfigError(f"eval.options.{bad[0]}: set by `run` itself (the trained and the base model)")
+            raise ConfigError(f"eval.options.{bad[0]}: " + ("set by `run` itself" if bad[0] in fixed | {
+                "allow_extrapolation"} else f"use eval.{bad[0]}"))
         return build_config({"suites": cfg.eval.suites, "lengths": tuple(lengths), "backend": cfg.eval.backend,
                              "allow_extrapolation": True, "samples": cfg.eval.samples,
                              "essay_dir": cfg.eval.essay_dir, **cfg.eval.options, **fixed})
