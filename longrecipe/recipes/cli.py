@@ -227,7 +227,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from longrecipe.reports.load import ReportError
 
     try:
-        return run_check(args.baseline, args.run, args.tolerance, args.per_task, args.update_baseline)
+        return run_check(args.baseline, args.run, args.tolerance, args.per_task, args.update_baseline,
+                         any_change=args.any_change)
     except ReportError as err:
         raise UsageError(str(err)) from None
 
@@ -325,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tolerance", type=float, default=1.0, help="allowed drop in points (default 1.0)")
     sp.add_argument("--per-task", action="store_true", help="track every task row, not only suite-level scores")
     sp.add_argument("--update-baseline", action="store_true", help="rewrite the baseline from this run (atomic)")
+    sp.add_argument("--any-change", action="store_true", help="fail on a move either way (a pinned baseline: "
+                    "with --tolerance 0, any change of a greedy, deterministic run)")
 
     sp = add("analyze", cmd_analyze, "impactful-token analysis: token types whose next-token score changes most "
              "between a base and an extended model")
