@@ -104,6 +104,23 @@ def test_two_processes_match_one(tmp_path, mode):
     assert a.keys() == b.keys()  # FSDP2 gathers the full model; the tied head is saved once, as by one process
 
 
+def test_batch_size_is_sequences_per_step_whatever_the_micro_batch(tmp_path):
+    # train.batch_size = sequences per optimizer step; micro_batch_size only splits it into forwards (accumulation):
+    # 4 rows in one forward and the same 4 rows in two forwards of 2 give the same step
+    args = [*SMALL, "train.steps=3", "train.batch_size=4"]
+    one, acc = tmp_path / "one", tmp_path / "acc"
+    assert run_cli("train", "--config", CONFIG, f"out={one}", *args).returncode == 0
+    res = run_cli("train", "--config", CONFIG, f"out={acc}", *args, "train.micro_batch_size=2")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert [r["loss"] for r in log(acc)] == pytest.approx([r["loss"] for r in log(one)], abs=1e-5)
+    assert [r["tokens"] for r in log(acc)] == [r["tokens"] for r in log(one)]
+    a, b = weights(one), weights(acc)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
+    res = run_cli("train", "--config", CONFIG, f"out={tmp_path / 'bad'}", *args, "train.micro_batch_size=3")
+    assert res.returncode == 2 and "train.batch_size 4 is not a multiple of train.micro_batch_size 3 x 1" in res.stderr
+    assert not (tmp_path / "bad" / "model").exists()
+
+
 def _descendants(pid: int) -> list[int]:
     """All processes below `pid`, from /proc."""
     parents = {}

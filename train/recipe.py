@@ -251,13 +251,22 @@ def _truncate_log(path: Path, step: int) -> float:
     return float(keep[-1].get("elapsed_s", 0.0)) if keep else 0.0
 
 
+def batch_plan(t: Any, world: int) -> tuple[int, int]:
+    """(rows per process per forward, forwards per optimizer step) for train.batch_size sequences per step over
+    `world` processes; one line when they do not divide."""
+    micro = t.micro_batch_size or t.batch_size // world
+    if micro < 1 or t.batch_size % (micro * world):
+        raise ValueError(f"train.batch_size {t.batch_size} is not a multiple of train.micro_batch_size "
+                         f"{t.micro_batch_size or '(auto)'} x {world} processes")
+    return micro, t.batch_size // (micro * world)
+
+
 def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Path:
     """Train one stage; returns the final model directory. Resumes from the latest checkpoint in `out`."""
     cfg = load_config(config_path, overrides)
     t = cfg.train
     dist = Dist()
-    if t.batch_size % dist.world:
-        raise ValueError(f"train.batch_size {t.batch_size} is not divisible by the {dist.world} processes")
+    micro, accum = batch_plan(t, dist.world)
     if t.threads:
         torch.set_num_threads(t.threads)
     out = Path(cfg.out)
@@ -297,19 +306,18 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
     if dist.world > 1 and not fsdp:  # the loss module goes through DDP's forward so its gradient hooks are armed
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[dist.local] if dist.device.type == "cuda" else None)
-    local = t.batch_size // dist.world
     t0 = time.time() - before
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc=f"train {t.method}", disable=not dist.main)
     board = _tensorboard(out) if t.tensorboard and dist.main else None
     for step in bar:
         model.train()
-        micro = [_rows(builder, t, step, m, dist.rank, local) for m in range(t.grad_accum)]
+        rows = [_rows(builder, t, step, m, dist.rank, micro, dist.world) for m in range(accum)]
         # every token of the step weighs the same, whatever micro-batch or process it lands in
-        count = dist.sum(float(sum(int((shifted_targets(b) != IGNORE).sum()) for b in micro)))
+        count = dist.sum(float(sum(int((shifted_targets(b) != IGNORE).sum()) for b in rows)))
         total = 0.0
-        for m, batch in enumerate(micro):
+        for m, batch in enumerate(rows):
             batch = {k: v.to(dist.device) for k, v in batch.items()}
-            last = m == len(micro) - 1
+            last = m == len(rows) - 1
             if fsdp:
                 net.set_requires_gradient_sync(last)
             ctx = net.no_sync() if dist.world > 1 and not fsdp and not last else contextlib.nullcontext()
@@ -374,10 +382,12 @@ def _fully_shard(model, net: torch.nn.Module, bf16: bool) -> None:
     fully_shard(net, mp_policy=mp)
 
 
-def _rows(builder: D.SampleBuilder, t, step: int, micro: int, rank: int, local: int) -> dict[str, torch.Tensor]:
-    """This rank's rows of a micro-batch: global rows rank*local .. rank*local+local-1, each with its own seed,
-    so any number of processes sees exactly the rows one process would."""
-    parts = [builder.batch(t.seed, step, micro, rank * local + i, 1) for i in range(local)]
+def _rows(builder: D.SampleBuilder, t, step: int, m: int, rank: int, micro: int, world: int) -> dict[str, torch.Tensor]:
+    """This rank's rows of forward m of a step: the step's rows g = (m * world + rank) * micro + i, each seeded by
+    (seed, step, g), so any number of processes and any micro-batch size see exactly the rows of one process doing
+    one forward (and the token-weighted loss is the same)."""
+    first = (m * world + rank) * micro
+    parts = [builder.batch(t.seed, step, 0, first + i, 1) for i in range(micro)]
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 

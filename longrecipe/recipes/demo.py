@@ -117,7 +117,7 @@ class Demo:
 
     def _train_compute(self, cfg: Any, out: Path, model: Path) -> dict[str, float]:
         conf = json.loads((model / "config.json").read_text())
-        rows = cfg.train.steps * cfg.train.batch_size * cfg.train.grad_accum
+        rows = cfg.train.steps * cfg.train.batch_size  # sequences per optimizer step, over all processes
         log = list(read_jsonl(out / "train_log.jsonl"))
         return {"sequences": rows, "seq_len": cfg.train.train_length, "tokens": rows * cfg.train.train_length,
                 "flops": training_flops(conf, cfg.train.train_length, rows),
