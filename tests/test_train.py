@@ -121,6 +121,29 @@ def test_batch_size_is_sequences_per_step_whatever_the_micro_batch(tmp_path):
     assert not (tmp_path / "bad" / "model").exists()
 
 
+def test_selective_checkpointing_keeps_the_losses_and_logs_throughput(tmp_path):
+    # checkpointing recomputes activations in backward: same maths, so the same losses as none (and as full)
+    from longrecipe.base.config import load
+    from longrecipe.train.config import RunConfig
+    from longrecipe.train.recipe import apply_checkpointing, load_model
+
+    args = [*SMALL, "train.steps=2"]
+    runs = {}
+    for mode in ("none", "selective", "full"):
+        out = tmp_path / mode
+        res = run_cli("train", "--config", CONFIG, f"out={out}", *args, f"train.checkpointing={mode}")
+        assert res.returncode == 0, res.stderr[-2000:]
+        runs[mode] = log(out)
+    for mode in ("selective", "full"):
+        assert [r["loss"] for r in runs[mode]] == pytest.approx([r["loss"] for r in runs["none"]], abs=1e-5)
+    row = runs["selective"][-1]
+    assert row["tokens_per_s"] > 0 and row["peak_mem_mb"] > 100 and "mfu" not in row  # MFU only on known GPUs
+    cfg = load(RunConfig, CONFIG, [*args, "train.checkpointing=selective", "train.checkpoint_every=2"])
+    model, _ = load_model(cfg, torch.device("cpu"))
+    assert apply_checkpointing(model, cfg) == [True, False]  # the tiny model's 2 layers: every 2nd recomputed
+    assert [layer.gradient_checkpointing for layer in model.model.layers] == [True, False]
+
+
 def _descendants(pid: int) -> list[int]:
     """All processes below `pid`, from /proc."""
     parents = {}

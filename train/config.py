@@ -60,6 +60,10 @@ class TrainConfig:
     log_every: int = bounded(1, ge=1)
     # tokens per checkpointed loss chunk; 0 = auto (about 1 GiB of fp32 logits per chunk)
     loss_chunk: int = bounded(0, ge=0)
+    # activation checkpointing: auto = full when model.gradient_checkpointing, else none; selective = every
+    # `checkpoint_every`-th decoder layer (less recompute than full, less memory than none)
+    checkpointing: Literal["auto", "none", "full", "selective"] = "auto"
+    checkpoint_every: int = bounded(2, ge=1)
     compile: bool = False  # torch.compile each decoder layer (regional): faster steps after a one-off compile
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     threads: int = bounded(0, ge=0)  # 0: torch's default

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import pickle
+import resource
 import shutil
 import sys
 import time
@@ -35,6 +36,7 @@ from longrecipe.base.schema import append_jsonl, read_jsonl
 from longrecipe.train import data as D
 from longrecipe.train import rope
 from longrecipe.train.config import RunConfig
+from longrecipe.train.flops import training_flops
 from longrecipe.train.loop import IGNORE, _ce_sum, auto_chunk, compiled_ce, loss_and_count, shifted_targets
 
 
@@ -82,10 +84,42 @@ def load_model(cfg: RunConfig, device: torch.device):
         path, config=mconf, dtype=torch.float32, use_safetensors=True, trust_remote_code=trc,
         attn_implementation=attn_implementation(cfg.model.attn_implementation, device),
     ).to(device)
-    if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    apply_checkpointing(model, cfg)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trc)
     return model, tok
+
+
+def apply_checkpointing(model: Any, cfg: RunConfig) -> list[bool]:
+    """Activation checkpointing per decoder layer (full: every layer recomputed in backward; selective: every
+    k-th; none); returns the per-layer choice."""
+    mode = cfg.train.checkpointing
+    if mode == "auto":
+        mode = "full" if cfg.model.gradient_checkpointing else "none"
+    layers = getattr(model, model.base_model_prefix).layers
+    if mode == "none":
+        return [False] * len(layers)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    chosen = [mode == "full" or i % cfg.train.checkpoint_every == 0 for i in range(len(layers))]
+    for layer, on in zip(layers, chosen):
+        layer.gradient_checkpointing = on  # transformers' GradientCheckpointingLayer reads it at every call
+    return chosen
+
+
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12}  # dense bf16 FLOP/s (specs)
+
+
+def _peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: allocated CUDA memory on a GPU, the process's peak resident set on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def attn_implementation(name: str, device: torch.device) -> str:
@@ -309,7 +343,10 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
     t0 = time.time() - before
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc=f"train {t.method}", disable=not dist.main)
     board = _tensorboard(out) if t.tensorboard and dist.main else None
+    peak = _peak_flops(dist.device)
+    step_flops = training_flops(model.config.to_dict(), t.train_length, t.batch_size)
     for step in bar:
+        step_t0 = time.time()
         model.train()
         rows = [_rows(builder, t, step, m, dist.rank, micro, dist.world) for m in range(accum)]
         # every token of the step weighs the same, whatever micro-batch or process it lands in
@@ -333,13 +370,19 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
         opt.zero_grad(set_to_none=True)
         loss = dist.sum(total) / count
         if dist.main and (step + 1) % t.log_every == 0:
-            append_jsonl(out / "train_log.jsonl", {
-                "step": step + 1, "loss": round(loss, 6), "lr": sched.get_last_lr()[0], "grad_norm": round(gnorm, 6),
-                "tokens": int(count), "elapsed_s": round(time.time() - t0, 3)})
+            dt = max(time.time() - step_t0, 1e-9)
+            row = {"step": step + 1, "loss": round(loss, 6), "lr": sched.get_last_lr()[0],
+                   "grad_norm": round(gnorm, 6), "tokens": int(count), "elapsed_s": round(time.time() - t0, 3),
+                   "tokens_per_s": round(count / dt, 1), "peak_mem_mb": round(_peak_memory_mb(dist.device), 1)}
+            if peak:  # model FLOPs utilisation: counted training FLOPs of the step over the GPUs' bf16 peak
+                row["mfu"] = round(step_flops / dt / (peak * dist.world), 4)
+            append_jsonl(out / "train_log.jsonl", row)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if board is not None:
                 board.add_scalar("train/loss", loss, step + 1)
                 board.add_scalar("train/lr", sched.get_last_lr()[0], step + 1)
+                board.add_scalar("train/tokens_per_s", row["tokens_per_s"], step + 1)
+                board.add_scalar("train/peak_mem_mb", row["peak_mem_mb"], step + 1)
         if t.save_every and (step + 1) % t.save_every == 0 and step + 1 < t.steps:
             save_checkpoint(out, step + 1, model, opt, sched, dist, net if fsdp else None)
     weights = _full_states(model, net, opt)[0] if fsdp else None
