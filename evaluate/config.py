@@ -83,6 +83,9 @@ def build_config(data: dict[str, Any]) -> EvalConfig:
     for key in data:
         if key not in COMMON and key not in opts:
             raise ConfigError(f"unknown config key '{key}'{C._closest(str(key), valid)}")
+    missing = [k for k in ("model", "out") if common.get(k) is None]
+    if missing:
+        raise ConfigError(f"the eval config needs '{missing[0]}'")
     cfg = C.build(EvalConfig, common)
     given = {k: v for k, v in data.items() if k in opts and k not in COMMON}
     cfg = dataclasses.replace(cfg, options=given)
