@@ -91,3 +91,20 @@ def test_v2_training_content_is_disjoint_from_evaluation(tiny):
     assert TRAIN_SEED_BASE > 10**6 > max(42, 1234)
     assert len(train_answers) > 20
     assert not any(a in t for a in eval_answers for t in train_answers)
+
+
+def test_v2_stage_runs_and_resumes_from_the_command_line(tmp_path):
+    # the stage-2 recipe end to end for 2 steps (grown model saved, window 512), then a re-run resumes at step 2
+    from conftest import run_cli
+
+    out = tmp_path / "v2"
+    res = run_cli("tiny-base", "--init-from", "tiny", "--out", str(out), "--steps", "2", "--eval-every", "0",
+                  "--threads", "1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    conf = json.loads((out / "config.json").read_text())
+    assert (conf["num_hidden_layers"], conf["max_position_embeddings"]) == (4, 512)
+    meta = json.loads((out / "tiny_base.json").read_text())
+    assert meta["stage2"]["steps"] == 2 and json.loads((tmp_path / "v2.stage2" / "state.json").read_text())["step"] == 2
+    res = run_cli("tiny-base", "--init-from", "tiny", "--out", str(out), "--steps", "2", "--eval-every", "0",
+                  "--threads", "1")
+    assert res.returncode == 0 and "resumed stage 2 at step 2" in res.stdout + res.stderr

@@ -28,6 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from longrecipe.base import corpus
 from longrecipe.base.io import atomic_dir, write_json
 from longrecipe.base.modeling import greedy_generate
+from longrecipe.base.models import resolve as resolve_model
 from longrecipe.tasks import passkey, ruler
 
 SPECIAL = {"bos": "<|bos|>", "eos": "<|eos|>", "pad": "<|pad|>"}
@@ -353,6 +354,7 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
     (seed, s) only, so a resumed run sees the rows an uninterrupted one would)."""
     out, work = Path(out), Path(str(out) + ".stage2")
     work.mkdir(parents=True, exist_ok=True)
+    init_from = resolve_model(init_from)  # 'tiny' or a directory
     tok = AutoTokenizer.from_pretrained(init_from, trust_remote_code=False)
     base = AutoModelForCausalLM.from_pretrained(init_from, dtype=torch.float32, trust_remote_code=False)
     torch.manual_seed(cfg.seed)
