@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from longrecipe.base import models
@@ -86,8 +87,6 @@ def validate(cfg: EvalConfig) -> tuple[Path, int]:
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {cfg.dtype!r}; choose from {', '.join(DTYPES)}")
     if cfg.tensor_parallel_size > 1:
-        import torch  # local: only this check needs it, and only when asked for several GPUs
-
         gpus = torch.cuda.device_count()
         if cfg.backend != "vllm" or cfg.tensor_parallel_size > gpus:
             raise ConfigError(f"--tensor-parallel-size {cfg.tensor_parallel_size} needs --backend vllm and as many "

@@ -10,7 +10,7 @@ keys and CLI flags; its `view` (tasks/views.py) how the reports and the regressi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -39,19 +39,19 @@ class Sample:
         return self.input + self.answer_prefix
 
     @classmethod
-    def from_dict(cls, d: dict, task: str, context_length: int | None, extra: Sequence[str] = ()) -> Sample:
+    def from_dict(cls, d: dict, task: str, context_length: int | None) -> Sample:
         """A generator's dict (RULER, NIAH, passkey: `outputs` are the references) as a Sample."""
         return cls(int(d["index"]), d["input"], list(d["outputs"]), d.get("answer_prefix", ""),
                    int(d.get("max_new_tokens", 32)), task, context_length, d.get("length"), d.get("depth"),
-                   d.get("answer_position"), {k: d[k] for k in extra if k in d})
+                   d.get("answer_position"))
 
 
 def option(default: Any, help: str = "", key: str | None = None, data: bool = False, additive: bool = False,
-           neutral: bool = False, **bounds: float) -> Any:
+           neutral: bool = False, env: str | None = None, **bounds: float) -> Any:
     """A field of a suite's options: `key` is its config key and CLI flag (default `<suite>_<field>`); `data`: a
     file or folder whose content is part of the run's identity; `additive`: may grow between runs into one --out;
-    `neutral`: changes no sample and no score."""
-    meta = {"help": help, "key": key, "data": data, "additive": additive, "neutral": neutral, **bounds}
+    `neutral`: changes no sample and no score; `env`: the environment variable that gives its flag a default."""
+    meta = {"help": help, "key": key, "data": data, "additive": additive, "neutral": neutral, "env": env, **bounds}
     return field(default=default, metadata=meta)
 
 

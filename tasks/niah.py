@@ -118,7 +118,7 @@ def score(prediction: str, references: Sequence[str]) -> float:
 @dataclass(frozen=True)
 class NiahOptions:
     depths: int = option(11, "NIAH depths per length (linspace 0-100)", ge=1)
-    essay_dir: str | None = option(None, key="essay_dir", data=True)
+    essay_dir: str | None = option(None, key="essay_dir", data=True, env="LONGRECIPE_ESSAYS_DIR")
     chat_template: bool = option(False, key="chat_template")
 
 

@@ -143,12 +143,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 EVAL_SKIP = ("command", "fn", "config", "overrides", "eval_parser")
-ENV_DEFAULTS = {"essay_dir": "LONGRECIPE_ESSAYS_DIR"}  # option keys whose flag default comes from the environment
 
 
 def add_option_flags(sp: argparse.ArgumentParser) -> None:
     """One flag per suite option key (`niah_depths` -> --niah-depths), typed from its options dataclass; the
-    defaults stay the dataclass's (None here), except the keys that read one from the environment."""
+    defaults stay the dataclass's (None here), except options that read one from the environment (`env=`)."""
     for key, (task, f) in option_owners().items():
         if key in COMMON:
             continue
@@ -161,7 +160,7 @@ def add_option_flags(sp: argparse.ArgumentParser) -> None:
             continue
         scalars = [a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)]
         kind = scalars[0] if len(scalars) == 1 and scalars[0] in (int, float) else str  # lists: comma-separated
-        env = ENV_DEFAULTS.get(key)
+        env = f.metadata.get("env")
         sp.add_argument(flag, dest=key, type=kind, default=os.environ.get(env) if env else None, help=help_)
 
 

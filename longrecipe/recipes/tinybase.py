@@ -194,6 +194,26 @@ def row_mean_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return ((logp * valid).sum(1) / valid.sum(1).clamp(min=1)).mean()
 
 
+def optimizer(model, lr: float, warmup: int, steps: int):
+    """AdamW and the schedule both stages use: linear warmup, then cosine from lr to lr/10."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
+        0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    return opt, sched
+
+
+def train_step(model, opt, sched, ids: torch.Tensor, labels: torch.Tensor) -> float:
+    """One optimizer step on the row-mean loss (gradients clipped at 1); returns the loss."""
+    model.train()
+    loss = row_mean_loss(model(input_ids=ids).logits, labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
 def passkey_accuracy(model, tokenizer, length: int, num_samples: int = 100, seed: int = 1234) -> float:
     """Exact-match passkey accuracy at `length` tokens (depths drawn uniformly)."""
     samples = passkey.generate(tokenizer, length, num_samples, seed=seed)
@@ -208,24 +228,16 @@ def train_tiny_base(out: str | Path, cfg: TinyBaseConfig = TinyBaseConfig(), eva
     tok = train_tokenizer(cfg.vocab_size)
     model = build_model(tok, cfg)
     sampler = DocSampler(tok, cfg, np.random.default_rng(cfg.seed))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * (
-        0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))))
+    opt, sched = optimizer(model, cfg.lr, cfg.warmup, cfg.steps)
     history, t0 = [], time.time()
     for step in (bar := tqdm(range(cfg.steps), desc="tiny-base", mininterval=5)):
-        model.train()
         batch = sampler.batch()
-        loss = row_mean_loss(model(input_ids=batch["input_ids"]).logits, batch["labels"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        loss = train_step(model, opt, sched, batch["input_ids"], batch["labels"])
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         if eval_every and ((step + 1) % eval_every == 0 or step + 1 == cfg.steps):
             model.eval()
             acc = passkey_accuracy(model, tok, cfg.native_length, 50)
-            history.append({"step": step + 1, "loss": round(loss.item(), 4), "passkey@1x": acc,
+            history.append({"step": step + 1, "loss": round(loss, 4), "passkey@1x": acc,
                             "minutes": round((time.time() - t0) / 60, 1)})
             log(json.dumps(history[-1]))
     meta = {"config": asdict(cfg), "history": history, "python": sys.version.split()[0], "torch": torch.__version__,
@@ -350,8 +362,9 @@ def ruler_accuracy(model, tokenizer, length: int, num_samples: int, essay_dir: s
 
 def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Config = TinyBaseV2Config(),
                        eval_every: int = 500, essay_dir: str | None = None, log=print) -> dict:
-    """Stage 2, resumable (a state file in `out`/stage2 every `save_every` steps; the data of step s depends on
-    (seed, s) only, so a resumed run sees the rows an uninterrupted one would)."""
+    """Stage 2, resumable (`out`.stage2 every `save_every` steps; the rows of step s depend on (seed, s) and the
+    count of RULER rows drawn so far, which the state keeps, so a resumed run sees the rows an uninterrupted one
+    would)."""
     out, work = Path(out), Path(str(out) + ".stage2")
     work.mkdir(parents=True, exist_ok=True)
     init_from = resolve_model(init_from)  # 'tiny' or a directory
@@ -361,9 +374,7 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
     model = grow(base, cfg.num_layers, cfg.native_length)
     sampler = DocSampler(tok, TinyBaseConfig(native_length=cfg.native_length), np.random.default_rng(cfg.seed))
     ruler_rows = RulerRows(tok, cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * (
-        0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))))
+    opt, sched = optimizer(model, cfg.lr, cfg.warmup, cfg.steps)
     history, start = [], 0
     if (work / "state.json").is_file():
         state = json.loads((work / "state.json").read_text())
@@ -371,7 +382,7 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
         model.tie_weights()
         opt.load_state_dict(torch.load(work / "opt.pt", weights_only=True))
         sched.load_state_dict(state["sched"])
-        history, start = state["history"], state["step"]
+        history, start, ruler_rows.count = state["history"], state["step"], state.get("rows", 0)
         log(f"resumed stage 2 at step {start}")
     t0 = time.time() - (history[-1]["minutes"] * 60 if history else 0)
 
@@ -387,25 +398,18 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
     if start == 0 and eval_every:
         evaluate(0, float("nan"))
     for step in (bar := tqdm(range(start, cfg.steps), desc="tiny-base v2", mininterval=10)):
-        model.train()
-        ids, labels = _batch_v2(sampler, ruler_rows, cfg, step)
-        loss = row_mean_loss(model(input_ids=ids).logits, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        loss = train_step(model, opt, sched, *_batch_v2(sampler, ruler_rows, cfg, step))
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         done = step + 1
         if eval_every and (done % eval_every == 0 or done == cfg.steps):
-            evaluate(done, loss.item())
+            evaluate(done, loss)
         if done % cfg.save_every == 0 or done == cfg.steps:
-            sd = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-            save_file(sd, str(work / "model.tmp"))
-            torch.save(opt.state_dict(), work / "opt.tmp")
-            (work / "model.tmp").replace(work / "model.safetensors")
-            (work / "opt.tmp").replace(work / "opt.pt")
-            write_json(work / "state.json", {"step": done, "sched": sched.state_dict(), "history": history})
+            with atomic_dir(work) as tmp:  # weights, optimizer and step replaced together, never one without the others
+                sd = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+                save_file(sd, str(tmp / "model.safetensors"))
+                torch.save(opt.state_dict(), tmp / "opt.pt")
+                write_json(tmp / "state.json", {"step": done, "sched": sched.state_dict(), "history": history,
+                                                "rows": ruler_rows.count})
     meta = {"stage2": asdict(cfg), "init_from": str(init_from), "history": history, "python": sys.version.split()[0],
             "torch": torch.__version__, "machine": platform.machine(),
             "train_minutes": round((time.time() - t0) / 60, 1)}

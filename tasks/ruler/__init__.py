@@ -180,7 +180,7 @@ class RulerOptions:
                                     additive=True)
     qa_squad: str | None = option(None, "SQuAD v2 JSON for RULER qa_1", key="qa_squad", data=True)
     qa_hotpot: str | None = option(None, "HotpotQA JSON for RULER qa_2", key="qa_hotpot", data=True)
-    essay_dir: str | None = option(None, ESSAY_HELP, key="essay_dir", data=True)
+    essay_dir: str | None = option(None, ESSAY_HELP, key="essay_dir", data=True, env="LONGRECIPE_ESSAYS_DIR")
     chat_template: bool = option(False, key="chat_template")
 
 
