@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -108,3 +109,48 @@ def test_v2_stage_runs_and_resumes_from_the_command_line(tmp_path):
     res = run_cli("tiny-base", "--init-from", "tiny", "--out", str(out), "--steps", "2", "--eval-every", "0",
                   "--threads", "1")
     assert res.returncode == 0 and "resumed stage 2 at step 2" in res.stdout + res.stderr
+
+
+def test_v2_widen_preserves_the_function(tiny):
+    """Widening (hidden size, heads, MLP x2; head dim and RoPE kept) computes the same logits; its symmetry-breaking
+    noise moves them only slightly, and the copies it makes are no longer identical."""
+    import torch
+
+    from longrecipe.recipes.tinybase import grow, widen
+
+    model, tok = tiny
+    ids = torch.tensor([tok("The pass key is 12345. Remember it. What is the pass key?")["input_ids"]])
+    exact = widen(grow(model, 4, 512), 2, noise=0.0)
+    noisy = widen(grow(model, 4, 512), 2, noise=1e-3, seed=3)
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+        assert torch.allclose(exact(input_ids=ids).logits, ref, atol=1e-4)
+        drift = (noisy(input_ids=ids).logits - ref).abs().max().item()
+    assert 0 < drift < 0.05 * ref.abs().max().item()
+    c = noisy.config
+    assert (c.hidden_size, c.num_attention_heads, c.intermediate_size, c.head_dim) == (256, 8, 1024, 32)
+    q = noisy.model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(q[:128], q[128:256])
+
+
+def test_v2_haystacks_are_varied_and_disjoint_from_held_out_text(tmp_path):
+    """The shuffled corpus haystacks differ from one another, never include held-out text, and are rebuilt
+    identically (a resumed run reads the same haystacks)."""
+    from longrecipe.base import corpus
+    from longrecipe.recipes.tinybase import haystack_dirs
+
+    dirs = haystack_dirs(tmp_path / "h", 4, seed=1, words=300)
+    texts = [(Path(d) / "text.txt").read_text() for d in dirs]
+    assert len(set(t[:200] for t in texts)) == 4 and all(len(t.split()) >= 300 for t in texts)
+    held = corpus.heldout_paragraphs()
+    assert not any(p in t for p in held[:50] for t in texts)
+    assert haystack_dirs(tmp_path / "h", 4, seed=1, words=300) == dirs
+    assert [(Path(d) / "text.txt").read_text() for d in dirs] == texts
+
+
+def test_v2_mix_flag_rejects_an_unknown_task(tmp_path):
+    from conftest import run_cli
+
+    res = run_cli("tiny-base", "--init-from", "tiny", "--out", str(tmp_path / "v"), "--mix", "niah_bogus=2")
+    assert res.returncode == 2 and "unknown task 'niah_bogus'" in res.stderr
+    assert not (tmp_path / "v").exists() and not (tmp_path / "v.stage2").exists()

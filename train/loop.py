@@ -13,6 +13,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from longrecipe.train.attention import model_inputs
+from longrecipe.train.plan import auto_chunk  # noqa: F401  (re-exported: the trainer's chunk rule)
 
 IGNORE = -100
 
@@ -32,11 +33,6 @@ def shifted_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     if docs is not None:
         targets[docs[:, 1:] != docs[:, :-1]] = IGNORE
     return targets
-
-
-def auto_chunk(vocab_size: int, budget_bytes: int = 1 << 30) -> int:
-    """Tokens per loss chunk so that one chunk's fp32 logits take about `budget_bytes` (1 GiB)."""
-    return max(1024, budget_bytes // (4 * vocab_size))
 
 
 _COMPILED_CE: list = []

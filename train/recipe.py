@@ -38,6 +38,7 @@ from longrecipe.train import rope
 from longrecipe.train.config import RunConfig
 from longrecipe.train.flops import training_flops
 from longrecipe.train.loop import IGNORE, _ce_sum, auto_chunk, compiled_ce, loss_and_count, shifted_targets
+from longrecipe.train.plan import batch_plan, device_capacity, plan_for
 
 
 class Dist:
@@ -73,7 +74,11 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
     return C.load(RunConfig, path, overrides).validate()
 
 
-def load_model(cfg: RunConfig, device: torch.device):
+def load_tokenizer(cfg: RunConfig):
+    return AutoTokenizer.from_pretrained(models.resolve(cfg.model.path), trust_remote_code=cfg.model.trust_remote_code)
+
+
+def load_model(cfg: RunConfig, device: torch.device, tokenizer: Any = None):
     """Model with the RoPE of the extension target written into its config before the model is built."""
     path = models.resolve(cfg.model.path)
     trc = cfg.model.trust_remote_code
@@ -85,8 +90,7 @@ def load_model(cfg: RunConfig, device: torch.device):
         attn_implementation=attn_implementation(cfg.model.attn_implementation, device),
     ).to(device)
     apply_checkpointing(model, cfg)
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trc)
-    return model, tok
+    return model, tokenizer if tokenizer is not None else load_tokenizer(cfg)
 
 
 def apply_checkpointing(model: Any, cfg: RunConfig) -> list[bool]:
@@ -113,6 +117,30 @@ def _peak_flops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def _rss_mb() -> float:
+    """The process's resident set now (Linux; 0 elsewhere): the baseline a CPU run's training memory is above."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def check_plan(cfg: RunConfig, dist: Dist) -> None:
+    """Refuse, before any weight is loaded, a run whose estimated memory per process exceeds what the device has
+    (`longrecipe train --plan` prints the whole estimate; LONGRECIPE_SKIP_PLAN=1 trains anyway)."""
+    if os.environ.get("LONGRECIPE_SKIP_PLAN") == "1":
+        return
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    try:
+        plan = plan_for(cfg, dist.world, dist.device.type, device_capacity(dist.device.type, local))
+    except ValueError:  # no shape to plan from: loading the model says what is missing
+        return
+    if plan.fits is False:
+        raise ValueError(f"this run does not fit: {plan.summary()}; reduce train.micro_batch_size or "
+                         f"train.train_length, set train.checkpointing=full, use more processes (fsdp2), or set "
+                         f"LONGRECIPE_SKIP_PLAN=1 to try anyway")
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -285,16 +313,6 @@ def _truncate_log(path: Path, step: int) -> float:
     return float(keep[-1].get("elapsed_s", 0.0)) if keep else 0.0
 
 
-def batch_plan(t: Any, world: int) -> tuple[int, int]:
-    """(rows per process per forward, forwards per optimizer step) for train.batch_size sequences per step over
-    `world` processes; one line when they do not divide."""
-    micro = t.micro_batch_size or t.batch_size // world
-    if micro < 1 or t.batch_size % (micro * world):
-        raise ValueError(f"train.batch_size {t.batch_size} is not a multiple of train.micro_batch_size "
-                         f"{t.micro_batch_size or '(auto)'} x {world} processes")
-    return micro, t.batch_size // (micro * world)
-
-
 def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Path:
     """Train one stage; returns the final model directory. Resumes from the latest checkpoint in `out`."""
     cfg = load_config(config_path, overrides)
@@ -312,12 +330,15 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
             print(f"note: {out} already holds the finished run ({final}); nothing to do (use a new out to train "
                   f"again)", file=sys.stderr)
         return final
+    D.load_texts(cfg.data) if cfg.data.source != "python" else None  # bad data fails before the model loads
+    check_plan(cfg, dist)  # and a run that cannot fit, before anything is written
     if dist.main:
         C.save(cfg, out / "config.yaml")
-    D.load_texts(cfg.data) if cfg.data.source != "python" else None  # bad data fails before the model loads
-    torch.manual_seed(t.seed)
-    model, tok = load_model(cfg, dist.device)
+    tok = load_tokenizer(cfg)
     builder = D.build(tok, cfg.data, t)
+    base_mb = _rss_mb() if dist.device.type == "cpu" else 0.0  # the data's host memory is not the plan's
+    torch.manual_seed(t.seed)
+    model, tok = load_model(cfg, dist.device, tok)
     bf16 = t.precision == "bf16" or (t.precision == "auto" and dist.device.type == "cuda")
     if t.compile:
         for layer in getattr(model, model.base_model_prefix).layers:
@@ -374,6 +395,7 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
             row = {"step": step + 1, "loss": round(loss, 6), "lr": sched.get_last_lr()[0],
                    "grad_norm": round(gnorm, 6), "tokens": int(count), "elapsed_s": round(time.time() - t0, 3),
                    "tokens_per_s": round(count / dt, 1), "peak_mem_mb": round(_peak_memory_mb(dist.device), 1)}
+            row["train_mem_mb"] = round(row["peak_mem_mb"] - base_mb, 1)  # what `--plan` estimates
             if peak:  # model FLOPs utilisation: counted training FLOPs of the step over the GPUs' bf16 peak
                 row["mfu"] = round(step_flops / dt / (peak * dist.world), 4)
             append_jsonl(out / "train_log.jsonl", row)

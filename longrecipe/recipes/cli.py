@@ -35,6 +35,26 @@ def _lengths(text: str) -> list[int]:
     return out
 
 
+def _stage2_overrides(args: argparse.Namespace) -> dict:
+    """Stage-2 fields given on the command line (a continuation of a trained v2, a wider model...)."""
+    from longrecipe.recipes.tinybase import RULER_MIX
+
+    out = {k: getattr(args, k) for k in ("lr", "width", "schedule", "haystacks", "min_ruler_length", "warmup")
+           if getattr(args, k) is not None}
+    if args.mix:
+        mix = dict(RULER_MIX)
+        for item in args.mix.split(","):
+            task, _, weight = item.partition("=")
+            if task not in mix:
+                raise UsageError(f"--mix: unknown task {task!r} (choose from {', '.join(mix)})")
+            try:
+                mix[task] = float(weight)
+            except ValueError:
+                raise UsageError(f"--mix: {item!r} is not TASK=WEIGHT") from None
+        out["ruler_mix"] = tuple(mix.items())
+    return out
+
+
 def cmd_tiny_base(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -44,7 +64,8 @@ def cmd_tiny_base(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     if args.init_from:
-        cfg2 = TinyBaseV2Config(seed=args.seed or 1, **({"steps": args.steps} if args.steps else {}))
+        cfg2 = TinyBaseV2Config(seed=args.seed or 1, **({"steps": args.steps} if args.steps else {}),
+                                **_stage2_overrides(args))
         meta = train_tiny_base_v2(args.init_from, args.out, cfg2, eval_every=args.eval_every,
                                   essay_dir=args.essay_dir)
         print(f"saved {args.out} ({meta['train_minutes']} min)")
@@ -81,10 +102,35 @@ def cmd_passkey(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.plan:
+        return _print_plan(args)
+    if not args.config:
+        raise UsageError("give --config CONFIG (or --plan CONFIG for the memory estimate only)")
     from longrecipe.train.recipe import run_training
 
     run_training(args.config, args.overrides)
     return 0
+
+
+def _print_plan(args: argparse.Namespace) -> int:
+    """`train --plan`: the estimate without torch or a GPU; exit 2 when it does not fit the given memory."""
+    from longrecipe.base import config as C
+    from longrecipe.train.config import RunConfig
+    from longrecipe.train.plan import device_capacity, parse_size, plan_for
+
+    cfg = C.load(RunConfig, args.plan, args.overrides).validate()
+    gpu = bool(args.gpus or args.gpu_mem)
+    world = args.gpus or 1
+    if gpu:
+        capacity = parse_size(args.gpu_mem) if args.gpu_mem else None
+    else:
+        capacity = device_capacity("cpu")
+    plan = plan_for(cfg, world, "cuda" if gpu else "cpu", capacity)
+    print(plan.table())
+    if not gpu:
+        print("note: on CPU the resident set can exceed the estimate by up to 2x with glibc's default heap "
+              "(MALLOC_MMAP_THRESHOLD_=65536 returns freed memory; see benchmarks/RESULTS.md)")
+    return EXIT_USAGE if plan.fits is False else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -254,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--init-from", default=None, help="stage 2 (v2, window 512): grow this v1 directory and train it "
                     "on RULER's formats")
     sp.add_argument("--essay-dir", default=None, help="essays for the stage-2 progress checks (never trained on)")
+    sp.add_argument("--lr", type=float, default=None, help="stage 2: peak learning rate (default 1e-3)")
+    sp.add_argument("--warmup", type=int, default=None, help="stage 2: warmup steps (default 100)")
+    sp.add_argument("--schedule", choices=("cosine", "constant"), default=None, help="stage 2: lr schedule")
+    sp.add_argument("--width", type=int, default=None, help="stage 2: widen the model this many times (default 1)")
+    sp.add_argument("--haystacks", type=int, default=None,
+                    help="stage 2: RULER rows use this many shuffled corpus haystacks (default 0: the corpus prefix)")
+    sp.add_argument("--min-ruler-length", type=int, default=None, help="stage 2: shortest RULER row (default 256)")
+    sp.add_argument("--mix", default="", help="stage 2: RULER task weights, e.g. niah_multikey_1=3,fwe=0.5")
 
     sp = add("passkey", cmd_passkey, "passkey retrieval accuracy of a model at several lengths")
     sp.add_argument("--model", default="tiny", help="model directory, or 'tiny' (default)")
@@ -264,8 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--allow-extrapolation", action="store_true", help="allow lengths above max_position_embeddings")
 
     sp = add("train", cmd_train, "train (context extension or replay) from a YAML config")
-    sp.add_argument("--config", required=True, help="YAML config (train/configs/*.yaml)")
+    sp.add_argument("--config", default=None, help="YAML config (train/configs/*.yaml)")
     sp.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    sp.add_argument("--plan", default=None, metavar="CONFIG", help="print the memory and compute estimate of CONFIG "
+                    "per process and whether it fits, then exit (no torch, no GPU needed)")
+    sp.add_argument("--gpus", type=int, default=0, help="--plan: processes (GPUs) to plan for (default: 1 CPU process)")
+    sp.add_argument("--gpu-mem", default=None, help="--plan: memory of one GPU, e.g. 80GiB (default: no verdict "
+                    "for GPUs; the host's available memory on CPU)")
 
     sp = add("eval", cmd_eval, "evaluate a model: prepare tasks, predict (resumable), score, write results.json")
     sp.set_defaults(eval_parser=sp)

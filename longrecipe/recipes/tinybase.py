@@ -194,11 +194,14 @@ def row_mean_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return ((logp * valid).sum(1) / valid.sum(1).clamp(min=1)).mean()
 
 
-def optimizer(model, lr: float, warmup: int, steps: int):
-    """AdamW and the schedule both stages use: linear warmup, then cosine from lr to lr/10."""
+def optimizer(model, lr: float, warmup: int, steps: int, schedule: str = "cosine"):
+    """AdamW and the schedule both stages use: linear warmup, then cosine from lr to lr/10 (or a constant lr)."""
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"unknown schedule {schedule!r} (cosine, constant)")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    flat = schedule == "constant"
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
-        0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+        1.0 if flat else 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
     return opt, sched
 
 
@@ -277,6 +280,11 @@ class TinyBaseV2Config:
     mix_passkey: float = 0.12
     mix_kv: float = 0.08
     save_every: int = 250
+    width: int = 1  # > 1: widen the grown model this many times (hidden size, heads, MLP), see `widen`
+    schedule: str = "cosine"  # or "constant": warmup then a flat lr (a continuation of a trained stage 2)
+    haystacks: int = 0  # > 0: RULER rows draw their haystack from this many shuffles of the corpus (not one prefix)
+    min_ruler_length: int = 256  # RULER rows are min_ruler_length..native_length tokens (+ the answer budget)
+    ruler_mix: tuple[tuple[str, float], ...] = tuple(RULER_MIX.items())
 
 
 def grow(model, num_layers: int, native_length: int):
@@ -301,24 +309,95 @@ def grow(model, num_layers: int, native_length: int):
     return new
 
 
+def widen(model, factor: int, noise: float = 1e-3, seed: int = 0):
+    """A `factor`-times wider copy of `model` (hidden size, attention heads and MLP width; head dim and RoPE kept)
+    that computes the same function up to `noise`: every hidden unit, head and MLP unit is repeated `factor` times,
+    the weights reading a repeated input are divided by `factor`, RMSNorm is unchanged by repetition (the mean of
+    squares is the same) and the final norm is divided by `factor` so the tied embedding gives the same logits.
+    `noise` (relative to each weight's std) breaks the symmetry of the copies, which identical gradients would
+    otherwise keep identical forever."""
+    if factor == 1:
+        return model
+    conf = copy.deepcopy(model.config)
+    hd = conf.head_dim
+    conf.hidden_size *= factor
+    conf.intermediate_size *= factor
+    conf.num_attention_heads *= factor
+    conf.num_key_value_heads *= factor
+    conf.head_dim = hd
+    new = LlamaForCausalLM._from_config(conf, attn_implementation="sdpa")
+    gen = torch.Generator().manual_seed(seed)
+
+    def rep(w: torch.Tensor, out: bool, inp: bool) -> torch.Tensor:
+        if inp:
+            w = torch.cat([w] * factor, dim=-1) / factor
+        if out:
+            w = torch.cat([w] * factor, dim=0)
+        return w
+
+    src = model.state_dict()
+    sd = {}
+    for name, w in src.items():
+        if name.endswith("norm.weight"):
+            sd[name] = torch.cat([w] * factor) / (factor if name == "model.norm.weight" else 1)
+        elif name.endswith("embed_tokens.weight") or name == "lm_head.weight":
+            sd[name] = torch.cat([w] * factor, dim=1)
+        else:  # every linear layer reads a repeated input and writes a repeated output
+            sd[name] = rep(w, out=True, inp=True)
+    for name, w in sd.items():
+        if w.ndim == 2 and "embed" not in name and name != "lm_head.weight":
+            w += noise * float(w.std()) * torch.randn(w.shape, generator=gen)
+    new.load_state_dict(sd, strict=False)
+    new.tie_weights()
+    return new
+
+
+def haystack_dirs(root: Path, count: int, seed: int, words: int = 2000) -> list[str]:
+    """`count` folders, each one text file of corpus paragraphs in a seeded shuffled order (~`words` words).
+    Why: RULER builds every haystack from the *first* words of its essays, so training rows with one source
+    all share one haystack, and the model learned that text rather than retrieval (niah_single_2 95 on the
+    training corpus, 55 on the essays). The held-out paragraphs are never used."""
+    paras = list(corpus.paragraphs())
+    out = []
+    for k in range(count):
+        folder = root / f"h{k:03d}"
+        rng = np.random.default_rng([seed, k])
+        chosen, n = [], 0
+        for i in rng.permutation(len(paras)):
+            chosen.append(paras[i])
+            n += len(paras[i].split())
+            if n >= words:
+                break
+        text = "\n\n".join(chosen)
+        f = folder / "text.txt"
+        if not f.is_file() or f.read_text(encoding="utf-8") != text:
+            folder.mkdir(parents=True, exist_ok=True)
+            f.write_text(text, encoding="utf-8")
+        out.append(str(folder))
+    return out
+
+
 class RulerRows:
     """RULER-format training rows: prompt (template + answer prefix) then the answer (references joined) + EOS."""
 
-    def __init__(self, tokenizer, cfg: TinyBaseV2Config):
+    def __init__(self, tokenizer, cfg: TinyBaseV2Config, haystacks: list[str] | None = None):
         self.tok, self.cfg = tokenizer, cfg
-        self.names = list(RULER_MIX)
-        w = np.array([RULER_MIX[n] for n in self.names])
+        mix = dict(cfg.ruler_mix)
+        self.names = list(mix)
+        w = np.array([mix[n] for n in self.names])
         self.p = w / w.sum()
         self.count = 0
+        self.haystacks = haystacks or [None]
 
     def row(self, rng: np.random.Generator, step: int):
         task = self.names[int(rng.choice(len(self.names), p=self.p))]
         gen = ruler.TOKENS_TO_GENERATE[task]
-        length = int(rng.integers(self.cfg.native_length // 2, self.cfg.native_length + 1)) + gen
+        length = int(rng.integers(self.cfg.min_ruler_length, self.cfg.native_length + 1)) + gen
         seed = TRAIN_SEED_BASE + step * 1000 + self.count % 1000
         self.count += 1
+        hay = self.haystacks[int(rng.integers(len(self.haystacks)))]
         try:
-            s = ruler.generate(task, self.tok, length, 1, seed=seed, essay_dir=None)[0]
+            s = ruler.generate(task, self.tok, length, 1, seed=seed, essay_dir=hay)[0]
         except ValueError:
             return None
         joiner = " " if task == "fwe" else ", "
@@ -371,10 +450,11 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
     tok = AutoTokenizer.from_pretrained(init_from, trust_remote_code=False)
     base = AutoModelForCausalLM.from_pretrained(init_from, dtype=torch.float32, trust_remote_code=False)
     torch.manual_seed(cfg.seed)
-    model = grow(base, cfg.num_layers, cfg.native_length)
+    model = widen(grow(base, cfg.num_layers, cfg.native_length), cfg.width, seed=cfg.seed)
     sampler = DocSampler(tok, TinyBaseConfig(native_length=cfg.native_length), np.random.default_rng(cfg.seed))
-    ruler_rows = RulerRows(tok, cfg)
-    opt, sched = optimizer(model, cfg.lr, cfg.warmup, cfg.steps)
+    hay = haystack_dirs(Path(str(out) + ".haystacks"), cfg.haystacks, cfg.seed) if cfg.haystacks else None
+    ruler_rows = RulerRows(tok, cfg, hay)
+    opt, sched = optimizer(model, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule)
     history, start = [], 0
     if (work / "state.json").is_file():
         state = json.loads((work / "state.json").read_text())

@@ -1,0 +1,94 @@
+"""`longrecipe train --plan`: the memory estimate against real runs, its verdicts, and `train`'s refusal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, run_cli
+
+from longrecipe.train.config import RunConfig
+from longrecipe.train.plan import GIB, SHAPES, estimate, parse_size, plan_for
+from longrecipe.train.recipe import load_config
+
+TINY = "train/configs/tiny_longrecipe.yaml"
+BIG = "train/configs/llama3_8b_80k_longrecipe.yaml"
+
+
+@pytest.mark.parametrize("length,rows,ckpt", [(2048, 2, "none"), (4096, 1, "full"), (2048, 2, "selective")])
+def test_estimate_is_within_25_percent_of_a_real_run(tmp_path, length, rows, ckpt):
+    """A real 2-step `longrecipe train` of the tiny model: the log's train_mem_mb (peak resident set above the
+    resident set before the model loaded) against the plan of the same config. glibc is told to return freed
+    tensors (MALLOC_MMAP_THRESHOLD_), so the resident set measures live memory, what the plan counts."""
+    overrides = [f"out={tmp_path / 'run'}", "train.method=flt", f"train.train_length={length}",
+                 f"train.target_length={length}", f"train.batch_size={rows}", f"train.checkpointing={ckpt}",
+                 "train.steps=2", "train.save_every=0", "train.threads=1"]
+    est = plan_for(load_config(TINY, overrides)).total / 2**20
+    res = run_cli("train", "--config", TINY, *overrides, env={"MALLOC_MMAP_THRESHOLD_": "65536", "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    measured = max(r["train_mem_mb"] for r in log)
+    assert abs(est / measured - 1) <= 0.25, (est, measured)
+
+
+def test_checkpointing_and_sharding_move_the_estimate_the_right_way():
+    shape = SHAPES["meta-llama-3-8b"]
+    base = load_config(BIG)
+    cfg = lambda **kw: load_config(BIG, [f"train.{k}={v}" for k, v in kw.items()])  # noqa: E731
+    full = estimate(shape, base, 8, "cuda")
+    none = estimate(shape, cfg(checkpointing="none"), 8, "cuda")
+    sel = estimate(shape, cfg(checkpointing="selective"), 8, "cuda")
+    assert full.parts["activations (saved)"] < sel.parts["activations (saved)"] < none.parts["activations (saved)"]
+    # sharded states are 16 bytes per parameter over 8 GPUs: 8.03e9 params -> ~15 GiB per GPU
+    states = sum(full.parts[k] for k in ("weights (fp32)", "gradients (fp32)", "AdamW state (fp32)"))
+    assert abs(states / GIB - 16 * 8.03e9 / 8 / GIB) < 0.2
+    assert full.micro == 1 and full.accum == 12 and full.tokens_per_step == 96 * 24576
+    ddp = estimate(shape, cfg(distributed="ddp"), 8, "cuda")
+    assert ddp.total > 8 * full.parts["weights (fp32)"] * 2  # replicated: 16 bytes per parameter on every GPU
+
+
+def test_plan_command_prints_the_estimate_without_torch():
+    code = (f"import sys; from longrecipe.recipes.cli import main; rc = main(['train', '--plan', {BIG!r}, '--gpus', "
+            f"'8', '--gpu-mem', '80GiB']); print('torch' in sys.modules, rc)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "built-in shape of Meta-Llama-3-8B" in out and "tokens per step: 2,359,296" in out
+    assert "fits:" in out and out.strip().endswith("False 0")
+
+
+def test_plan_that_does_not_fit_exits_2():
+    res = run_cli("train", "--plan", BIG, "--gpus", "8", "--gpu-mem", "24GiB")
+    assert res.returncode == 2 and "does NOT fit" in res.stdout
+
+
+def test_bad_plans_are_one_line(tmp_path):
+    res = run_cli("train", "--plan", BIG, "--gpus", "5", "--gpu-mem", "80GiB")
+    assert res.returncode == 2 and "not a multiple" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = run_cli("train", "--plan", TINY, "model.path=" + str(tmp_path / "nowhere"))
+    assert res.returncode == 2 and "cannot plan" in res.stderr
+    res = run_cli("train", "--plan", BIG, "--gpu-mem", "lots")
+    assert res.returncode == 2 and "unreadable memory size" in res.stderr
+
+
+def test_train_refuses_a_run_that_cannot_fit_before_writing_anything(tmp_path):
+    out = tmp_path / "huge"
+    res = run_cli("train", "--config", TINY, f"out={out}", "train.method=flt", "train.train_length=4000000",
+                  "train.target_length=4000000", "train.batch_size=64", env={"HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "does not fit: estimated" in res.stderr and "GiB per process" in res.stderr
+    assert not out.exists()
+
+
+def test_parse_size():
+    assert parse_size("80GiB") == 80 * 2**30 and parse_size("80GB") == 80e9 and parse_size("512MiB") == 2**29
+    assert parse_size("141") == 141 * 2**30 and parse_size("1.5 TiB") == 1.5 * 2**40
+    with pytest.raises(ValueError):
+        parse_size("eighty")
+
+
+def test_plan_reads_the_local_model_config():
+    plan = plan_for(RunConfig())
+    assert plan.shape_source.endswith("config.json") and plan.world == 1 and plan.device == "cpu"
