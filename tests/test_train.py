@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -169,8 +171,10 @@ def _alive(pid: int) -> bool:
 
 
 def test_fsdp2_kill_9_then_resume_matches_the_uninterrupted_run(tmp_path):
-    """The sharded checkpoint path: gathered onto the main process, written atomically, read back and scattered
-    to both processes; the resumed run ends where the uninterrupted one does."""
+    """The sharded checkpoint path: each process writes its own shard (DCP), the folder appears only once complete;
+    resumed with the same 2 processes the run ends exactly where the uninterrupted one does, resumed with 1 process
+    (DCP reshards on load) it ends there up to float reduction order; `longrecipe export` turns the sharded
+    checkpoint into a Hugging Face directory holding exactly the checkpoint's weights."""
     args = [*SMALL, "train.batch_size=4", "train.steps=30", "train.save_every=10", "train.distributed=fsdp2"]
     ref, out = tmp_path / "ref", tmp_path / "killed"
     res = subprocess.run(_torchrun(ref, *args), cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -189,12 +193,79 @@ def test_fsdp2_kill_9_then_resume_matches_the_uninterrupted_run(tmp_path):
     while any(_alive(pid) for pid in workers):
         time.sleep(0.05)
     assert not (out / "model").exists(), "the run finished before it could be killed"
+    ckpt = sorted((out / "checkpoints").glob("step-*"))[0]
+    names = {f.name for f in ckpt.iterdir()}
+    assert {"__0_0.distcp", "__1_0.distcp", ".metadata", "state.pt", "manifest.json"} <= names
+    assert not (ckpt / "model.safetensors").exists()  # nothing gathered onto one process
+
+    exported = tmp_path / "exported"
+    res = run_cli("export", str(ckpt), "--out", str(exported))
+    assert res.returncode == 0, res.stderr[-2000:]
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save  # torch's own reader, as a reference
+
+    dcp_to_torch_save(str(ckpt), str(tmp_path / "ref.pt"))
+    direct = torch.load(tmp_path / "ref.pt", weights_only=False)["model"]
+    got = load_file(str(exported / "model.safetensors"))
+    assert got and all(torch.equal(got[k], direct[f"model.{k}"]) for k in got)
+
+    one = tmp_path / "one"
+    shutil.copytree(out, one)
     res = subprocess.run(_torchrun(out, *args), cwd=ROOT, capture_output=True, text=True, timeout=600,
                          env=TORCHRUN_ENV)
     assert res.returncode == 0, res.stderr[-3000:]
     a, b = weights(ref), weights(out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in log(out)] == [r["loss"] for r in log(ref)]
+
+    res = run_cli("train", "--config", CONFIG, f"out={one}", *args, env={"OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    c = weights(one)
+    assert all(torch.allclose(a[k], c[k], rtol=1e-4, atol=1e-6) for k in a)
+    assert [r["loss"] for r in log(one)] == pytest.approx([r["loss"] for r in log(ref)], rel=1e-4)
+
+
+def test_crafted_sharded_checkpoint_metadata_is_refused(tmp_path):
+    """DCP's `.metadata` is a pickle: ours is read through an allowlist, so a crafted one is refused, never run."""
+    from longrecipe.train.checkpoint import SafeReader
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (ckpt / ".metadata").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(ValueError, match="refused to load"):
+        SafeReader(str(ckpt)).read_metadata()
+    assert not marker.exists()
+
+
+def test_export_of_a_single_process_checkpoint_and_bad_input(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "longrecipe"), "train", "--config", CONFIG,
+                             f"out={out}", *SMALL, "train.steps=400", "train.save_every=5"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "checkpoints").glob("step-*")):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model").exists(), "the run finished before it could be killed"
+    res = run_cli("export", str(out), "--out", str(tmp_path / "hf"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    ckpt = sorted((out / "checkpoints").glob("step-*"))[-1]
+    tied = lambda d: {"model.embed_tokens.weight" if k == "lm_head.weight" else k: v for k, v in d.items()}  # noqa: E731
+    saved = tied(load_file(str(ckpt / "model.safetensors")))  # the tied pair is stored under either name
+    got = tied(load_file(str(tmp_path / "hf" / "model.safetensors")))
+    assert got.keys() == saved.keys() and all(torch.equal(got[k], saved[k]) for k in got)
+    conf = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert conf["max_position_embeddings"] == 512  # the run's RoPE target, not the base's window
+    res = run_cli("export", str(out), "--out", str(tmp_path / "hf"))
+    assert res.returncode == 2 and "not empty" in res.stderr
+    res = run_cli("export", str(tmp_path / "nothing"), "--out", str(tmp_path / "hf2"))
+    assert res.returncode == 2 and not (tmp_path / "hf2").exists()
 
 
 @pytest.mark.parametrize("override,message", [

@@ -1,11 +1,8 @@
 """`longrecipe train`: one stage (extension or replay) from a YAML config, resumable, single process or torchrun.
 
-Layout of `out`:  config.yaml (resolved), train_log.jsonl (one line per step), checkpoints/step-N/ (model,
-optimizer, scheduler, RNG states, step, and manifest.json written last), model/ (the final Hugging Face directory).
-
-Checkpoints are read without unpickling code (`torch.load(weights_only=True)`: tensors and plain containers only),
-and only when their manifest (sizes and SHA-256 of every file) matches: a torn or tampered newest checkpoint is
-skipped, with a note, for the previous complete one (the two newest complete checkpoints are kept).
+Layout of `out`:  config.yaml (resolved), train_log.jsonl (one line per step), checkpoints/step-N/ (see
+train/checkpoint.py: sharded under FSDP2, resumable at any world size; manifest.json written last), model/ (the
+final Hugging Face directory).
 """
 
 from __future__ import annotations
@@ -15,12 +12,10 @@ import importlib.util
 import json
 import math
 import os
-import pickle
 import resource
 import shutil
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +26,22 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from longrecipe.base import config as C
 from longrecipe.base import models
-from longrecipe.base.io import atomic_dir, file_sha256, write_text
+from longrecipe.base.io import atomic_dir, write_text
 from longrecipe.base.schema import append_jsonl, read_jsonl
 from longrecipe.train import data as D
 from longrecipe.train import rope
+from longrecipe.train.checkpoint import (  # noqa: F401  (MANIFEST, _file_entry: re-exported)
+    DCP_METADATA,
+    MANIFEST,
+    _file_entry,
+    agreed_checkpoint,
+    checkpoint_problem,
+    full_states,
+    latest_checkpoint,
+    load_sharded,
+    restore,
+    save_checkpoint,
+)
 from longrecipe.train.config import RunConfig
 from longrecipe.train.flops import training_flops
 from longrecipe.train.loop import IGNORE, _ce_sum, auto_chunk, compiled_ce, loss_and_count, shifted_targets
@@ -170,132 +177,6 @@ def lr_lambda(cfg: RunConfig):
     return f
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-KEEP_CHECKPOINTS = 2  # the newest complete one, and the one before it as a fallback
-MANIFEST = "manifest.json"
-
-
-def save_checkpoint(out: Path, step: int, model, opt, sched, dist: Dist, net=None) -> None:
-    """Atomic checkpoint folder with a manifest written last; older ones are removed only after the new one is
-    complete, keeping KEEP_CHECKPOINTS. Every process calls it: under FSDP2 the full model and optimizer states are
-    first gathered (onto the main process's CPU)."""
-    full = _full_states(model, net, opt) if net is not None else None
-    if dist.main:
-        ckpts = out / "checkpoints"
-        with atomic_dir(ckpts / f"step-{step:08d}") as tmp:
-            state = {"scheduler": sched.state_dict(), "rng": _rng_state(), "step": step}
-            if full is None:
-                st.save_model(model, str(tmp / "model.safetensors"))  # handles tied (shared) tensors
-                state["optimizer"] = opt.state_dict()
-            else:  # the optimizer apart: only the main process reads it back
-                st.save_file(full[0], str(tmp / "model.safetensors"))
-                torch.save(full[1], tmp / "optimizer.pt")
-            torch.save(state, tmp / "state.pt")
-            write_text(tmp / MANIFEST, json.dumps({"step": step, "files": {
-                f.name: _file_entry(f) for f in sorted(tmp.iterdir())}}, indent=1) + "\n")
-        for old in sorted(ckpts.glob("step-*"))[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(old, ignore_errors=True)
-    dist.barrier()
-
-
-def _file_entry(path: Path) -> dict[str, Any]:
-    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-
-
-def checkpoint_problem(ckpt: Path) -> str | None:
-    """Why a checkpoint folder cannot be resumed from (None when its manifest matches every file)."""
-    try:
-        manifest = json.loads((ckpt / MANIFEST).read_text())
-        files = manifest["files"]
-        if not isinstance(files, dict) or "state.pt" not in files or "model.safetensors" not in files:
-            return "its manifest lists no model or state"
-    except FileNotFoundError:
-        return "it has no manifest (an interrupted save, or written by an older version)"
-    except (ValueError, KeyError, TypeError):
-        return "its manifest is unreadable"
-    for name, entry in files.items():
-        path = ckpt / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != entry.get("bytes") or _file_entry(path)["sha256"] != entry.get("sha256"):
-            return f"{name} does not match its manifest (torn or modified)"
-    return None
-
-
-def _full_states(model, net, opt) -> tuple[dict, dict]:
-    """FSDP2: the whole model's and optimizer's states on the main process's CPU (a collective: all call it).
-    Tied parameters (the head that is the embedding) appear once, as in a Hugging Face checkpoint."""
-    from torch.distributed.checkpoint import state_dict as sd  # local: FSDP2 runs only (several processes)
-
-    options = sd.StateDictOptions(full_state_dict=True, cpu_offload=True)
-    seen: set[int] = set()
-    tied: set[str] = set()
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if id(p) in seen:
-            tied.add(name)
-        seen.add(id(p))
-    weights = {k: v for k, v in sd.get_model_state_dict(model, options=options).items() if k not in tied}
-    return weights, sd.get_optimizer_state_dict(net, opt, options=options)
-
-
-def latest_checkpoint(out: Path, log=None) -> Path | None:
-    """The newest complete checkpoint, skipping (and saying so) any whose files do not match their manifest;
-    None when there are none; a ValueError when there are some but none is usable."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    found = sorted((out / "checkpoints").glob("step-*"), reverse=True)
-    for ckpt in found:
-        problem = checkpoint_problem(ckpt)
-        if problem is None:
-            if ckpt != found[0]:
-                log(f"note: resuming from {ckpt.name}, the newest complete checkpoint")
-            return ckpt
-        log(f"note: checkpoint {ckpt} is not usable: {problem}")
-    if found:
-        raise ValueError(f"no usable checkpoint in {out / 'checkpoints'} (see the notes above); remove that folder "
-                         f"to restart the run from step 0")
-    return None
-
-
-def _load_plain(path: Path) -> Any:
-    """torch.load that never runs pickled code: tensors, numbers, strings and containers only."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error below says what matters
-            return torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError:
-        raise ValueError(f"{path}: refused to load: it holds objects other than tensors and plain containers (a "
-                         f"crafted or foreign file; nothing in it was run)") from None
-    except (RuntimeError, EOFError, OSError, ValueError):
-        raise ValueError(f"{path}: unreadable (torn, or not a checkpoint written by longrecipe)") from None
-
-
-def restore(ckpt: Path, model, opt, sched, dist: Dist, net=None) -> int:
-    """Load a checkpoint; under FSDP2 (`net` given) the main process reads it and broadcasts each process's shard."""
-    state = _load_plain(ckpt / "state.pt")
-    if net is None:
-        st.load_model(model, str(ckpt / "model.safetensors"), device=str(next(model.parameters()).device))
-        opt.load_state_dict(state["optimizer"])
-    else:
-        from torch.distributed.checkpoint import state_dict as sd  # local: FSDP2 runs only
-
-        options = sd.StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
-        weights = st.load_file(str(ckpt / "model.safetensors")) if dist.main else {}
-        sd.set_model_state_dict(model, weights, options=options)
-        full = _load_plain(ckpt / "optimizer.pt") if dist.main else {}
-        sd.set_optimizer_state_dict(net, opt, full, options=options)
-    sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return int(state["step"])
-
-
 def _check_same_config(out: Path, cfg: RunConfig) -> None:
     saved = out / "config.yaml"
     where = lambda d: {k: v for k, v in d.items() if k != "out"}  # noqa: E731 (a moved run folder still resumes)
@@ -352,8 +233,8 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
                             fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     start, before = 0, 0.0
-    if (ckpt := _agreed_checkpoint(out, dist)) is not None:
-        start = restore(ckpt, model, opt, sched, dist, net if fsdp else None)
+    if (ckpt := agreed_checkpoint(out, dist)) is not None:
+        start = restore(ckpt, model, opt, sched, dist, net, fsdp)
         if dist.main:
             before = _truncate_log(out / "train_log.jsonl", start)
     elif dist.main:  # no checkpoint: the run starts at step 0, so does its log
@@ -407,7 +288,7 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
                 board.add_scalar("train/peak_mem_mb", row["peak_mem_mb"], step + 1)
         if t.save_every and (step + 1) % t.save_every == 0 and step + 1 < t.steps:
             save_checkpoint(out, step + 1, model, opt, sched, dist, net if fsdp else None)
-    weights = _full_states(model, net, opt)[0] if fsdp else None
+    weights = full_states(model, net, opt)[0] if fsdp else None
     if dist.main:
         with atomic_dir(final) as tmp:
             model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
@@ -415,22 +296,6 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     dist.barrier()
     return final
-
-
-def _agreed_checkpoint(out: Path, dist: Dist) -> Path | None:
-    """The main process checks the manifests (hashing once) and every process resumes from its choice."""
-    choice = [""]
-    if dist.main:
-        try:
-            ckpt = latest_checkpoint(out)
-            choice = [str(ckpt) if ckpt is not None else ""]
-        except ValueError as err:
-            choice = [f"error: {err}"]
-    if dist.world > 1:
-        torch.distributed.broadcast_object_list(choice, src=0)
-    if choice[0].startswith("error: "):
-        raise ValueError(choice[0][len("error: "):])
-    return Path(choice[0]) if choice[0] else None
 
 
 def _fully_shard(model, net: torch.nn.Module, bf16: bool) -> None:
@@ -473,3 +338,31 @@ class LossModule(torch.nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return loss_and_count(self.model, batch, self.chunk, self.ce)[0]
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
+    """`longrecipe export`: a training checkpoint (either format, any world size; or a run folder: its newest
+    complete checkpoint) as a Hugging Face directory (safetensors, the run's RoPE, the tokenizer)."""
+    ckpt, out = Path(ckpt), Path(out)
+    if (ckpt / "checkpoints").is_dir() or (ckpt / "config.yaml").is_file():
+        found = latest_checkpoint(ckpt)
+        if found is None:
+            raise ValueError(f"{ckpt} holds no checkpoint")
+        ckpt = found
+    if (problem := checkpoint_problem(ckpt)) is not None:
+        raise ValueError(f"{ckpt} is not a usable checkpoint: {problem}")
+    run_config = ckpt.parent.parent / "config.yaml"
+    if not run_config.is_file():
+        raise ValueError(f"{run_config} not found: export reads the run's config beside its checkpoints/")
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not empty; choose a new --out")
+    cfg = load_config(str(run_config))
+    model, tok = load_model(cfg, torch.device("cpu"))
+    if (ckpt / DCP_METADATA).is_file():
+        load_sharded(ckpt, LossModule(model, 0))
+    else:
+        st.load_model(model, str(ckpt / "model.safetensors"))
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    return out

@@ -133,6 +133,13 @@ def _print_plan(args: argparse.Namespace) -> int:
     return EXIT_USAGE if plan.fits is False else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from longrecipe.train.recipe import export_checkpoint
+
+    print(f"exported {export_checkpoint(args.checkpoint, args.out)}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from longrecipe.recipes.run import run_all
 
@@ -325,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--gpus", type=int, default=0, help="--plan: processes (GPUs) to plan for (default: 1 CPU process)")
     sp.add_argument("--gpu-mem", default=None, help="--plan: memory of one GPU, e.g. 80GiB (default: no verdict "
                     "for GPUs; the host's available memory on CPU)")
+
+    sp = add("export", cmd_export, "a training checkpoint (any format or world size) as a Hugging Face directory")
+    sp.add_argument("checkpoint", help="RUN/checkpoints/step-N, or a run folder (its newest complete checkpoint)")
+    sp.add_argument("--out", required=True, help="new output directory")
 
     sp = add("eval", cmd_eval, "evaluate a model: prepare tasks, predict (resumable), score, write results.json")
     sp.set_defaults(eval_parser=sp)
