@@ -27,7 +27,9 @@ class RopeConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "python"  # "python" (the corpus shipped with Python) or a JSONL file with a text field
+    # "python" (the corpus shipped with Python), a JSONL file with a text field (tokenized once into the run's
+    # token_store/), or a token store folder (`longrecipe tokenize`)
+    source: str = "python"
     text_field: str = "text"
     selection: Literal["none", "random", "impactful"] = "none"
     keep_prob: float = bounded(0.5, ge=0, le=1)  # sentence keep probability for selection=random

@@ -10,8 +10,9 @@ saved data state and reproduces the same stream.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,6 +23,7 @@ from longrecipe.train import positions as P
 from longrecipe.train.config import DataConfig, TrainConfig
 from longrecipe.train.lexicon import anchors_from, sentence_types
 from longrecipe.train.loop import IGNORE
+from longrecipe.train.store import TokenStore
 
 SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
 
@@ -72,9 +74,13 @@ class SampleBuilder:
 
     BUILDERS: ClassVar[dict[str, Callable[..., tuple[Document, np.ndarray, list[int]]]]]
 
-    def __init__(self, docs: list[Document], data: DataConfig, train: TrainConfig, bos: int | None,
+    def __init__(self, docs: Sequence[Document], data: DataConfig, train: TrainConfig, bos: int | None,
                  short: list[list[int]] | None = None, decode: Any = None):
+        """`docs`: a list of documents, or a TokenStore (documents read lazily from memory maps)."""
         self.docs, self.data, self.train, self.bos, self.decode = docs, data, train, bos, decode
+        lengths = getattr(docs, "lengths", None)
+        self.lengths = np.asarray(lengths if lengths is not None else [len(d.ids) for d in docs], dtype=np.int64)
+        self._long: dict[int, np.ndarray] = {}
         self._anchor_cache: dict[int, np.ndarray] = {}
         self.anchors = data.anchors
         if data.anchors_from:
@@ -83,13 +89,19 @@ class SampleBuilder:
         self.short = [([bos] if bos is not None else []) + p for p in short] if short else []
         if train.stage == "replay" and not self.short:
             raise ValueError("replay needs short documents")
-        longest = max((len(d.ids) for d in docs), default=0)
-        if docs and longest < need:
+        longest = int(self.lengths.max()) if len(self.lengths) else 0
+        if len(self.lengths) and longest < need:
             raise ValueError(f"no document has {need} tokens (the longest has {longest})")
 
+    def _long_enough(self, length: int) -> np.ndarray:
+        """Indices of the documents with at least `length` tokens (once per length, not once per row)."""
+        if length not in self._long:
+            self._long[length] = np.flatnonzero(self.lengths >= length)
+        return self._long[length]
+
     def _window(self, rng: np.random.Generator, length: int) -> tuple[Document, int]:
-        long = [d for d in self.docs if len(d.ids) >= length]
-        doc = long[int(rng.integers(len(long)))]
+        long = self._long_enough(length)
+        doc = self.docs[int(long[int(rng.integers(len(long)))])]
         return doc, int(rng.integers(0, len(doc.ids) - length + 1))
 
     def sample(self, rng: np.random.Generator) -> tuple[list[int], list[int], list[int] | None, list[bool] | None]:
@@ -172,8 +184,8 @@ class SampleBuilder:
         """LongRecipe selection: from a random sentence on, keep anchor sentences (others with probability
         keep_other) until exactly train_length tokens; positions jump between the kept sentences."""
         n = self.train.train_length
-        long = [i for i, d in enumerate(self.docs) if len(d.ids) >= n]
-        index = long[int(rng.integers(len(long)))]
+        long = self._long_enough(n)
+        index = int(long[int(rng.integers(len(long)))])
         doc, flags = self.docs[index], self._anchored(index)
         if not flags.any() and self.data.keep_other == 0:
             raise ValueError("no sentence of the data carries an anchor type; lower data.anchors or raise "
@@ -224,8 +236,9 @@ if set(SampleBuilder.BUILDERS) != set(P.METHODS):
     raise ImportError(f"position methods without a row builder: {sorted(set(P.METHODS) - set(SampleBuilder.BUILDERS))}")
 
 
-def build(tokenizer: Any, data: DataConfig, train: TrainConfig) -> SampleBuilder:
-    """Long documents for extension; for replay, short documents (Python corpus paragraphs, or JSONL rows)."""
+def build(tokenizer: Any, data: DataConfig, train: TrainConfig, store: str | Path | None = None) -> SampleBuilder:
+    """Long documents for extension (from `store`, a token store, when given: see store.py); for replay, short
+    documents (Python corpus paragraphs, or JSONL rows)."""
     if train.stage == "replay":
         if data.source == "python":
             texts = list(corpus.paragraphs())
@@ -233,7 +246,10 @@ def build(tokenizer: Any, data: DataConfig, train: TrainConfig) -> SampleBuilder
             texts = load_texts(data)
         short = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         return SampleBuilder([], data, train, tokenizer.bos_token_id, [s for s in short if s])
-    docs = [tokenize_document(tokenizer, t, spans) for t, spans in load_documents(data)]
+    if store is not None:
+        docs: Sequence[Document] = TokenStore(store, tokenizer)
+    else:
+        docs = [tokenize_document(tokenizer, t, spans) for t, spans in load_documents(data)]
     return SampleBuilder(docs, data, train, tokenizer.bos_token_id, decode=tokenizer.decode)
 
 

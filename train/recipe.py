@@ -30,6 +30,7 @@ from longrecipe.base.io import atomic_dir, write_text
 from longrecipe.base.schema import append_jsonl, read_jsonl
 from longrecipe.train import data as D
 from longrecipe.train import rope
+from longrecipe.train import store as S
 from longrecipe.train.checkpoint import (  # noqa: F401  (MANIFEST, _file_entry: re-exported)
     DCP_METADATA,
     MANIFEST,
@@ -211,12 +212,12 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
             print(f"note: {out} already holds the finished run ({final}); nothing to do (use a new out to train "
                   f"again)", file=sys.stderr)
         return final
-    D.load_texts(cfg.data) if cfg.data.source != "python" else None  # bad data fails before the model loads
+    _validate_data(cfg, out)  # bad data fails before anything is written or loaded
     check_plan(cfg, dist)  # and a run that cannot fit, before anything is written
     if dist.main:
         C.save(cfg, out / "config.yaml")
     tok = load_tokenizer(cfg)
-    builder = D.build(tok, cfg.data, t)
+    builder = D.build(tok, cfg.data, t, _token_store(cfg, out, tok, dist))
     base_mb = _rss_mb() if dist.device.type == "cpu" else 0.0  # the data's host memory is not the plan's
     torch.manual_seed(t.seed)
     model, tok = load_model(cfg, dist.device, tok)
@@ -296,6 +297,38 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     dist.barrier()
     return final
+
+
+def _store_path(cfg: RunConfig, out: Path) -> Path | None:
+    """Where an extension run's documents are read from: the token store `data.source` names, or the run's own
+    store of its JSONL source (built once, resumable); None for the built-in text and for replay."""
+    source = cfg.data.source
+    if source != "python" and S.is_store(source):
+        return Path(source)
+    if source == "python" or cfg.train.stage == "replay":
+        return None
+    return out / "token_store"
+
+
+def _validate_data(cfg: RunConfig, out: Path) -> None:
+    path = _store_path(cfg, out)
+    if path is None:
+        if cfg.data.source != "python":
+            D.load_texts(cfg.data)
+    elif path == Path(cfg.data.source):
+        S.TokenStore(path)  # complete and readable (its tokenizer is checked once the tokenizer is loaded)
+    elif not (S.is_store(path) and json.loads((path / S.META).read_text()).get("complete")):
+        S.validate(cfg.data.source, cfg.data.text_field)
+
+
+def _token_store(cfg: RunConfig, out: Path, tok: Any, dist: Dist) -> Path | None:
+    """The store to read documents from, built by the main process when it is the run's own (others wait)."""
+    path = _store_path(cfg, out)
+    if path is not None and path != Path(cfg.data.source):
+        if dist.main:
+            S.build(cfg.data.source, tok, path, cfg.data.text_field)
+        dist.barrier()
+    return path
 
 
 def _fully_shard(model, net: torch.nn.Module, bf16: bool) -> None:

@@ -133,6 +133,18 @@ def _print_plan(args: argparse.Namespace) -> int:
     return EXIT_USAGE if plan.fits is False else 0
 
 
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from longrecipe.base.models import resolve
+    from longrecipe.base.tokenization import load_tokenizer
+    from longrecipe.train.store import TokenStore, build, validate
+
+    tok = load_tokenizer(str(resolve(args.model)))
+    validate(args.source, args.text_field)
+    store = TokenStore(build(args.source, tok, args.out, args.text_field))
+    print(f"token store {args.out}: {len(store)} documents, {int(store.lengths.sum())} tokens")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from longrecipe.train.recipe import export_checkpoint
 
@@ -332,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--gpus", type=int, default=0, help="--plan: processes (GPUs) to plan for (default: 1 CPU process)")
     sp.add_argument("--gpu-mem", default=None, help="--plan: memory of one GPU, e.g. 80GiB (default: no verdict "
                     "for GPUs; the host's available memory on CPU)")
+
+    sp = add("tokenize", cmd_tokenize, "tokenize a JSONL corpus once into a memory-mapped token store (resumable)")
+    sp.add_argument("source", help="JSONL file of documents")
+    sp.add_argument("--model", required=True, help="model (or tokenizer) directory, or 'tiny'")
+    sp.add_argument("--out", required=True, help="store folder (re-running resumes an interrupted build)")
+    sp.add_argument("--text-field", default="text")
 
     sp = add("export", cmd_export, "a training checkpoint (any format or world size) as a Hugging Face directory")
     sp.add_argument("checkpoint", help="RUN/checkpoints/step-N, or a run folder (its newest complete checkpoint)")

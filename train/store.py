@@ -1,0 +1,180 @@
+"""Token store: a JSONL corpus tokenized once into flat memory-mapped arrays, read lazily by every process.
+
+Why: tokenizing the whole corpus in every process's memory (lists of arrays, plus the tokenizer's offsets) makes
+host memory grow with the corpus and repeats the work on every rank and every run. The store is written in one
+streaming pass (one document in memory at a time), committed every few hundred documents (a killed build resumes
+from its last commit: files are cut back to the committed sizes and reading seeks to the committed byte offset),
+and opened as memory maps, so each process touches only the pages of the rows it trains on.
+
+Files: tokens.u32 (token ids), sentences.i64 (token index of each sentence start within its document),
+loss.u8 (1 = training target, for corpora with `loss_spans`), docs.i64 ((token offset, sentence offset) per
+document), meta.json (what the store was built from, the committed sizes, `complete`). The rows a run trains on are
+a function of (seed, step, row index) only, so a checkpoint's step is the data position: nothing else to save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from longrecipe.base.io import write_text
+from longrecipe.base.tokenization import tokenizer_hash
+
+VERSION = 1
+FILES = {"tokens.u32": np.uint32, "sentences.i64": np.int64, "loss.u8": np.uint8, "docs.i64": np.int64}
+META = "meta.json"
+
+
+def is_store(path: str | os.PathLike) -> bool:
+    return (Path(path) / META).is_file()
+
+
+def _identity(source: Path, tokenizer: Any, text_field: str) -> dict[str, Any]:
+    st = source.stat()
+    return {"version": VERSION, "source": str(source.resolve()), "source_bytes": st.st_size,
+            "source_mtime_ns": st.st_mtime_ns, "text_field": text_field, "tokenizer": tokenizer_hash(tokenizer)}
+
+
+def _row(path: Path, line_no: int, raw: bytes, text_field: str) -> tuple[str, list | None] | None:
+    """(text, loss spans) of one JSONL line (None for a blank line); one-line errors name the file and line."""
+    if not raw.strip():
+        return None
+    try:
+        row = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}:{line_no}: malformed JSON line ({getattr(err, 'msg', err)})") from None
+    if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+        raise ValueError(f"{path}:{line_no}: expected an object with a string field {text_field!r}")
+    spans = row.get("loss_spans")
+    if spans is not None and not (isinstance(spans, list) and all(
+            isinstance(x, list) and len(x) == 2 and all(isinstance(v, int) for v in x) for x in spans)):
+        raise ValueError(f"{path}:{line_no}: loss_spans must be a list of [start, end] character offsets")
+    return row[text_field], ([tuple(x) for x in spans] if spans is not None else None)
+
+
+def validate(source: str | os.PathLike, text_field: str = "text") -> None:
+    """Read every line of a JSONL source once, in constant memory, so that a bad line fails before anything is
+    written (the build itself streams, and would stop half-way)."""
+    source = Path(source)
+    if not source.is_file():
+        raise FileNotFoundError(f"data.source {str(source)!r}: no such file (use 'python', a JSONL path or a store)")
+    docs = 0
+    with open(source, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            docs += _row(source, i, raw, text_field) is not None
+    if not docs:
+        raise ValueError(f"{source}: no documents")
+
+
+def build(source: str | os.PathLike, tokenizer: Any, out: str | os.PathLike, text_field: str = "text",
+          commit_every: int = 256, progress: bool = True) -> Path:
+    """Tokenize `source` (JSONL) into a store at `out`, resuming a build that was interrupted; a no-op when the
+    store is complete. A store built from another file, version of it, field or tokenizer is an error."""
+    from longrecipe.train.data import tokenize_document  # local: data imports this module
+
+    source, out = Path(source), Path(out)
+    if not source.is_file():
+        raise FileNotFoundError(f"data.source {str(source)!r}: no such file (use 'python', a JSONL path or a store)")
+    ident = _identity(source, tokenizer, text_field)
+    meta: dict[str, Any] = {}
+    if is_store(out):
+        meta = json.loads((out / META).read_text())
+        if {k: meta.get(k) for k in ident} != ident:
+            raise ValueError(f"{out} is a token store of another source, field or tokenizer; remove it or choose "
+                             f"another place")
+        if meta.get("complete"):
+            return out
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = meta.get("sizes", dict.fromkeys(FILES, 0))
+    state = {"offset": meta.get("offset", 0), "line": meta.get("line", 0), "docs": meta.get("docs", 0),
+             "tokens": meta.get("tokens", 0), "sentences": meta.get("sentences", 0),
+             "has_loss": meta.get("has_loss", False)}
+    for name in FILES:  # anything past the last commit is from a killed build: cut it off
+        with open(out / name, "ab") as f:
+            f.truncate(sizes[name])
+    handles = {name: open(out / name, "ab") for name in FILES}  # noqa: SIM115  (closed below, in one place)
+
+    def commit(complete: bool = False) -> None:
+        for f in handles.values():
+            f.flush()
+            os.fsync(f.fileno())
+        sizes = {name: (out / name).stat().st_size for name in FILES}
+        write_text(out / META, json.dumps({**ident, **state, "sizes": sizes, "complete": complete}, indent=1) + "\n")
+
+    try:
+        with open(source, "rb") as f, tqdm(total=ident["source_bytes"], initial=state["offset"], unit="B",
+                                           unit_scale=True, desc="tokenize", disable=not progress) as bar:
+            f.seek(state["offset"])
+            pending = 0
+            for raw in f:
+                state["line"] += 1
+                state["offset"] += len(raw)
+                bar.update(len(raw))
+                row = _row(source, state["line"], raw, text_field)
+                if row is None:
+                    continue
+                doc = tokenize_document(tokenizer, *row)
+                handles["docs.i64"].write(np.array([state["tokens"], state["sentences"]], np.int64).tobytes())
+                handles["tokens.u32"].write(doc.ids.astype(np.uint32).tobytes())
+                handles["sentences.i64"].write(doc.starts.astype(np.int64).tobytes())
+                loss = np.ones(len(doc.ids), np.uint8) if doc.loss is None else doc.loss.astype(np.uint8)
+                handles["loss.u8"].write(loss.tobytes())
+                state["has_loss"] = state["has_loss"] or doc.loss is not None
+                state["docs"] += 1
+                state["tokens"] += len(doc.ids)
+                state["sentences"] += len(doc.starts)
+                pending += 1
+                if pending >= commit_every:
+                    commit()
+                    pending = 0
+        if not state["docs"]:
+            raise ValueError(f"{source}: no documents")
+        commit(complete=True)
+    finally:
+        for h in handles.values():
+            h.close()
+    return out
+
+
+class TokenStore(Sequence):
+    """The documents of a complete store as `Document`s whose arrays are views of memory maps."""
+
+    def __init__(self, path: str | os.PathLike, tokenizer: Any = None):
+        from longrecipe.train.data import Document  # local: data imports this module
+
+        self.path = Path(path)
+        try:
+            self.meta = json.loads((self.path / META).read_text())
+        except (OSError, ValueError):
+            raise ValueError(f"{self.path}: not a token store (no readable {META})") from None
+        if self.meta.get("version") != VERSION or not self.meta.get("complete"):
+            raise ValueError(f"{self.path}: an incomplete or foreign token store; finish it with `longrecipe tokenize`")
+        if tokenizer is not None and self.meta["tokenizer"] != tokenizer_hash(tokenizer):
+            raise ValueError(f"{self.path}: tokenized with another tokenizer than the model's")
+        self._doc = Document
+        n, total, sents = self.meta["docs"], self.meta["tokens"], self.meta["sentences"]
+        arrays = {name: np.memmap(self.path / name, dtype=dt, mode="r") if (self.path / name).stat().st_size
+                  else np.zeros(0, dt) for name, dt in FILES.items()}
+        self.tokens, self.sentences, self.loss = arrays["tokens.u32"], arrays["sentences.i64"], arrays["loss.u8"]
+        index = np.asarray(arrays["docs.i64"]).reshape(-1, 2)
+        if len(index) != n or len(self.tokens) != total or len(self.sentences) != sents:
+            raise ValueError(f"{self.path}: its files do not match its meta.json (torn or modified)")
+        self.tok_off = np.append(index[:, 0], total)
+        self.sent_off = np.append(index[:, 1], sents)
+        self.lengths = np.diff(self.tok_off)
+        self.has_loss = bool(self.meta.get("has_loss"))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int):
+        a, b = self.tok_off[i], self.tok_off[i + 1]
+        starts = np.asarray(self.sentences[self.sent_off[i]:self.sent_off[i + 1]])
+        loss = np.asarray(self.loss[a:b]).astype(bool) if self.has_loss else None
+        return self._doc(ids=self.tokens[a:b], starts=starts, loss=loss)
