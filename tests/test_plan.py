@@ -92,3 +92,22 @@ def test_parse_size():
 def test_plan_reads_the_local_model_config():
     plan = plan_for(RunConfig())
     assert plan.shape_source.endswith("config.json") and plan.world == 1 and plan.device == "cpu"
+
+
+def test_peak_memory_is_the_runs_own_when_started_from_a_large_process(tmp_path):
+    """getrusage's ru_maxrss keeps the parent's resident set across fork + exec; the log reads this process image's
+    own peak (VmHWM), so a run started from a 600 MB parent still measures what the plan estimates."""
+    out = tmp_path / "run"
+    overrides = [f"out={out}", "train.method=flt", "train.train_length=4096", "train.target_length=4096",
+                 "train.batch_size=1", "train.checkpointing=full", "train.steps=2", "train.save_every=0",
+                 "train.threads=1"]
+    code = ("import os, subprocess, sys\n"
+            "ballast = bytearray(600 * 2**20)\n"
+            "for i in range(0, len(ballast), 4096): ballast[i] = 1\n"
+            f"subprocess.run([os.path.join(os.path.dirname(sys.executable), 'longrecipe'), 'train', '--config', "
+            f"{TINY!r}, *{overrides!r}], check=True, capture_output=True, "
+            "env={**os.environ, 'MALLOC_MMAP_THRESHOLD_': '65536', 'HF_HUB_OFFLINE': '1'})\n")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=300)
+    measured = max(json.loads(line)["train_mem_mb"] for line in (out / "train_log.jsonl").read_text().splitlines())
+    est = plan_for(load_config(TINY, overrides)).total / 2**20
+    assert abs(est / measured - 1) <= 0.25, (est, measured)

@@ -152,9 +152,17 @@ def check_plan(cfg: RunConfig, dist: Dist) -> None:
 
 
 def _peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: allocated CUDA memory on a GPU, the process's peak resident set on CPU."""
+    """Peak memory so far: allocated CUDA memory on a GPU; on CPU this process image's peak resident set (VmHWM,
+    not getrusage's ru_maxrss, which keeps the parent's resident set across fork + exec: a run started from a large
+    process would report that process's size)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
