@@ -46,7 +46,7 @@ from longrecipe.train.checkpoint import (  # noqa: F401  (MANIFEST, _file_entry:
 from longrecipe.train.config import RunConfig
 from longrecipe.train.flops import training_flops
 from longrecipe.train.loop import IGNORE, _ce_sum, auto_chunk, compiled_ce, loss_and_count, shifted_targets
-from longrecipe.train.plan import batch_plan, device_capacity, plan_for
+from longrecipe.train.plan import batch_plan, checkpointed_layers, device_capacity, plan_for
 
 
 class Dist:
@@ -104,14 +104,11 @@ def load_model(cfg: RunConfig, device: torch.device, tokenizer: Any = None):
 def apply_checkpointing(model: Any, cfg: RunConfig) -> list[bool]:
     """Activation checkpointing per decoder layer (full: every layer recomputed in backward; selective: every
     k-th; none); returns the per-layer choice."""
-    mode = cfg.train.checkpointing
-    if mode == "auto":
-        mode = "full" if cfg.model.gradient_checkpointing else "none"
     layers = getattr(model, model.base_model_prefix).layers
-    if mode == "none":
-        return [False] * len(layers)
+    chosen = checkpointed_layers(cfg, len(layers))  # the rule the memory plan counts with
+    if not any(chosen):
+        return chosen
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    chosen = [mode == "full" or i % cfg.train.checkpoint_every == 0 for i in range(len(layers))]
     for layer, on in zip(layers, chosen):
         layer.gradient_checkpointing = on  # transformers' GradientCheckpointingLayer reads it at every call
     return chosen
@@ -325,7 +322,7 @@ def _validate_data(cfg: RunConfig, out: Path) -> None:
             D.load_texts(cfg.data)
     elif path == Path(cfg.data.source):
         S.TokenStore(path)  # complete and readable (its tokenizer is checked once the tokenizer is loaded)
-    elif not (S.is_store(path) and json.loads((path / S.META).read_text()).get("complete")):
+    elif not S.is_complete(path):
         S.validate(cfg.data.source, cfg.data.text_field)
 
 

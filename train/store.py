@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from longrecipe.base.corpus import document_fields
 from longrecipe.base.io import write_text
 from longrecipe.base.tokenization import tokenizer_hash
 
@@ -33,6 +34,14 @@ META = "meta.json"
 
 def is_store(path: str | os.PathLike) -> bool:
     return (Path(path) / META).is_file()
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """A store whose build finished (an interrupted one resumes with `build`)."""
+    try:
+        return bool(json.loads((Path(path) / META).read_text()).get("complete"))
+    except (OSError, ValueError):
+        return False
 
 
 def _identity(source: Path, tokenizer: Any, text_field: str) -> dict[str, Any]:
@@ -49,13 +58,9 @@ def _row(path: Path, line_no: int, raw: bytes, text_field: str) -> tuple[str, li
         row = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}:{line_no}: malformed JSON line ({getattr(err, 'msg', err)})") from None
-    if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
-        raise ValueError(f"{path}:{line_no}: expected an object with a string field {text_field!r}")
-    spans = row.get("loss_spans")
-    if spans is not None and not (isinstance(spans, list) and all(
-            isinstance(x, list) and len(x) == 2 and all(isinstance(v, int) for v in x) for x in spans)):
-        raise ValueError(f"{path}:{line_no}: loss_spans must be a list of [start, end] character offsets")
-    return row[text_field], ([tuple(x) for x in spans] if spans is not None else None)
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}:{line_no}: expected a JSON object")
+    return document_fields(row, f"{path}:{line_no}", text_field)
 
 
 def validate(source: str | os.PathLike, text_field: str = "text") -> None:

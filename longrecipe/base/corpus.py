@@ -144,18 +144,21 @@ def load_documents(source: str, text_field: str = "text") -> list[tuple[str, lis
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"data.source {source!r}: no such file (use 'python' or a JSONL path)")
-    docs = []
-    for i, row in iter_jsonl(path):
-        if not isinstance(row.get(text_field), str):
-            raise ValueError(f"{path}:{i}: expected an object with a string field {text_field!r}")
-        spans = row.get("loss_spans")
-        if spans is not None and not (isinstance(spans, list) and all(
-                isinstance(x, list) and len(x) == 2 and all(isinstance(v, int) for v in x) for x in spans)):
-            raise ValueError(f"{path}:{i}: loss_spans must be a list of [start, end] character offsets")
-        docs.append((row[text_field], [tuple(x) for x in spans] if spans is not None else None))
+    docs = [document_fields(row, f"{path}:{i}", text_field) for i, row in iter_jsonl(path)]
     if not docs:
         raise ValueError(f"{path}: no documents")
     return docs
+
+
+def document_fields(row: dict, where: str, text_field: str = "text") -> tuple[str, list[tuple[int, int]] | None]:
+    """(text, loss spans or None) of one JSONL document object; `where` (file:line) leads the one-line errors."""
+    if not isinstance(row.get(text_field), str):
+        raise ValueError(f"{where}: expected an object with a string field {text_field!r}")
+    spans = row.get("loss_spans")
+    if spans is not None and not (isinstance(spans, list) and all(
+            isinstance(x, list) and len(x) == 2 and all(isinstance(v, int) for v in x) for x in spans)):
+        raise ValueError(f"{where}: loss_spans must be a list of [start, end] character offsets")
+    return row[text_field], [tuple(x) for x in spans] if spans is not None else None
 
 
 def load_texts(source: str, text_field: str = "text") -> list[str]:
