@@ -70,6 +70,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     threads: int = bounded(0, ge=0)  # 0: torch's default
     distributed: Literal["auto", "ddp", "fsdp2"] = "auto"  # under torchrun; auto = ddp
+    # processes that share each row, 1/N of its tokens each (Ulysses all-to-all over heads, train/ulysses.py);
+    # consecutive torchrun ranks form a group, the groups are the data-parallel replicas (world / N of them)
+    sequence_parallel: int = bounded(1, ge=1)
     tensorboard: bool = False
 
 
@@ -107,6 +110,9 @@ class RunConfig:
         if t.stage == "extension" and METHODS[t.method].full_length and t.train_length != t.target_length:
             raise ConfigError("train.method=flt trains at the target length: set train.train_length = "
                               "train.target_length")
+        if t.train_length % t.sequence_parallel:
+            raise ConfigError(f"train.sequence_parallel={t.sequence_parallel} does not divide train.train_length "
+                              f"({t.train_length}): each process takes an equal slice of every row")
         if any(n < 1 for n in self.eval.lengths):
             raise ConfigError(f"eval.lengths: expected positive lengths, got {list(self.eval.lengths)}")
         bad = [a for a in self.data.anchors if a not in TYPES]

@@ -64,16 +64,20 @@ def chunked_loss_sum(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.
 
 
 def loss_and_count(model: Any, batch: dict[str, torch.Tensor], chunk: int = 4096,
-                   ce: Any = _ce_sum) -> tuple[torch.Tensor, int]:
+                   ce: Any = _ce_sum, sp: Any = None) -> tuple[torch.Tensor, int]:
     """(sum of token losses, number of predicted tokens): sums let gradient accumulation and data parallel ranks
-    weight every token equally, whatever the padding of each micro-batch."""
+    weight every token equally, whatever the padding of each micro-batch. Under sequence parallelism (`sp`, see
+    ulysses.py) `batch` holds the full rows and the sums are over this process's slice of them."""
     base = getattr(model, model.base_model_prefix)
-    kwargs = model_inputs(model, batch)
+    if sp is None:
+        kwargs, targets = model_inputs(model, batch), shifted_targets(batch)
+    else:
+        kwargs, targets = sp.local(batch)
+    rows, length = batch["input_ids"].shape[0], targets.shape[1]
     hidden = base(**kwargs, use_cache=False).last_hidden_state
-    hidden = hidden.reshape(batch["input_ids"].shape[0], batch["input_ids"].shape[1], -1)
-    targets = shifted_targets(batch)
+    hidden = hidden.reshape(rows, -1, hidden.shape[-1])[:, :length]
     weight = model.get_output_embeddings().weight
-    total = chunked_loss_sum(hidden[:, :-1], weight, targets, chunk, ce)
+    total = chunked_loss_sum(hidden, weight, targets, chunk, ce)
     return total, int((targets != IGNORE).sum())
 
 

@@ -38,6 +38,10 @@ CUDA_RESERVE = 1.0 * GIB  # CUDA context, cuBLAS/NCCL workspaces, allocator frag
 CUDA_RESERVE_FRACTION = 0.05
 
 
+class PlanError(ValueError):
+    """A run that cannot be laid out at all (not a memory estimate): `train` reports it, whatever the shape source."""
+
+
 @dataclass(frozen=True)
 class Plan:
     """Per-process memory (bytes, by part) and the step's size; `fits` compares it with `capacity`."""
@@ -52,6 +56,7 @@ class Plan:
     total_flops: float
     parts: dict[str, float] = field(default_factory=dict)
     capacity: float | None = None
+    sequence_parallel: int = 1
 
     @property
     def total(self) -> float:
@@ -78,7 +83,9 @@ class Plan:
 
     def table(self) -> str:
         lines = [f"model shape: {self.shape_source}",
-                 f"processes: {self.world} ({self.device}); rows per forward {self.micro}, accumulation {self.accum}",
+                 f"processes: {self.world} ({self.device}); rows per forward {self.micro}, accumulation {self.accum}"
+                 + (f"; sequence parallel {self.sequence_parallel} (each process: 1/{self.sequence_parallel} of "
+                    f"every row)" if self.sequence_parallel > 1 else ""),
                  f"tokens per step: {self.tokens_per_step:,}; steps: {self.steps}; "
                  f"training FLOPs: {self.total_flops:.3e}",
                  "memory per process (GiB):"]
@@ -128,6 +135,22 @@ def batch_plan(t: Any, world: int) -> tuple[int, int]:
     return micro, t.batch_size // (micro * world)
 
 
+def sequence_problem(shape: dict[str, Any], t: Any, world: int) -> str | None:
+    """Why `train.sequence_parallel` cannot split this model over `world` processes (None when it can): Ulysses
+    gives each process whole attention and key/value heads, and every group the same number of processes."""
+    n = t.sequence_parallel
+    if n == 1:
+        return None
+    heads = int(shape["num_attention_heads"])
+    kv = int(shape.get("num_key_value_heads") or heads)
+    if world % n:
+        return f"train.sequence_parallel={n} does not divide the {world} process(es) (torchrun --nproc_per_node)"
+    if heads % n or kv % n:
+        return (f"train.sequence_parallel={n} does not divide the model's {heads} attention heads and {kv} "
+                f"key/value heads")
+    return None
+
+
 def checkpointed_layers(cfg: RunConfig, layers: int) -> list[bool]:
     """Which decoder layers recompute their activations in backward (the rule `apply_checkpointing` applies)."""
     mode = cfg.train.checkpointing
@@ -145,7 +168,10 @@ def estimate(shape: dict[str, Any], cfg: RunConfig, world: int = 1, device: str 
              capacity: float | None = None, shape_source: str = "") -> Plan:
     """Per-process memory of one training step of `cfg` on `world` processes of `device` ('cpu' or 'cuda')."""
     t = cfg.train
-    micro, accum = batch_plan(t, world)
+    if (problem := sequence_problem(shape, t, world)) is not None:
+        raise PlanError(problem)
+    replicas = world // t.sequence_parallel  # data-parallel groups; each process holds 1/N of every row
+    micro, accum = batch_plan(t, replicas)
     h, inter, n = int(shape["hidden_size"]), int(shape["intermediate_size"]), int(shape["num_hidden_layers"])
     nh = int(shape["num_attention_heads"])
     nkv = int(shape.get("num_key_value_heads") or nh)
@@ -172,7 +198,7 @@ def estimate(shape: dict[str, Any], cfg: RunConfig, world: int = 1, device: str 
             parts["autocast weight copies"] = 2 * p
         if ddp:
             parts["DDP gradient buckets"] = 4 * p
-    tokens = micro * t.train_length
+    tokens = micro * t.train_length // t.sequence_parallel
     saved, recompute = _activation_bytes(cfg, h, inter, n, nh, nkv, hd, bf16, fsdp)
     parts["activations (saved)"] = tokens * saved
     # the step's peak is the larger of two moments: the loss chunk's backward (all activations still held) and
@@ -183,7 +209,7 @@ def estimate(shape: dict[str, Any], cfg: RunConfig, world: int = 1, device: str 
         parts["packed-row masks"] = (2 if bf16 else 4) * micro * t.train_length**2 * 2.5  # built, then kept
     flops = training_flops(shape, t.train_length, t.batch_size) * t.steps
     return Plan(shape_source, world, device, micro, accum, t.batch_size * t.train_length, t.steps, flops, parts,
-                capacity)
+                capacity, t.sequence_parallel)
 
 
 def _activation_bytes(cfg: RunConfig, h: int, inter: int, n: int, nh: int, nkv: int, hd: int, bf16: bool,

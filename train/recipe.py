@@ -29,7 +29,7 @@ from longrecipe.base import models
 from longrecipe.base.io import atomic_dir, write_text
 from longrecipe.base.schema import append_jsonl, read_jsonl
 from longrecipe.train import data as D
-from longrecipe.train import rope
+from longrecipe.train import rope, ulysses
 from longrecipe.train import store as S
 from longrecipe.train.checkpoint import (  # noqa: F401  (MANIFEST, _file_entry: re-exported)
     DCP_METADATA,
@@ -46,7 +46,14 @@ from longrecipe.train.checkpoint import (  # noqa: F401  (MANIFEST, _file_entry:
 from longrecipe.train.config import RunConfig
 from longrecipe.train.flops import training_flops
 from longrecipe.train.loop import IGNORE, _ce_sum, auto_chunk, compiled_ce, loss_and_count, shifted_targets
-from longrecipe.train.plan import batch_plan, checkpointed_layers, device_capacity, plan_for
+from longrecipe.train.plan import (
+    PlanError,
+    batch_plan,
+    checkpointed_layers,
+    device_capacity,
+    plan_for,
+    sequence_problem,
+)
 
 
 class Dist:
@@ -140,6 +147,8 @@ def check_plan(cfg: RunConfig, dist: Dist) -> None:
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     try:
         plan = plan_for(cfg, dist.world, dist.device.type, device_capacity(dist.device.type, local))
+    except PlanError:
+        raise
     except ValueError:  # no shape to plan from: loading the model says what is missing
         return
     if plan.fits is False:
@@ -205,7 +214,10 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
     cfg = load_config(config_path, overrides)
     t = cfg.train
     dist = Dist()
-    micro, accum = batch_plan(t, dist.world)
+    if t.sequence_parallel > 1:
+        _check_sequence_parallel(cfg, dist.world)
+    replicas = dist.world // t.sequence_parallel  # data-parallel groups of sequence_parallel processes each
+    micro, accum = batch_plan(t, replicas)
     if t.threads:
         torch.set_num_threads(t.threads)
     out = Path(cfg.out)
@@ -226,12 +238,15 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
     base_mb = _rss_mb() if dist.device.type == "cpu" else 0.0  # the data's host memory is not the plan's
     torch.manual_seed(t.seed)
     model, tok = load_model(cfg, dist.device, tok)
+    sp = ulysses.groups(t.sequence_parallel)
+    attn_saved = ulysses.enable(model) if sp is not None else None
+    replica = dist.rank // t.sequence_parallel  # the processes of one group train the same rows
     bf16 = t.precision == "bf16" or (t.precision == "auto" and dist.device.type == "cuda")
     if t.compile:
         for layer in getattr(model, model.base_model_prefix).layers:
             layer.compile()
     chunk = t.loss_chunk or auto_chunk(model.config.vocab_size)
-    net: torch.nn.Module = LossModule(model, chunk, compiled_ce() if t.compile else _ce_sum)
+    net: torch.nn.Module = LossModule(model, chunk, compiled_ce() if t.compile else _ce_sum, sp)
     fsdp = dist.world > 1 and t.distributed == "fsdp2"
     if fsdp:  # before the optimizer: sharding replaces the parameters
         _fully_shard(model, net, bf16)
@@ -256,9 +271,10 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
     for step in bar:
         step_t0 = time.time()
         model.train()
-        rows = [_rows(builder, t, step, m, dist.rank, micro, dist.world) for m in range(accum)]
-        # every token of the step weighs the same, whatever micro-batch or process it lands in
-        count = dist.sum(float(sum(int((shifted_targets(b) != IGNORE).sum()) for b in rows)))
+        rows = [_rows(builder, t, step, m, replica, micro, replicas) for m in range(accum)]
+        # every token of the step weighs the same, whatever micro-batch or process it lands in (the processes of
+        # a sequence-parallel group all count their group's full rows)
+        count = dist.sum(float(sum(int((shifted_targets(b) != IGNORE).sum()) for b in rows))) / t.sequence_parallel
         total = 0.0
         for m, batch in enumerate(rows):
             batch = {k: v.to(dist.device) for k, v in batch.items()}
@@ -295,6 +311,8 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
         if t.save_every and (step + 1) % t.save_every == 0 and step + 1 < t.steps:
             save_checkpoint(out, step + 1, model, opt, sched, dist, net if fsdp else None)
     weights = full_states(model, net, opt)[0] if fsdp else None
+    if attn_saved is not None:  # the saved model runs its usual attention
+        model.set_attn_implementation(attn_saved)
     if dist.main:
         with atomic_dir(final) as tmp:
             model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
@@ -302,6 +320,17 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     dist.barrier()
     return final
+
+
+def _check_sequence_parallel(cfg: RunConfig, world: int) -> None:
+    """Heads and processes checked against the model's own config before anything is written or loaded."""
+    if world == 1:
+        raise ValueError(f"train.sequence_parallel={cfg.train.sequence_parallel} needs that many processes per "
+                         f"group: launch with torchrun --nproc_per_node N (a multiple of it)")
+    shape = AutoConfig.from_pretrained(models.resolve(cfg.model.path),
+                                       trust_remote_code=cfg.model.trust_remote_code).to_dict()
+    if (problem := sequence_problem(shape, cfg.train, world)) is not None:
+        raise ValueError(problem)
 
 
 def _store_path(cfg: RunConfig, out: Path) -> Path | None:
@@ -370,12 +399,12 @@ def _tensorboard(out: Path):
 class LossModule(torch.nn.Module):
     """Wraps the model so that one forward returns the step's summed token loss (what DDP must wrap)."""
 
-    def __init__(self, model: torch.nn.Module, chunk: int, ce: Any = _ce_sum):
+    def __init__(self, model: torch.nn.Module, chunk: int, ce: Any = _ce_sum, sp: Any = None):
         super().__init__()
-        self.model, self.chunk, self.ce = model, chunk, ce
+        self.model, self.chunk, self.ce, self.sp = model, chunk, ce, sp
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return loss_and_count(self.model, batch, self.chunk, self.ce)[0]
+        return loss_and_count(self.model, batch, self.chunk, self.ce, self.sp)[0]
 
 
 def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
