@@ -120,3 +120,80 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny):
     (tmp_path / "st" / S.META).write_text(json.dumps({**meta, "complete": False}))
     res = run_cli("train", "--config", CONFIG, f"out={tmp_path / 'r2'}", f"data.source={tmp_path / 'st'}")
     assert res.returncode == 2 and "incomplete" in res.stderr and not (tmp_path / "r2").exists()
+
+
+def _as_parquet(src: Path, out: Path, files: int) -> Path:
+    """The JSONL corpus's rows as `files` Parquet shards in a folder (the layout of hub datasets)."""
+    pq = pytest.importorskip("pyarrow.parquet", reason="Parquet sources need pyarrow (the eval extra installs it)")
+    import pyarrow as pa
+
+    rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    for r in rows:
+        r.setdefault("loss_spans", None)
+    out.mkdir()
+    for k in range(files):
+        part = rows[k * len(rows) // files:(k + 1) * len(rows) // files]
+        pq.write_table(pa.Table.from_pylist(part), out / f"train-{k:05d}-of-{files:05d}.parquet", row_group_size=3)
+    return out
+
+
+def _same_store(a: Path, b: Path) -> None:
+    sa, sb = S.TokenStore(a), S.TokenStore(b)
+    assert len(sa) == len(sb) > 0
+    for name in S.FILES:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_parquet_and_hub_sources_give_the_jsonl_store(tmp_path, tiny):
+    _, tok = tiny
+    src = _corpus(tmp_path / "c.jsonl", 14, spans=True)
+    ref = S.build(src, tok, tmp_path / "ref", progress=False)
+    shards = _as_parquet(src, tmp_path / "shards", 3)
+    S.validate(str(shards))
+    _same_store(ref, S.build(shards, tok, tmp_path / "from_parquet", commit_every=4, progress=False))
+    one = shards / "train-00001-of-00003.parquet"
+    assert len(S.TokenStore(S.build(one, tok, tmp_path / "one_file", progress=False))) == 5
+    # hub:NAME goes through datasets.load_dataset(NAME, streaming=True); a local dataset folder is read by the
+    # same call offline (a hub id reads the local cache)
+    pytest.importorskip("datasets", reason="hub sources need the datasets package (the eval extra installs it)")
+    _same_store(ref, S.build(f"hub:{shards}", tok, tmp_path / "from_hub", commit_every=4, progress=False))
+    assert [t for t, _ in corpus.load_documents(str(shards))] == [t for t, _ in corpus.load_documents(str(src))]
+
+
+def test_an_interrupted_parquet_build_resumes_to_the_same_store(tmp_path, tiny, monkeypatch):
+    _, tok = tiny
+    shards = _as_parquet(_corpus(tmp_path / "c.jsonl", 14), tmp_path / "shards", 2)
+    ref = S.build(shards, tok, tmp_path / "ref", progress=False)
+    real, seen = D.tokenize_document, []
+
+    def dying(*args):  # the build dies on the 11th document, after its commits at 4 and 8
+        seen.append(1)
+        if len(seen) == 11:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(D, "tokenize_document", dying)
+    with pytest.raises(KeyboardInterrupt):
+        S.build(shards, tok, tmp_path / "cut", commit_every=4, progress=False)
+    meta = json.loads((tmp_path / "cut" / S.META).read_text())
+    assert meta["docs"] == 8 and meta["line"] == 8 and not meta["complete"]
+    monkeypatch.setattr(D, "tokenize_document", real)
+    _same_store(ref, S.build(shards, tok, tmp_path / "cut", commit_every=4, progress=False))
+
+
+def test_bad_parquet_and_hub_sources_are_one_line_exit_2(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet", reason="Parquet sources need pyarrow (the eval extra installs it)")
+    import pyarrow as pa
+
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.Table.from_pylist([{"body": "x"}]), bad)
+    torn = tmp_path / "torn.parquet"
+    torn.write_bytes(bad.read_bytes()[:40])
+    for source, message in [(bad, "no column 'text' (columns: body)"), (torn, "not a readable Parquet file"),
+                            ("hub:no-such-org/no-such-dataset", "cannot load the dataset (offline")]:
+        out = tmp_path / "store"
+        res = run_cli("tokenize", str(source), "--model", "tiny", "--out", str(out),
+                      env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+        assert res.returncode == 2 and message in res.stderr, res.stderr[-1500:]
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert not out.exists()

@@ -27,8 +27,8 @@ class RopeConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    # "python" (the corpus shipped with Python), a JSONL file with a text field (tokenized once into the run's
-    # token_store/), or a token store folder (`longrecipe tokenize`)
+    # "python" (the corpus shipped with Python), a JSONL or Parquet file (or folder) or hub:NAME[@SPLIT] with a text
+    # field (tokenized once into the run's token_store/), or a token store folder (`longrecipe tokenize`)
     source: str = "python"
     text_field: str = "text"
     selection: Literal["none", "random", "impactful"] = "none"

@@ -335,7 +335,7 @@ def _check_sequence_parallel(cfg: RunConfig, world: int) -> None:
 
 def _store_path(cfg: RunConfig, out: Path) -> Path | None:
     """Where an extension run's documents are read from: the token store `data.source` names, or the run's own
-    store of its JSONL source (built once, resumable); None for the built-in text and for replay."""
+    store of its JSONL, Parquet or hub source (built once, resumable); None for the built-in text and for replay."""
     source = cfg.data.source
     if source != "python" and S.is_store(source):
         return Path(source)

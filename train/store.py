@@ -14,6 +14,7 @@ a function of (seed, step, row index) only, so a checkpoint's step is the data p
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from longrecipe.base.corpus import document_fields
+from longrecipe.base import sources
 from longrecipe.base.io import write_text
 from longrecipe.base.tokenization import tokenizer_hash
 
@@ -44,48 +45,32 @@ def is_complete(path: str | os.PathLike) -> bool:
         return False
 
 
-def _identity(source: Path, tokenizer: Any, text_field: str) -> dict[str, Any]:
-    st = source.stat()
-    return {"version": VERSION, "source": str(source.resolve()), "source_bytes": st.st_size,
-            "source_mtime_ns": st.st_mtime_ns, "text_field": text_field, "tokenizer": tokenizer_hash(tokenizer)}
-
-
-def _row(path: Path, line_no: int, raw: bytes, text_field: str) -> tuple[str, list | None] | None:
-    """(text, loss spans) of one JSONL line (None for a blank line); one-line errors name the file and line."""
-    if not raw.strip():
-        return None
-    try:
-        row = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}:{line_no}: malformed JSON line ({getattr(err, 'msg', err)})") from None
-    if not isinstance(row, dict):
-        raise ValueError(f"{path}:{line_no}: expected a JSON object")
-    return document_fields(row, f"{path}:{line_no}", text_field)
+def _identity(source: str, tokenizer: Any, text_field: str) -> dict[str, Any]:
+    return {"version": VERSION, **sources.identity(source), "text_field": text_field,
+            "tokenizer": tokenizer_hash(tokenizer)}
 
 
 def validate(source: str | os.PathLike, text_field: str = "text") -> None:
-    """Read every line of a JSONL source once, in constant memory, so that a bad line fails before anything is
-    written (the build itself streams, and would stop half-way)."""
-    source = Path(source)
-    if not source.is_file():
-        raise FileNotFoundError(f"data.source {str(source)!r}: no such file (use 'python', a JSONL path or a store)")
+    """Read every document of a JSONL or Parquet source once, in constant memory, so that a bad row fails before
+    anything is written (the build itself streams, and would stop half-way). A hub dataset is checked by its
+    first row only (streaming all of it twice would double the cost); a bad later row stops the build, which
+    resumes once the row is fixed."""
+    source = str(source)
     docs = 0
-    with open(source, "rb") as f:
-        for i, raw in enumerate(f, 1):
-            docs += _row(source, i, raw, text_field) is not None
+    for _ in itertools.islice(sources.records(source, text_field), 1 if sources.kind(source) == "hub" else None):
+        docs += 1
     if not docs:
         raise ValueError(f"{source}: no documents")
 
 
 def build(source: str | os.PathLike, tokenizer: Any, out: str | os.PathLike, text_field: str = "text",
           commit_every: int = 256, progress: bool = True) -> Path:
-    """Tokenize `source` (JSONL) into a store at `out`, resuming a build that was interrupted; a no-op when the
-    store is complete. A store built from another file, version of it, field or tokenizer is an error."""
+    """Tokenize `source` (JSONL, Parquet or hub:NAME: longrecipe.base.sources) into a store at `out`, resuming a
+    build that was interrupted; a no-op when the store is complete. A store built from another source, version
+    of it, field or tokenizer is an error."""
     from longrecipe.train.data import tokenize_document  # local: data imports this module
 
-    source, out = Path(source), Path(out)
-    if not source.is_file():
-        raise FileNotFoundError(f"data.source {str(source)!r}: no such file (use 'python', a JSONL path or a store)")
+    source, out = str(source), Path(out)
     ident = _identity(source, tokenizer, text_field)
     meta: dict[str, Any] = {}
     if is_store(out):
@@ -112,19 +97,15 @@ def build(source: str | os.PathLike, tokenizer: Any, out: str | os.PathLike, tex
         sizes = {name: (out / name).stat().st_size for name in FILES}
         write_text(out / META, json.dumps({**ident, **state, "sizes": sizes, "complete": complete}, indent=1) + "\n")
 
+    jsonl = sources.kind(source) == "jsonl"
     try:
-        with open(source, "rb") as f, tqdm(total=ident["source_bytes"], initial=state["offset"], unit="B",
-                                           unit_scale=True, desc="tokenize", disable=not progress) as bar:
-            f.seek(state["offset"])
+        with tqdm(total=ident["source_bytes"] if jsonl else None, initial=state["offset"] if jsonl else state["line"],
+                  unit="B" if jsonl else " docs", unit_scale=jsonl, desc="tokenize", disable=not progress) as bar:
             pending = 0
-            for raw in f:
-                state["line"] += 1
-                state["offset"] += len(raw)
-                bar.update(len(raw))
-                row = _row(source, state["line"], raw, text_field)
-                if row is None:
-                    continue
-                doc = tokenize_document(tokenizer, *row)
+            for rec in sources.records(source, text_field, state["offset"], state["line"]):
+                bar.update(rec.offset - state["offset"] if jsonl else rec.line - state["line"])
+                state["offset"], state["line"] = rec.offset, rec.line
+                doc = tokenize_document(tokenizer, rec.text, rec.spans)
                 handles["docs.i64"].write(np.array([state["tokens"], state["sentences"]], np.int64).tobytes())
                 handles["tokens.u32"].write(doc.ids.astype(np.uint32).tobytes())
                 handles["sentences.i64"].write(doc.starts.astype(np.int64).tobytes())

@@ -13,8 +13,6 @@ import re
 import sysconfig
 from pathlib import Path
 
-from longrecipe.base.schema import iter_jsonl
-
 # A fixed list keeps the corpus identical for a given Python version (walking the stdlib would not).
 DOC_MODULES = (
     "argparse", "ast", "asyncio/base_events", "asyncio/events", "asyncio/tasks", "bisect", "calendar", "cmd",
@@ -136,17 +134,17 @@ def essay_text(essay_dir: str | None) -> str:
 
 
 def load_documents(source: str, text_field: str = "text") -> list[tuple[str, list[tuple[int, int]] | None]]:
-    """(text, loss spans or None) per document of 'python' (the built-in text) or a JSONL file. A row may name the
-    character spans that are training targets in `loss_spans` ([[start, end], ...], like a completion-only mask);
-    without it every token is. One-line errors name the file and line."""
+    """(text, loss spans or None) per document of 'python' (the built-in text), a JSONL file, Parquet files or a
+    hub dataset (longrecipe.base.sources). A row may name the character spans that are training targets in
+    `loss_spans` ([[start, end], ...], like a completion-only mask); without it every token is. One-line errors
+    name the file and line."""
     if source == "python":
         return [(text(), None)]
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"data.source {source!r}: no such file (use 'python' or a JSONL path)")
-    docs = [document_fields(row, f"{path}:{i}", text_field) for i, row in iter_jsonl(path)]
+    from longrecipe.base.sources import records  # local: sources reads rows through document_fields below
+
+    docs = [(r.text, r.spans) for r in records(source, text_field)]
     if not docs:
-        raise ValueError(f"{path}: no documents")
+        raise ValueError(f"{source}: no documents")
     return docs
 
 

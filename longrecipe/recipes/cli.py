@@ -345,8 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--gpu-mem", default=None, help="--plan: memory of one GPU, e.g. 80GiB (default: no verdict "
                     "for GPUs; the host's available memory on CPU)")
 
-    sp = add("tokenize", cmd_tokenize, "tokenize a JSONL corpus once into a memory-mapped token store (resumable)")
-    sp.add_argument("source", help="JSONL file of documents")
+    sp = add("tokenize", cmd_tokenize, "tokenize a corpus (JSONL, Parquet, hub:NAME) once into a memory-mapped token "
+                                         "store (resumable)")
+    sp.add_argument("source", help="JSONL file, Parquet file or folder, or hub:NAME[@SPLIT] (a Hugging Face dataset)")
     sp.add_argument("--model", required=True, help="model (or tokenizer) directory, or 'tiny'")
     sp.add_argument("--out", required=True, help="store folder (re-running resumes an interrupted build)")
     sp.add_argument("--text-field", default="text")
