@@ -40,6 +40,9 @@ class EvalConfig:
     device_map: str | None = None
     trust_remote_code: bool = False
     tensor_parallel_size: int = bounded(1, ge=1)
+    # N engines (vLLM) or models (hf), each on its own GPUs (tensor_parallel_size each) or CPU threads, predicting
+    # disjoint shards of every job; their predictions merge into one tree (evaluate/runner.py)
+    data_parallel_size: int = bounded(1, ge=1)
     gpu_memory_utilization: float = bounded(0.85, gt=0, le=1)
     # --backend openai: the endpoint, the served model's tokenizer (a local directory), request handling
     base_url: str | None = None
@@ -57,7 +60,7 @@ COMMON = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.name != "opti
 ADDITIVE = ("suites", "lengths")
 NEUTRAL = ("out", "batch_size", "device", "max_model_len", "allow_extrapolation", "base_url", "api_key_env",
            "concurrency", "request_timeout", "retries", "attn_implementation", "device_map", "tensor_parallel_size",
-           "gpu_memory_utilization")
+           "gpu_memory_utilization", "data_parallel_size")
 
 
 def option_owners() -> dict[str, tuple[Task, dataclasses.Field]]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from tqdm.auto import tqdm
 
 from longrecipe.base import models
 from longrecipe.base.config import ConfigError, check
-from longrecipe.base.io import write_json
+from longrecipe.base.io import write_json, write_text
 from longrecipe.base.schema import ModelInfo, Results, ScoreRow, append_jsonl, read_jsonl, run_info
 from longrecipe.base.tokenization import load_tokenizer
 from longrecipe.evaluate import general, perplexity
@@ -91,6 +93,8 @@ def validate(cfg: EvalConfig) -> tuple[Path, int]:
         if cfg.backend != "vllm" or cfg.tensor_parallel_size > gpus:
             raise ConfigError(f"--tensor-parallel-size {cfg.tensor_parallel_size} needs --backend vllm and as many "
                               f"GPUs ({gpus} visible)")
+    if cfg.data_parallel_size > 1:
+        _check_data_parallel(cfg)
     path = models.resolve(cfg.model if BACKENDS[cfg.backend].local_model else cfg.tokenizer)
     for suite in cfg.suites:
         if suite not in REGISTRY:
@@ -237,11 +241,39 @@ def _read_done(path: Path, samples: list[Sample] | None = None) -> dict[int, dic
     return done
 
 
-def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print) -> list[dict]:
+def _shard_files(job: Job, out: Path) -> list[Path]:
+    main = job.path(out)
+    return sorted(main.parent.glob(f"{main.stem}.shard-*-of-*.jsonl"))
+
+
+def merge_shards(job: Job, out: Path) -> None:
+    """Fold the data-parallel workers' files of a job into its predictions file (one row per sample, in sample
+    order), atomically, then remove them; a kill at any point leaves every finished sample in one of the files."""
+    shards = _shard_files(job, out)
+    if not shards:
+        return
+    main = job.path(out)
+    done = _read_done(main, job.samples)
+    for f in shards:
+        done.update(_read_done(f, job.samples))
+    order = [s.index for s in job.samples if s.index in done]
+    write_text(main, "".join(json.dumps(done[i], ensure_ascii=False) + "\n" for i in order))  # as append_jsonl
+    for f in shards:
+        f.unlink()
+
+
+def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print,
+            shard: tuple[int, int] = (0, 1)) -> list[dict]:
+    """Predict the job's unfinished samples (of shard i of n: index % n == i, written to the shard's own file)."""
+    i, n = shard
     path = job.path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = _read_done(path, job.samples)
-    todo = [s for s in job.samples if s.index not in done]
+    for f in _shard_files(job, out):
+        done.update(_read_done(f, job.samples))
+    if n > 1:
+        path = path.with_name(f"{path.stem}.shard-{i}-of-{n}.jsonl")
+    todo = [s for s in job.samples if s.index not in done and s.index % n == i]
     t0, new_tokens = time.time(), 0
     # a backend that hands back each request as it completes (a server) gets the whole job at once
     step = (len(todo) or 1) if hasattr(backend, "completed") else max(batch_size, getattr(backend, "chunk", 0))
@@ -263,7 +295,60 @@ def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print) -> li
         dt = time.time() - t0
         log(f"{job.suite}/{job.task}@{job.length}: {len(todo)} samples in {dt:.1f}s "
             f"({new_tokens / max(dt, 1e-9):.1f} generated tokens/s)")
+    if n > 1:  # a worker: the parent merges the shards and reads the job whole
+        return []
     return [done[s.index] for s in job.samples]
+
+
+def _check_data_parallel(cfg: EvalConfig) -> None:
+    if not BACKENDS[cfg.backend].local_model:
+        raise ConfigError(f"--data-parallel-size runs local engines; --backend {cfg.backend} sends requests to a "
+                          f"server (use --concurrency, and the server's own data parallelism)")
+    gpus = torch.cuda.device_count()
+    need = cfg.data_parallel_size * cfg.tensor_parallel_size
+    if gpus and need > gpus:
+        raise ConfigError(f"--data-parallel-size {cfg.data_parallel_size} x --tensor-parallel-size "
+                          f"{cfg.tensor_parallel_size} needs {need} GPUs ({gpus} visible)")
+
+
+def _worker(cfg: EvalConfig, model_dir: Path, jobs: list[Job], out: Path, shard: tuple[int, int]) -> None:
+    """One data-parallel worker (a spawned process): its GPUs, or its share of the CPU threads, its own engine."""
+    i, n = shard
+    if torch.cuda.device_count():  # before CUDA is initialised in this process
+        tp = cfg.tensor_parallel_size
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in range(i * tp, (i + 1) * tp))
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+    backend = BACKENDS[cfg.backend].make(cfg, model_dir)
+    for job in jobs:
+        predict(job, backend, out, cfg.batch_size, print, shard)
+
+
+def predict_parallel(cfg: EvalConfig, model_dir: Path, jobs: list[Job], out: Path) -> None:
+    """Every job's samples over `data_parallel_size` workers (disjoint shards: index % N), then merged. Spawned
+    processes, as vLLM requires; a failed worker is one line, and re-running the command resumes every shard."""
+    n = cfg.data_parallel_size
+    pending = [j for j in jobs if len(predict_done(j, out)) < len(j.samples)]
+    if pending:
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_worker, args=(cfg, model_dir, pending, out, (i, n))) for i in range(n)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        failed = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]
+        if failed:
+            raise ValueError(f"data-parallel worker {failed[0][0]} of {n} failed (exit {failed[0][1]}); its "
+                             f"finished samples are kept: re-run the same command to resume")
+    for job in jobs:
+        merge_shards(job, out)
+
+
+def predict_done(job: Job, out: Path) -> dict[int, dict]:
+    done = _read_done(job.path(out), job.samples)
+    for f in _shard_files(job, out):
+        done.update(_read_done(f, job.samples))
+    return done
 
 
 def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
@@ -279,16 +364,24 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
         chat.wrapper(tokenizer)  # a tokenizer without a template is a one-line error before anything is written
     jobs = prepare(cfg, tokenizer, log, window)
     for job in jobs:  # stale predictions are refused before anything is written
-        _read_done(job.path(out), job.samples)
-    backend = BACKENDS[cfg.backend].make(cfg, path) if jobs else None  # an unreachable server: before any write
+        predict_done(job, out)
+    parallel = cfg.data_parallel_size > 1
+    # an unreachable server: before any write (data parallel: each worker builds its own engine)
+    backend = BACKENDS[cfg.backend].make(cfg, path) if jobs and not parallel else None
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "eval_config.json", {**flat(cfg), "identity": _merged_identity(out, identity)})
     rows: list[ScoreRow] = []
-    if backend is not None:
+    if jobs:
+        for job in jobs:  # a killed data-parallel run's shard files
+            merge_shards(job, out)
+        if parallel:
+            predict_parallel(cfg, path, jobs, out)
         queue = list(jobs)
         while queue:
             job = queue.pop(0)
             task = REGISTRY[job.suite]
+            if parallel:  # follow-up jobs (LongBench v2's second turn) get workers of their own
+                predict_parallel(cfg, path, [job], out)
             preds = predict(job, backend, out, cfg.batch_size, log)
             texts = [p["prediction"] for p in preds]
             rows += task.score(texts, job.samples)

@@ -206,6 +206,8 @@ def test_model_options_reach_the_backend(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--tensor-parallel-size", "2"], "--tensor-parallel-size 2 needs --backend vllm and as many GPUs"),
     (["--backend", "vllm", "--tensor-parallel-size", "4"], "as many GPUs"),
+    (["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--tokenizer", "tiny", "--data-parallel-size",
+      "2"], "--data-parallel-size runs local engines; --backend openai sends requests to a server"),
 ])
 def test_parallel_options_checked(tmp_path, args, needle):
     res = run_cli("eval", "--model", "tiny", "--suite", "passkey", "--out", str(tmp_path / "o"), *args)

@@ -376,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(off unless given)")
     sp.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per engine")
     sp.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vllm: share of GPU memory")
+    sp.add_argument("--data-parallel-size", type=int, default=1, help="vllm/hf: engines predicting disjoint shards "
+                    "of every job, each on its own GPUs (tensor-parallel-size each) or CPU threads")
     sp.add_argument("--base-url", default=None, help="--backend openai: the endpoint, e.g. http://127.0.0.1:8000/v1")
     sp.add_argument("--tokenizer", default=None, help="--backend openai: the served model's tokenizer directory")
     sp.add_argument("--api-key-env", default=None, help="--backend openai: NAME of the environment variable that "
