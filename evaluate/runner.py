@@ -253,9 +253,7 @@ def merge_shards(job: Job, out: Path) -> None:
     if not shards:
         return
     main = job.path(out)
-    done = _read_done(main, job.samples)
-    for f in shards:
-        done.update(_read_done(f, job.samples))
+    done = predict_done(job, out)
     order = [s.index for s in job.samples if s.index in done]
     write_text(main, "".join(json.dumps(done[i], ensure_ascii=False) + "\n" for i in order))  # as append_jsonl
     for f in shards:
@@ -268,9 +266,7 @@ def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print,
     i, n = shard
     path = job.path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = _read_done(path, job.samples)
-    for f in _shard_files(job, out):
-        done.update(_read_done(f, job.samples))
+    done = predict_done(job, out)
     if n > 1:
         path = path.with_name(f"{path.stem}.shard-{i}-of-{n}.jsonl")
     todo = [s for s in job.samples if s.index not in done and s.index % n == i]
@@ -345,6 +341,7 @@ def predict_parallel(cfg: EvalConfig, model_dir: Path, jobs: list[Job], out: Pat
 
 
 def predict_done(job: Job, out: Path) -> dict[int, dict]:
+    """Finished predictions of a job: its file and any data-parallel shard files beside it."""
     done = _read_done(job.path(out), job.samples)
     for f in _shard_files(job, out):
         done.update(_read_done(f, job.samples))
