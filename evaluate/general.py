@@ -11,7 +11,9 @@ word and byte perplexity, bits per byte). Code-executing tasks run only with --a
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from transformers import AutoTokenizer
 from longrecipe.base import corpus
 from longrecipe.base.io import write_text
 from longrecipe.base.schema import RAW_METRICS, ScoreRow
+from longrecipe.evaluate.openai_backend import OpenAIBackend
 from longrecipe.tasks import passkey
 from longrecipe.tasks.general import LOCAL_TASKS, GeneralOptions
 
@@ -180,7 +183,12 @@ def unsafe_tasks(names: list[str] | tuple[str, ...], task_manager: Any) -> list[
 
 
 def check(cfg: Any, options: GeneralOptions) -> None:
-    """Refuse, before anything runs, general tasks that execute generated code unless the user allowed it."""
+    """Refuse, before anything runs, general tasks that execute generated code unless the user allowed it, and a
+    served model without lm-eval's API dependencies."""
+    missing = [m for m in ("aiohttp", "tenacity") if importlib.util.find_spec(m) is None]
+    if cfg.backend == "openai" and missing:
+        raise ValueError(f"the general suite on --backend openai needs {missing[0]} (lm-eval's API models): "
+                         f"pip install 'longrecipe[eval]'")
     if options.allow_code_execution:
         return
     try:  # local: lm-eval is an optional dependency (the eval extra)
@@ -203,8 +211,15 @@ def _has_vllm_distribution() -> bool:
 
 
 def _model(cfg: Any, model_dir: Path, window: int, log=print) -> tuple[str, dict[str, Any]]:
-    """lm-eval's model for the run's backend: its `vllm` model for --backend vllm (tensor parallel and memory as
-    asked), else its `hf` model on the run's device (default: CUDA when present, else CPU) and dtype."""
+    """lm-eval's model for the run's backend: its `local-completions` model on the endpoint for --backend openai
+    (the served model's tokenizer, token-id requests), its `vllm` model for --backend vllm (tensor parallel and
+    memory as asked), else its `hf` model on the run's device (default: CUDA when present, else CPU) and dtype."""
+    if cfg.backend == "openai":
+        return "local-completions", {
+            "base_url": cfg.base_url.rstrip("/") + "/completions", "model": cfg.model, "tokenizer": str(model_dir),
+            "tokenizer_backend": "huggingface", "tokenized_requests": True, "max_length": int(window) + 2,
+            "num_concurrent": cfg.concurrency, "max_retries": max(1, cfg.retries), "timeout": int(cfg.request_timeout),
+            "seed": cfg.seed, "trust_remote_code": False}
     cuda = torch.cuda.is_available()
     if cfg.backend == "vllm" and _has_vllm_distribution():
         dtype = ("auto" if cuda else "float32") if cfg.dtype == "auto" else cfg.dtype
@@ -217,6 +232,27 @@ def _model(cfg: Any, model_dir: Path, window: int, log=print) -> tuple[str, dict
             "whose version lm-eval cannot read); lm-eval's hf model scores the general tasks")
     return "hf", {"pretrained": str(model_dir), "max_length": int(window), "dtype": cfg.dtype,
                   "trust_remote_code": cfg.trust_remote_code, "device": cfg.device or ("cuda" if cuda else "cpu")}
+
+
+def _served_args(cfg: Any, model_dir: Path, tok: Any, max_length: int) -> dict[str, Any]:
+    """What makes lm-eval's local-completions model score what its hf model scores on the same weights: the BOS
+    the tokenizer adds by default (hf keeps it, the API model drops it unless asked), and 2 tokens more than the
+    window (the API model keeps 1 for the token it asks the server to generate and 1 more for rolling windows),
+    capped at the served max_model_len. The endpoint is checked first: unreachable or another model, one line."""
+    served = OpenAIBackend.from_config(cfg, model_dir).max_length
+    probe = tok("a")["input_ids"]
+    bos = tok.bos_token_id is not None and bool(probe) and probe[0] == tok.bos_token_id
+    return {"add_bos_token": bos, "max_length": min(max_length, served) if served else max_length}
+
+
+def _auth_header(cfg: Any) -> dict[str, Any]:
+    """lm-eval's API models read a key from OPENAI_API_KEY only; ours comes from the variable --api-key-env names."""
+    if cfg.backend != "openai" or not cfg.api_key_env:
+        return {}
+    key = os.environ.get(cfg.api_key_env)
+    if not key:
+        raise ValueError(f"--api-key-env {cfg.api_key_env}: that environment variable is not set")
+    return {"header": {"Authorization": f"Bearer {key}"}}
 
 
 def evaluate(cfg: Any, options: GeneralOptions, model_dir: Path, out: Path, log=print) -> list[ScoreRow]:
@@ -234,10 +270,15 @@ def evaluate(cfg: Any, options: GeneralOptions, model_dir: Path, out: Path, log=
     window = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings", 2048)
     if options.max_length:  # general ability at a fixed (e.g. the native) length
         window = min(int(window), int(options.max_length))
-    model, model_args = _model(cfg, model_dir, window, log)
+    name, model_args = _model(cfg, model_dir, window, log)
+    if name == "local-completions":
+        model_args.update(_served_args(cfg, model_dir, tok, model_args["max_length"]))
+    # built here, not by simple_evaluate, which logs its arguments: the API key travels as a header in memory only
+    lm = lm_eval.api.registry.get_model(name).create_from_arg_obj(
+        {**model_args, **_auth_header(cfg)}, {"batch_size": cfg.batch_size, "max_batch_size": None, "device": None})
     tracker = EvaluationTracker()  # no output path: it only records the run's settings (the chat template used)
     results = lm_eval.simple_evaluate(
-        model=model, model_args=model_args, apply_chat_template=cfg.chat_template, evaluation_tracker=tracker,
+        model=lm, apply_chat_template=cfg.chat_template, evaluation_tracker=tracker,
         tasks=list(options.tasks), task_manager=TaskManager(include_path=str(folder)),
         batch_size=cfg.batch_size, confirm_run_unsafe_code=options.allow_code_execution, log_samples=False,
         random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,

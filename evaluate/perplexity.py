@@ -71,7 +71,11 @@ def run_perplexity(model_dir: str | Path, lengths: Sequence[int], device: str | 
 
 
 def check(cfg: Any, options: PplOptions) -> None:
-    return None
+    """The ppl suite scores a model's weights on this machine; a served model's log-likelihoods come through the
+    general suite (lm-eval's local-completions: `longrecipe_heldout` gives word/byte perplexity and bits per byte)."""
+    if cfg.backend == "openai":
+        raise ValueError("--suite ppl scores local weights and cannot run with --backend openai; use --suite general "
+                         "--general-tasks longrecipe_heldout for a served model's perplexity")
 
 
 def evaluate(cfg: Any, options: PplOptions, model_dir: Path, out: Path, log=print) -> list[ScoreRow]:

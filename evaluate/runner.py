@@ -82,10 +82,6 @@ def validate(cfg: EvalConfig) -> tuple[Path, int]:
             raise ConfigError(f"--backend {cfg.backend} needs --base-url (e.g. http://127.0.0.1:8000/v1) and "
                               f"--tokenizer DIR (the served model's tokenizer, to build and fit prompts); --model is "
                               f"the served name")
-        local = [t.name for t in _selected(cfg) if t.evaluator]
-        if local:
-            raise ConfigError(f"suite {local[0]} scores log-likelihoods of a local model: not with --backend "
-                              f"{cfg.backend}")
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"unknown dtype {cfg.dtype!r}; choose from {', '.join(DTYPES)}")
     if cfg.tensor_parallel_size > 1:

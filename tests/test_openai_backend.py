@@ -147,3 +147,33 @@ def test_bad_endpoints_are_one_line(server, tmp_path):
         err = [x for x in res.stderr.splitlines() if x.strip()]
         assert res.returncode == 2 and len(err) == 1 and needle in err[0], (args, res.stderr[-2000:])
         assert not out.exists()
+
+
+def general_scores(out: Path) -> dict[tuple[str, str], float]:
+    rows = json.loads((out / "results.json").read_text())["scores"]
+    return {(r["task"], r["metric"]): r["value"] for r in rows if r["suite"] == "general"}
+
+
+def test_general_suite_through_the_server(server, tmp_path):
+    # lm-eval's local-completions on the endpoint (token ids, echoed prompt log-probs) against lm-eval's hf model
+    # on the same weights: multiple choice, generation and rolling log-likelihood agree
+    common = ["--suite", "general", "--general-limit", "20"]
+    res = run_cli("eval", "--model", SERVED, "--backend", "openai", "--base-url", server.url, "--tokenizer", "tiny",
+                  "--out", str(tmp_path / "openai"), *common, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    hf = run_cli("eval", "--model", "tiny", "--out", str(tmp_path / "hf"), *common, timeout=900)
+    assert hf.returncode == 0, hf.stderr[-3000:]
+    a, b = general_scores(tmp_path / "openai"), general_scores(tmp_path / "hf")
+    print("general via the server vs hf:", {k: (a[k], b.get(k)) for k in a})
+    assert a.keys() == b.keys() and len(a) >= 6
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-3), key
+    assert (tmp_path / "openai" / "general_lm_eval_results.json").exists()
+
+
+def test_served_model_refuses_the_local_ppl_suite(server, tmp_path):
+    res = run_cli("eval", "--model", SERVED, "--backend", "openai", "--base-url", server.url, "--tokenizer", "tiny",
+                  "--suite", "ppl", "--out", str(tmp_path / "o"))
+    err = [x for x in res.stderr.splitlines() if x.strip()]
+    assert res.returncode == 2 and len(err) == 1 and "--suite general" in err[0], res.stderr[-2000:]
+    assert not (tmp_path / "o").exists()
