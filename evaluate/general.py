@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +216,7 @@ def _model(cfg: Any, model_dir: Path, window: int, log=print) -> tuple[str, dict
     if cfg.backend == "openai":
         return "local-completions", {
             "base_url": cfg.base_url.rstrip("/") + "/completions", "model": cfg.model, "tokenizer": str(model_dir),
-            "tokenizer_backend": "huggingface", "tokenized_requests": True, "max_length": int(window) + 2,
+            "tokenizer_backend": "huggingface", "tokenized_requests": True, "max_length": int(window),
             "num_concurrent": cfg.concurrency, "max_retries": max(1, cfg.retries), "timeout": int(cfg.request_timeout),
             "seed": cfg.seed, "trust_remote_code": False}
     cuda = torch.cuda.is_available()
@@ -238,21 +237,14 @@ def _served_args(cfg: Any, model_dir: Path, tok: Any, max_length: int) -> dict[s
     """What makes lm-eval's local-completions model score what its hf model scores on the same weights: the BOS
     the tokenizer adds by default (hf keeps it, the API model drops it unless asked), and 2 tokens more than the
     window (the API model keeps 1 for the token it asks the server to generate and 1 more for rolling windows),
-    capped at the served max_model_len. The endpoint is checked first: unreachable or another model, one line."""
-    served = OpenAIBackend.from_config(cfg, model_dir).max_length
+    capped at the served max_model_len. Our backend checks the endpoint first (unreachable, another model, an unset
+    --api-key-env: one line) and reads the key, which travels as a header in memory only."""
+    backend = OpenAIBackend.from_config(cfg, model_dir)
     probe = tok("a")["input_ids"]
     bos = tok.bos_token_id is not None and bool(probe) and probe[0] == tok.bos_token_id
-    return {"add_bos_token": bos, "max_length": min(max_length, served) if served else max_length}
-
-
-def _auth_header(cfg: Any) -> dict[str, Any]:
-    """lm-eval's API models read a key from OPENAI_API_KEY only; ours comes from the variable --api-key-env names."""
-    if cfg.backend != "openai" or not cfg.api_key_env:
-        return {}
-    key = os.environ.get(cfg.api_key_env)
-    if not key:
-        raise ValueError(f"--api-key-env {cfg.api_key_env}: that environment variable is not set")
-    return {"header": {"Authorization": f"Bearer {key}"}}
+    wide = max_length + 2
+    args = {"add_bos_token": bos, "max_length": min(wide, backend.max_length) if backend.max_length else wide}
+    return {**args, "header": {"Authorization": f"Bearer {backend._key}"}} if backend._key else args
 
 
 def evaluate(cfg: Any, options: GeneralOptions, model_dir: Path, out: Path, log=print) -> list[ScoreRow]:
@@ -275,7 +267,7 @@ def evaluate(cfg: Any, options: GeneralOptions, model_dir: Path, out: Path, log=
         model_args.update(_served_args(cfg, model_dir, tok, model_args["max_length"]))
     # built here, not by simple_evaluate, which logs its arguments: the API key travels as a header in memory only
     lm = lm_eval.api.registry.get_model(name).create_from_arg_obj(
-        {**model_args, **_auth_header(cfg)}, {"batch_size": cfg.batch_size, "max_batch_size": None, "device": None})
+        model_args, {"batch_size": cfg.batch_size, "max_batch_size": None, "device": None})
     tracker = EvaluationTracker()  # no output path: it only records the run's settings (the chat template used)
     results = lm_eval.simple_evaluate(
         model=lm, apply_chat_template=cfg.chat_template, evaluation_tracker=tracker,
