@@ -1,71 +1,102 @@
 """Cross-check against the reference harness: lm-eval 0.4.13's own `ruler` tasks and its `hf` model on
-SmolLM2-135M-Instruct, beside `longrecipe eval` on the same tasks, lengths and sample counts (chat template on for
-both). Writes docs/smollm2/lm_eval_crosscheck.md.
+SmolLM2-135M-Instruct, beside the committed longrecipe report (`docs/smollm2/scores.csv`, its hf backend), on
+RULER's 11 non-QA tasks at the same lengths and sample counts, chat template on for both. Writes
+docs/smollm2/lm_eval_crosscheck.md.
 
-    python benchmarks/lm_eval_ruler_crosscheck.py --lengths 1024,2048 --samples 5
+    python benchmarks/smollm2_report.py --lengths 1024,2048,4096 --samples 5 --vllm-lengths 1024 \
+        --essay-dir ../shared/data/paul_graham_essays          # ours (resumes; already committed)
+    python benchmarks/lm_eval_ruler_crosscheck.py --lengths 1024,2048,4096 --samples 5 \
+        --essay-dir ../shared/data/paul_graham_essays
 
-Only the RULER tasks of lm-eval that run offline are compared (niah_single_1: noise haystack; niah_multikey_2:
-needle haystack); its essay and QA tasks download data at import time. lm-eval draws its own samples (its own
-random streams), so the two sides score different samples of the same task definition: the comparison is of
-per-task scores, not per sample. lm-eval builds 500 samples per length and `limit` keeps the first N; each length
-runs separately so that every length gets N.
+lm-eval runs offline with only its two downloads replaced (`_lm_eval_offline.py`: its essay haystack pointed at the
+same local essays, its punkt splitter at ours). It draws its own samples (its own random streams), so the two sides
+score different samples of the same task definitions: the comparison is of per-task scores, not per sample. lm-eval
+builds 500 samples per length and `limit` keeps the first N; each length runs separately so that every length gets
+N, on one loaded model.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
-import subprocess
+import math
+import os
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bootstrap import ensure_importable  # noqa: E402
+
+ensure_importable()
+import _lm_eval_offline  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "smollm2"
-TASKS = ("niah_single_1", "niah_multikey_2")
+TASKS = _lm_eval_offline.RULER_TASKS
 
 
-def ours(length: int, samples: int) -> tuple[dict[str, float], float]:
-    out = DOCS / "runs" / "crosscheck-longrecipe"
-    t0 = time.time()
-    subprocess.run([str(Path(sys.executable).parent / "longrecipe"), "eval", "--model", "smollm2-135m", "--suite",
-                    "ruler", "--ruler-tasks", ",".join(TASKS), "--lengths", str(length), "--samples", str(samples),
-                    "--chat-template", "--out", str(out)], check=True, cwd=ROOT)
-    rows = json.loads((out / "results.json").read_text())["scores"]
-    return {r["task"]: r["value"] for r in rows if r["context_length"] == length and r["task"] in TASKS}, \
-        time.time() - t0
+def ours(lengths: list[int], samples: int) -> dict[tuple[str, int], float]:
+    """The committed report's hf scores; a missing cell means the report must be extended first."""
+    got = {}
+    with open(DOCS / "scores.csv") as f:
+        for r in csv.DictReader(f):
+            if r["run"] == "smollm2-hf" and r["suite"] == "ruler" and r["task"] in TASKS:
+                n = int(float(r["context_length"]))
+                if n in lengths:
+                    if int(r["n"]) != samples:
+                        raise SystemExit(f"the report has {r['n']} samples for {r['task']}@{n}, not {samples}")
+                    got[r["task"], n] = float(r["value"])
+    return got
 
 
-def reference(model_dir: Path, length: int, samples: int) -> tuple[dict[str, float], float]:
+def reference(lengths: list[int], samples: int, essay_dir: str) -> tuple[dict, dict]:
+    _lm_eval_offline.patch(essay_dir)
     import lm_eval
+    from lm_eval.models.huggingface import HFLM
 
-    t0 = time.time()
-    res = lm_eval.simple_evaluate(
-        model="hf", model_args={"pretrained": str(model_dir), "max_length": length, "dtype": "float32",
-                                "device": "cpu", "trust_remote_code": False},
-        tasks=list(TASKS), metadata={"max_seq_lengths": [length], "tokenizer": str(model_dir)}, limit=samples,
-        apply_chat_template=True, batch_size=8, log_samples=False)
-    scores = {t: 100 * float(res["results"][t][f"{length},none"]) for t in TASKS}
-    return scores, time.time() - t0
+    from longrecipe.base import models
+
+    model = str(models.resolve("smollm2-135m"))
+    lm = HFLM(pretrained=model, max_length=max(lengths) + 256, dtype="float32", device="cpu", batch_size=8)
+    scores, seconds = {}, {}
+    for n in lengths:
+        t0 = time.time()
+        res = lm_eval.simple_evaluate(model=lm, tasks=list(TASKS.values()),
+                                      metadata={"max_seq_lengths": [n], "tokenizer": model}, limit=samples,
+                                      apply_chat_template=True, log_samples=False)
+        seconds[n] = time.time() - t0
+        for ours_name, t in TASKS.items():
+            scores[ours_name, n] = _lm_eval_offline.scores_by_length(res["results"], t).get(n, math.nan)
+        print(json.dumps({"length": n, "seconds": seconds[n],
+                          "scores": {t: scores[t, n] for t in TASKS}}), flush=True)
+    return scores, seconds
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lengths", default="1024,2048")
+    p.add_argument("--lengths", default="1024,2048,4096")
     p.add_argument("--samples", type=int, default=5)
+    p.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"))
     args = p.parse_args()
-    from longrecipe.base import models
-
-    model_dir = models.resolve("smollm2-135m")
-    lines = ["| task | length | samples | longrecipe | lm-eval 0.4.13 | longrecipe s | lm-eval s |",
-             "|---|---|---|---|---|---|---|"]
-    for length in (int(x) for x in args.lengths.split(",")):
-        a, ta = ours(length, args.samples)
-        b, tb = reference(model_dir, length, args.samples)
-        for t in TASKS:
-            lines.append(f"| {t} | {length} | {args.samples} | {a[t]:.1f} | {b[t]:.1f} | {ta:.0f} | {tb:.0f} |")
-            print(lines[-1], flush=True)
+    if not args.essay_dir:
+        raise SystemExit("--essay-dir (or LONGRECIPE_ESSAYS_DIR) is needed: lm-eval's essay haystack is a download")
+    lengths = [int(x) for x in args.lengths.split(",")]
+    a = ours(lengths, args.samples)
+    b, secs = reference(lengths, args.samples, args.essay_dir)
+    head = " | ".join(f"{n} longrecipe / lm-eval" for n in lengths)
+    lines = [f"{args.samples} samples per (task, length), chat template on, greedy, hf; longrecipe = the committed "
+             f"report (docs/smollm2/scores.csv); lm-eval 0.4.13 wall s per length: "
+             + ", ".join(f"{n}: {secs[n]:.0f}" for n in lengths), "", f"| task | {head} |",
+             "|---|" + "---|" * len(lengths)]
+    for t in TASKS:
+        lines.append(f"| {t} | " + " | ".join(f"{a.get((t, n), math.nan):.1f} / {b[t, n]:.1f}" for n in lengths)
+                     + " |")
+    mean = [(sum(a[t, n] for t in TASKS) / len(TASKS), sum(b[t, n] for t in TASKS) / len(TASKS)) for n in lengths]
+    lines.append("| **mean (11 tasks)** | " + " | ".join(f"**{x:.1f} / {y:.1f}**" for x, y in mean) + " |")
     (DOCS / "lm_eval_crosscheck.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

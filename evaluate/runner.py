@@ -256,6 +256,16 @@ def merge_shards(job: Job, out: Path) -> None:
         f.unlink()
 
 
+def _row(s: Sample, pred: str) -> dict:
+    return {"index": s.index, "prediction": pred, "outputs": s.references, "length": s.length, "depth": s.depth,
+            "answer_position": s.answer_position, "prompt_sha1": _prompt_sha(s), **s.extra}
+
+
+def _log_job(job: Job, n: int, dt: float, new_tokens: int, log) -> None:
+    log(f"{job.suite}/{job.task}@{job.length}: {n} samples in {dt:.1f}s "
+        f"({new_tokens / max(dt, 1e-9):.1f} generated tokens/s)")
+
+
 def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print,
             shard: tuple[int, int] = (0, 1)) -> list[dict]:
     """Predict the job's unfinished samples (of shard i of n: index % n == i, written to the shard's own file)."""
@@ -275,21 +285,47 @@ def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print,
         reqs = [Request(s.prompt, s.max_new_tokens) for s in batch]
         finished = backend.completed(reqs) if hasattr(backend, "completed") else enumerate(backend.generate(reqs))
         for i, pred in finished:
-            s = batch[i]
-            row = {"index": s.index, "prediction": pred, "outputs": s.references, "length": s.length,
-                   "depth": s.depth, "answer_position": s.answer_position, "prompt_sha1": _prompt_sha(s), **s.extra}
-            append_jsonl(path, row)
-            done[s.index] = row
+            append_jsonl(path, row := _row(batch[i], pred))
+            done[batch[i].index] = row
             new_tokens += len(backend.tokenizer(pred, add_special_tokens=False)["input_ids"])
             bar.update(1)
     bar.close()
     if todo:
-        dt = time.time() - t0
-        log(f"{job.suite}/{job.task}@{job.length}: {len(todo)} samples in {dt:.1f}s "
-            f"({new_tokens / max(dt, 1e-9):.1f} generated tokens/s)")
+        _log_job(job, len(todo), time.time() - t0, new_tokens, log)
     if n > 1:  # a worker: the parent merges the shards and reads the job whole
         return []
     return [done[s.index] for s in job.samples]
+
+
+def predict_pooled(jobs: list[Job], backend: Any, out: Path, batch_size: int, log=print) -> None:
+    """The unfinished samples of every job as one stream of full batches; each row still goes to its own job's file
+    as its batch completes (in sample order within a job), so a kill loses only the batch in flight.
+
+    Why: batching within each job leaves its last batch part-empty (50 samples = 6 x 8 + 2), and with the few samples
+    per cell that long-context runs use (5 per task and length) most of every batch. Samples are ordered by tokens
+    to generate, then context length (a stable sort: jobs stay contiguous), so a batch holds similar prompts."""
+    todo = [(job, s) for job in jobs for s in job.samples if s.index not in predict_done(job, out)]
+    todo.sort(key=lambda js: (js[1].max_new_tokens, js[0].length or 0))
+    step = max(batch_size, getattr(backend, "chunk", 0))
+    spent: dict[int, list] = {}  # id(job) -> [job, samples, seconds, generated tokens]
+    bar = tqdm(total=len(todo), desc=f"predict ({len(jobs)} jobs)", disable=not todo, leave=False)
+    for start in range(0, len(todo), step):
+        batch = todo[start : start + step]
+        t0 = time.time()
+        preds = backend.generate([Request(s.prompt, s.max_new_tokens) for _, s in batch])
+        share = (time.time() - t0) / len(batch)
+        for (job, s), pred in zip(batch, preds, strict=True):
+            path = job.path(out)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            append_jsonl(path, _row(s, pred))
+            acc = spent.setdefault(id(job), [job, 0, 0.0, 0])
+            acc[1] += 1
+            acc[2] += share
+            acc[3] += len(backend.tokenizer(pred, add_special_tokens=False)["input_ids"])
+        bar.update(len(batch))
+    bar.close()
+    for job, n, dt, new_tokens in spent.values():  # each job's share of the batches' time
+        _log_job(job, n, dt, new_tokens, log)
 
 
 def _check_data_parallel(cfg: EvalConfig) -> None:
@@ -303,6 +339,26 @@ def _check_data_parallel(cfg: EvalConfig) -> None:
                           f"{cfg.tensor_parallel_size} needs {need} GPUs ({gpus} visible)")
 
 
+def cpu_share(i: int, n: int) -> list[int]:
+    """Worker i's disjoint slice of the CPUs this process may run on (at least one each).
+
+    Why: vLLM's CPU engine binds its OpenMP threads to every core of the NUMA node by default, so N engines on one
+    machine spin on the same cores and each runs many times slower than alone (seen: 2 engines on 2 cores > 15 min
+    for a job one engine does in ~1 min); a slice per engine keeps them apart."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if len(cpus) < n:
+        return [cpus[i % len(cpus)]]
+    per = len(cpus) // n
+    return cpus[i * per : (i + 1) * per]
+
+
+def _omp_bind(cores: list[int], tp: int) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for one engine: its cores split over its tensor-parallel ranks ('0,1|2,3')."""
+    tp = max(1, min(tp, len(cores)))
+    per = len(cores) // tp
+    return "|".join(",".join(str(c) for c in cores[r * per : (r + 1) * per]) for r in range(tp))
+
+
 def _worker(cfg: EvalConfig, model_dir: Path, jobs: list[Job], out: Path, shard: tuple[int, int]) -> None:
     """One data-parallel worker (a spawned process): its GPUs, or its share of the CPU threads, its own engine."""
     i, n = shard
@@ -310,10 +366,17 @@ def _worker(cfg: EvalConfig, model_dir: Path, jobs: list[Job], out: Path, shard:
         tp = cfg.tensor_parallel_size
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in range(i * tp, (i + 1) * tp))
     else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+        cores = cpu_share(i, n)
+        torch.set_num_threads(len(cores))
+        if cfg.backend == "vllm" and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = _omp_bind(cores, cfg.tensor_parallel_size)
     backend = BACKENDS[cfg.backend].make(cfg, model_dir)
-    for job in jobs:
-        predict(job, backend, out, cfg.batch_size, print, shard)
+    try:
+        for job in jobs:
+            predict(job, backend, out, cfg.batch_size, print, shard)
+    finally:
+        if hasattr(backend, "close"):
+            backend.close()
 
 
 def predict_parallel(cfg: EvalConfig, model_dir: Path, jobs: list[Job], out: Path) -> None:
@@ -369,6 +432,8 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
             merge_shards(job, out)
         if parallel:
             predict_parallel(cfg, path, jobs, out)
+        elif not hasattr(backend, "completed"):  # a local engine: full batches across jobs
+            predict_pooled(jobs, backend, out, cfg.batch_size, log)
         queue = list(jobs)
         while queue:
             job = queue.pop(0)

