@@ -6,7 +6,8 @@
 The embedded tiny model, RULER jobs of >= 200 requests each (one job = one task at one length), greedy, RULER's
 tokens to generate, each backend one `longrecipe eval` command in a fresh process and a fresh run folder.
 "start-up included" is the command's wall time (imports, model or engine load, sample generation, prediction,
-scoring); "start-up excluded" is the sum of the jobs' prediction times that the runner logs ("N samples in X s").
+scoring); "start-up excluded" is the sum of the jobs' prediction times that the runner logs ("N samples in
+X s"; the runner batches across jobs, so a job's time is its rows' share of the batches it was in).
 The last line prints vllm / hf for both; the issue's figure of merit is the ratio, measured on one machine in one
 go. Greedy answers of the two backends are compared sample by sample.
 """
