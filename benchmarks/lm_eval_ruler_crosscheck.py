@@ -85,8 +85,12 @@ def main() -> None:
     lengths = [int(x) for x in args.lengths.split(",")]
     a = ours(lengths, args.samples)
     b, secs = reference(lengths, args.samples, args.essay_dir)
+    write_table(a, b, secs, lengths, args.samples)
+
+
+def write_table(a: dict, b: dict, secs: dict, lengths: list[int], samples: int) -> None:
     head = " | ".join(f"{n} longrecipe / lm-eval" for n in lengths)
-    lines = [f"{args.samples} samples per (task, length), chat template on, greedy, hf; longrecipe = the committed "
+    lines = [f"{samples} samples per (task, length), chat template on, greedy, hf; longrecipe = the committed "
              f"report (docs/smollm2/scores.csv); lm-eval 0.4.13 wall s per length: "
              + ", ".join(f"{n}: {secs[n]:.0f}" for n in lengths), "", f"| task | {head} |",
              "|---|" + "---|" * len(lengths)]
@@ -97,7 +101,6 @@ def main() -> None:
     lines.append("| **mean (11 tasks)** | " + " | ".join(f"**{x:.1f} / {y:.1f}**" for x, y in mean) + " |")
     (DOCS / "lm_eval_crosscheck.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
 
 if __name__ == "__main__":
     main()
