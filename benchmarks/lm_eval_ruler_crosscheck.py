@@ -74,14 +74,41 @@ def reference(lengths: list[int], samples: int, essay_dir: str) -> tuple[dict, d
     return scores, seconds
 
 
+def compare_prompt(task: str, length: int, essay_dir: str) -> None:
+    """Token count and layout of one sample of `task` from each side, with this model's tokenizer."""
+    import contextlib
+    import importlib
+    import io
+
+    _lm_eval_offline.patch(essay_dir)
+    from transformers import AutoTokenizer
+
+    from longrecipe.base import models
+    from longrecipe.tasks import ruler
+
+    tok = AutoTokenizer.from_pretrained(models.resolve("smollm2-135m"))
+    mine = ruler.generate(task, tok, length, 1, seed=42, essay_dir=essay_dir)[0]["input"]
+    utils = importlib.import_module(f"lm_eval.tasks.ruler.{task}_utils")
+    with contextlib.redirect_stdout(io.StringIO()):
+        theirs = utils.get_dataset(tok, seq=length)[0]["input"]
+    for side, text in (("longrecipe", mine), ("lm-eval", theirs)):
+        print(f"{side}: {len(tok(text).input_ids)} tokens for {task}@{length}; opening: {text[:400]!r}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", default="1024,2048,4096")
     p.add_argument("--samples", type=int, default=5)
     p.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"))
+    p.add_argument("--compare-prompt", metavar="TASK@LENGTH", help="only print one sample's prompt from each side "
+                   "(tasks with a get_dataset(tokenizer, seq=...) in lm-eval: vt, cwe)")
     args = p.parse_args()
     if not args.essay_dir:
         raise SystemExit("--essay-dir (or LONGRECIPE_ESSAYS_DIR) is needed: lm-eval's essay haystack is a download")
+    if args.compare_prompt:
+        task, length = args.compare_prompt.split("@")
+        compare_prompt(task, int(length), args.essay_dir)
+        return
     lengths = [int(x) for x in args.lengths.split(",")]
     a = ours(lengths, args.samples)
     b, secs = reference(lengths, args.samples, args.essay_dir)

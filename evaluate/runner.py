@@ -352,13 +352,6 @@ def cpu_share(i: int, n: int) -> list[int]:
     return cpus[i * per : (i + 1) * per]
 
 
-def _omp_bind(cores: list[int], tp: int) -> str:
-    """VLLM_CPU_OMP_THREADS_BIND for one engine: its cores split over its tensor-parallel ranks ('0,1|2,3')."""
-    tp = max(1, min(tp, len(cores)))
-    per = len(cores) // tp
-    return "|".join(",".join(str(c) for c in cores[r * per : (r + 1) * per]) for r in range(tp))
-
-
 def _worker(cfg: EvalConfig, model_dir: Path, jobs: list[Job], out: Path, shard: tuple[int, int]) -> None:
     """One data-parallel worker (a spawned process): its GPUs, or its share of the CPU threads, its own engine."""
     i, n = shard
@@ -369,7 +362,8 @@ def _worker(cfg: EvalConfig, model_dir: Path, jobs: list[Job], out: Path, shard:
         cores = cpu_share(i, n)
         torch.set_num_threads(len(cores))
         if cfg.backend == "vllm" and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = _omp_bind(cores, cfg.tensor_parallel_size)
+            # one list: on CPU the backend runs one engine rank (tensor_parallel_size is a GPU option there)
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in cores)
     backend = BACKENDS[cfg.backend].make(cfg, model_dir)
     try:
         for job in jobs:
