@@ -23,6 +23,7 @@ import os
 import pickle
 import shutil
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -61,39 +62,146 @@ def save_checkpoint(out: Path, step: int, model, opt, sched, dist, net=None) -> 
         _save_sharded(out, step, net, opt, sched, dist)
         return
     if dist.main:
-        ckpts = out / "checkpoints"
-        with atomic_dir(ckpts / f"step-{step:08d}") as tmp:
-            state = {"scheduler": sched.state_dict(), "rng": _rng_state(), "step": step,
-                     "optimizer": opt.state_dict()}
-            st.save_model(model, str(tmp / "model.safetensors"))  # handles tied (shared) tensors
-            torch.save(state, tmp / "state.pt")
-            _write_manifest(tmp, step)
-        _prune(ckpts)
+        _write_plain(out / "checkpoints", step, *_plain_snapshot(model, opt, sched, step, copy=False))
     dist.barrier()
 
 
-def _save_sharded(out: Path, step: int, net, opt, sched, dist) -> None:
-    from torch.distributed.checkpoint import FileSystemWriter, save  # local: FSDP2 runs only
-    from torch.distributed.checkpoint import state_dict as sd
+def _cpu_copy(obj: Any) -> Any:
+    """A copy of a state (nested dicts/lists of tensors and plain values) whose tensors live in fresh CPU memory,
+    so that training can go on changing the originals while the copy is written."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
 
-    ckpts = out / "checkpoints"
+
+def _plain_snapshot(model, opt, sched, step: int, copy: bool) -> tuple[dict, dict]:
+    """(weights, state) of a single-process/DDP checkpoint. A tensor shared by several names (the tied head) is
+    kept once, under its first name, as safetensors' save_model does; `copy`: CPU copies (an asynchronous save)."""
+    weights, seen = {}, set()
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key not in seen:
+            seen.add(key)
+            weights[name] = t.detach().contiguous()
+    state = {"scheduler": sched.state_dict(), "rng": _rng_state(), "step": step, "optimizer": opt.state_dict()}
+    return (_cpu_copy(weights), _cpu_copy(state)) if copy else (weights, state)
+
+
+def _write_plain(ckpts: Path, step: int, weights: dict, state: dict) -> None:
+    with atomic_dir(ckpts / f"step-{step:08d}") as tmp:
+        st.save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        torch.save(state, tmp / "state.pt")
+        _write_manifest(tmp, step)
+    _prune(ckpts)
+
+
+def _sharded_state(net, opt) -> tuple[dict, list]:
+    from torch.distributed.checkpoint import state_dict as sd  # local: FSDP2 runs only
+
+    osd = sd.get_optimizer_state_dict(net, opt)
+    return {"model": sd.get_model_state_dict(net), "optim": {"state": osd["state"]}}, osd["param_groups"]
+
+
+def _fresh_partial(ckpts: Path, step: int, dist) -> tuple[Path, Path]:
     final, tmp = ckpts / f"step-{step:08d}", ckpts / f".partial-step-{step:08d}"
     if dist.main:
         shutil.rmtree(tmp, ignore_errors=True)  # what a killed save left
         tmp.mkdir(parents=True)
     dist.barrier()
-    osd = sd.get_optimizer_state_dict(net, opt)
-    save({"model": sd.get_model_state_dict(net), "optim": {"state": osd["state"]}},
-         storage_writer=FileSystemWriter(str(tmp)))  # every process its shard; the coordinator .metadata last
+    return final, tmp
+
+
+def _finish_sharded(ckpts: Path, final: Path, tmp: Path, state: dict) -> None:
+    """Main process, once every shard and DCP's .metadata are on disk: our state, the manifest, then the rename
+    that makes the folder a checkpoint."""
+    torch.save(state, tmp / "state.pt")
+    _write_manifest(tmp, state["step"])
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _prune(ckpts)
+
+
+def _save_sharded(out: Path, step: int, net, opt, sched, dist) -> None:
+    from torch.distributed.checkpoint import FileSystemWriter, save  # local: FSDP2 runs only
+
+    ckpts = out / "checkpoints"
+    final, tmp = _fresh_partial(ckpts, step, dist)
+    state, groups = _sharded_state(net, opt)
+    save(state, storage_writer=FileSystemWriter(str(tmp)))  # every process its shard; the coordinator .metadata last
     if dist.main:
-        torch.save({"scheduler": sched.state_dict(), "rng": _rng_state(), "step": step, "world": dist.world,
-                    "param_groups": osd["param_groups"]}, tmp / "state.pt")
-        _write_manifest(tmp, step)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _prune(ckpts)
+        _finish_sharded(ckpts, final, tmp, {"scheduler": sched.state_dict(), "rng": _rng_state(), "step": step,
+                                            "world": dist.world, "param_groups": groups})
     dist.barrier()
+
+
+class Checkpointer:
+    """Saves the run's checkpoints, in the foreground or (`train.async_save`) in the background.
+
+    Why background saves: a save of an 8B run writes ~128 GB of weights and AdamW state; written in the
+    foreground, every GPU waits for the disk. In the background the step pays only for a copy of the state into
+    host memory (the snapshot is taken before `save` returns, so later steps cannot leak into it), and the files
+    are written while training goes on. The folder becomes a checkpoint exactly as in a foreground save (manifest
+    last, then one rename), so a kill -9 at any moment leaves either the previous checkpoints or the new one.
+    One save is in flight at a time: a save, and the end of the run, first wait for the one before; an error of a
+    background save is raised there. Costs: one extra copy of the state in host memory while it is written."""
+
+    def __init__(self, out: Path, dist, asynchronous: bool = False) -> None:
+        self.ckpts, self.dist, self.asynchronous = out / "checkpoints", dist, asynchronous
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._group = None  # a process group of its own for DCP's collectives in the background thread
+
+    def save(self, step: int, model, opt, sched, net=None) -> None:
+        self.wait()
+        if not self.asynchronous:
+            save_checkpoint(self.ckpts.parent, step, model, opt, sched, self.dist, net)
+        elif net is not None:
+            self._start_sharded(step, net, opt, sched)
+        elif self.dist.main:
+            weights, state = _plain_snapshot(model, opt, sched, step, copy=True)
+            self._start(_write_plain, self.ckpts, step, weights, state)
+
+    def _start_sharded(self, step: int, net, opt, sched) -> None:
+        from torch.distributed.checkpoint import FileSystemWriter, async_save  # local: FSDP2 runs only
+
+        if self._group is None:
+            self._group = torch.distributed.new_group(backend="gloo")
+        final, tmp = _fresh_partial(self.ckpts, step, self.dist)
+        state, groups = _sharded_state(net, opt)
+        upload = async_save(state, storage_writer=FileSystemWriter(str(tmp)), process_group=self._group)
+        ours = {"scheduler": sched.state_dict(), "rng": _rng_state(), "step": step, "world": self.dist.world,
+                "param_groups": groups}
+
+        def finish() -> None:
+            upload.result()  # on every process: its shard written (on the coordinator: all shards and .metadata)
+            if self.dist.main:
+                _finish_sharded(self.ckpts, final, tmp, ours)
+
+        self._start(finish)
+
+    def _start(self, fn, *args: Any) -> None:
+        def run() -> None:
+            try:
+                fn(*args)
+            except BaseException as err:  # noqa: BLE001  (raised again in the training thread by wait())
+                self._error = err
+
+        self._thread = threading.Thread(target=run, name="checkpoint-save", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Block until the save in flight is on disk; raise its error, if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise RuntimeError(f"a background checkpoint save failed: {err}") from err
 
 
 def _prune(ckpts: Path) -> None:

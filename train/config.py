@@ -59,6 +59,8 @@ class TrainConfig:
     max_grad_norm: float = bounded(1.0, gt=0)
     seed: int = bounded(0, ge=0)
     save_every: int = bounded(0, ge=0)  # 0: no checkpoints
+    # write checkpoints in a background thread from a host-memory copy (train/checkpoint.py, Checkpointer)
+    async_save: bool = False
     log_every: int = bounded(1, ge=1)
     # tokens per checkpointed loss chunk; 0 = auto (about 1 GiB of fp32 logits per chunk)
     loss_chunk: int = bounded(0, ge=0)

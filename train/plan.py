@@ -189,6 +189,8 @@ def estimate(shape: dict[str, Any], cfg: RunConfig, world: int = 1, device: str 
     parts["weights (fp32)"] = 4 * p / share
     parts["gradients (fp32)"] = 4 * p / share
     parts["AdamW state (fp32)"] = 8 * p / share
+    if t.async_save and t.save_every and device == "cpu":  # the host copy a background save writes from
+        parts["async save copy"] = 12 * p / share
     g = 2 if bf16 else 4  # bytes of a gathered / autocast parameter
     if fsdp:
         parts["FSDP gathered params"] = g * (2 * p_layer + p_root)  # one layer + its prefetch, the root group

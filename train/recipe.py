@@ -34,6 +34,7 @@ from longrecipe.train import store as S
 from longrecipe.train.checkpoint import (  # noqa: F401  (MANIFEST, _file_entry: re-exported)
     DCP_METADATA,
     MANIFEST,
+    Checkpointer,
     _file_entry,
     agreed_checkpoint,
     checkpoint_problem,
@@ -267,6 +268,7 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
     bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc=f"train {t.method}", disable=not dist.main)
     board = _tensorboard(out) if t.tensorboard and dist.main else None
     peak = _peak_flops(dist.device)
+    saver = Checkpointer(out, dist, t.async_save)
     step_flops = training_flops(model.config.to_dict(), t.train_length, t.batch_size)
     for step in bar:
         step_t0 = time.time()
@@ -309,7 +311,8 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
                 board.add_scalar("train/tokens_per_s", row["tokens_per_s"], step + 1)
                 board.add_scalar("train/peak_mem_mb", row["peak_mem_mb"], step + 1)
         if t.save_every and (step + 1) % t.save_every == 0 and step + 1 < t.steps:
-            save_checkpoint(out, step + 1, model, opt, sched, dist, net if fsdp else None)
+            saver.save(step + 1, model, opt, sched, net if fsdp else None)
+    saver.wait()  # the last save in flight is on disk before the run is declared done
     weights = full_states(model, net, opt)[0] if fsdp else None
     if attn_saved is not None:  # the saved model runs its usual attention
         model.set_attn_implementation(attn_saved)
