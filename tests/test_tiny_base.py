@@ -154,3 +154,41 @@ def test_v2_mix_flag_rejects_an_unknown_task(tmp_path):
     res = run_cli("tiny-base", "--init-from", "tiny", "--out", str(tmp_path / "v"), "--mix", "niah_bogus=2")
     assert res.returncode == 2 and "unknown task 'niah_bogus'" in res.stderr
     assert not (tmp_path / "v").exists() and not (tmp_path / "v.stage2").exists()
+
+
+def test_v2_binding_rows_fit_ask_present_keys_and_share_no_evaluation_answer(tiny):
+    """Dense key-binding rows stay within their length, supervise only answers (each the value(s) of a key whose
+    needle is in the row, in RULER's wording), and never contain an answer of the evaluation samples."""
+    from longrecipe.recipes.tinybase import DocSampler, TinyBaseConfig
+    from longrecipe.tasks import ruler
+
+    _, tok = tiny
+    sampler = DocSampler(tok, TinyBaseConfig(native_length=512), np.random.default_rng(3))
+    eval_answers = {a for task in ("niah_multikey_1", "niah_multikey_3", "niah_multivalue")
+                    for s in ruler.generate(task, tok, 512, 20, seed=42) for a in s["outputs"]}
+    asked = 0
+    for length in (192, 300, 512) * 10:
+        ids, labels = sampler.binding_doc(length)
+        assert len(ids) == len(labels) <= length
+        text = tok.decode(ids, skip_special_tokens=True)
+        answers = tok.decode([t for t, y in zip(ids, labels) if y != -100], skip_special_tokens=True)
+        expected = ""
+        for question in text.split("\n")[1:]:
+            key = question.split(" for ", 1)[1].split(" mentioned")[0]
+            values = question.rsplit(" text ", 1)[1].split(" ", 1)[1].rstrip(".").split(", ")
+            assert all(f"for {key} is: {v}." in text for v in values), question
+            expected += " " + ", ".join(values) + "."
+            asked += 1
+        assert answers == expected  # exactly the answers are supervised
+        assert not any(a in text for a in eval_answers)
+    assert asked > 40  # several questions per row
+
+
+def test_v2_rows_flag_is_checked(tmp_path):
+    from conftest import run_cli
+
+    res = run_cli("tiny-base", "--init-from", "tiny", "--out", str(tmp_path / "v"), "--rows", "ruler=0.7,binding=0.5")
+    assert res.returncode == 2 and "sum to at most 1" in res.stderr
+    res = run_cli("tiny-base", "--init-from", "tiny", "--out", str(tmp_path / "v"), "--rows", "bind=0.5")
+    assert res.returncode == 2 and "unknown row kind 'bind'" in res.stderr
+    assert not (tmp_path / "v").exists() and not (tmp_path / "v.stage2").exists()

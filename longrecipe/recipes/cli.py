@@ -52,6 +52,22 @@ def _stage2_overrides(args: argparse.Namespace) -> dict:
             except ValueError:
                 raise UsageError(f"--mix: {item!r} is not TASK=WEIGHT") from None
         out["ruler_mix"] = tuple(mix.items())
+    if args.rows:
+        kinds = ("ruler", "passkey", "kv", "binding")
+        for item in args.rows.split(","):
+            kind, _, share = item.partition("=")
+            if kind not in kinds:
+                raise UsageError(f"--rows: unknown row kind {kind!r} (choose from {', '.join(kinds)})")
+            try:
+                out[f"mix_{kind}"] = float(share)
+            except ValueError:
+                raise UsageError(f"--rows: {item!r} is not KIND=SHARE") from None
+        from longrecipe.recipes.tinybase import TinyBaseV2Config
+
+        shares = {k: out.get(f"mix_{k}", getattr(TinyBaseV2Config, f"mix_{k}")) for k in kinds}
+        if min(shares.values()) < 0 or sum(shares.values()) > 1:
+            raise UsageError(f"--rows: shares must be >= 0 and sum to at most 1 (the rest is natural text); got "
+                             f"{shares}")
     return out
 
 
@@ -327,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stage 2: RULER rows use this many shuffled corpus haystacks (default 0: the corpus prefix)")
     sp.add_argument("--min-ruler-length", type=int, default=None, help="stage 2: shortest RULER row (default 256)")
     sp.add_argument("--mix", default="", help="stage 2: RULER task weights, e.g. niah_multikey_1=3,fwe=0.5")
+    sp.add_argument("--rows", default="", help="stage 2: shares of row kinds, e.g. ruler=0.35,binding=0.35,"
+                    "passkey=0.1,kv=0 (the rest: natural text; binding = dense key-binding rows)")
 
     sp = add("passkey", cmd_passkey, "passkey retrieval accuracy of a model at several lengths")
     sp.add_argument("--model", default="tiny", help="model directory, or 'tiny' (default)")
