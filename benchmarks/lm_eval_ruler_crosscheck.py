@@ -13,6 +13,15 @@ same local essays, its punkt splitter at ours). It draws its own samples (its ow
 score different samples of the same task definitions: the comparison is of per-task scores, not per sample. lm-eval
 builds 500 samples per length and `limit` keeps the first N; each length runs separately so that every length gets
 N, on one loaded model.
+
+    python benchmarks/lm_eval_ruler_crosscheck.py --same-prompts niah_single_3@1024,vt@1024 --samples 10 \
+        --essay-dir ../shared/data/paul_graham_essays
+
+`--same-prompts` takes the other half of the question: lm-eval runs each named cell alone (its samples logged), and
+our generation (longrecipe.base.modeling.greedy_generate, the hf backend's) and scorer run on lm-eval's exact
+prompt strings: per-sample identical answers and both scores, so a score gap is split into "the harnesses answer
+and score the same prompt differently" and "they build different prompts". Written to
+docs/smollm2/lm_eval_same_prompts.md.
 """
 
 from __future__ import annotations
@@ -95,6 +104,45 @@ def compare_prompt(task: str, length: int, essay_dir: str) -> None:
         print(f"{side}: {len(tok(text).input_ids)} tokens for {task}@{length}; opening: {text[:400]!r}")
 
 
+def same_prompts(cells: list[tuple[str, int]], samples: int, essay_dir: str) -> None:
+    """lm-eval's prompts and answers for each cell, then ours on the same prompt strings (see the docstring)."""
+    _lm_eval_offline.patch(essay_dir)
+    import lm_eval
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from longrecipe.base import models
+    from longrecipe.base.modeling import greedy_generate
+    from longrecipe.tasks import ruler
+
+    path = str(models.resolve("smollm2-135m"))
+    lm = HFLM(pretrained=path, max_length=max(n for _, n in cells) + 256, dtype="float32", device="cpu", batch_size=8)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    lines = [f"lm-eval 0.4.13 run on one cell at a time ({samples} samples, chat template on, its samples logged); "
+             "longrecipe's generation and scorer on lm-eval's exact prompt strings; greedy, fp32, CPU", "",
+             "| task@length | prompt tokens (min-max) | identical answers | lm-eval's score | longrecipe on the same "
+             "prompts | longrecipe report (own samples) |", "|---|---|---|---|---|---|"]
+    report = ours(sorted({n for _, n in cells}), 5)
+    for task, n in cells:
+        res = lm_eval.simple_evaluate(model=lm, tasks=[TASKS[task]], limit=samples, apply_chat_template=True,
+                                      metadata={"max_seq_lengths": [n], "tokenizer": path}, log_samples=True)
+        logged = sorted(res["samples"][TASKS[task]], key=lambda r: r["doc_id"])
+        prompts = [r["arguments"][0][0] for r in logged]
+        theirs = [r["resps"][0][0] for r in logged]
+        refs = [list(r["doc"]["outputs"]) for r in logged]
+        mine = greedy_generate(model, tok, prompts, ruler.TOKENS_TO_GENERATE[task], 8)
+        same = sum(a.strip() == b.strip() for a, b in zip(theirs, mine))
+        sizes = [len(tok(x).input_ids) for x in prompts]
+        score_theirs = _lm_eval_offline.scores_by_length(res["results"], TASKS[task]).get(n, math.nan)
+        row = (f"| {task}@{n} | {min(sizes)}-{max(sizes)} | {same} of {len(prompts)} | {score_theirs:.1f} | "
+               f"{ruler.score(task, mine, refs):.1f} | {report.get((task, n), math.nan):.1f} (5) |")
+        print(row, flush=True)
+        lines.append(row)
+    (DOCS / "lm_eval_same_prompts.md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", default="1024,2048,4096")
@@ -102,12 +150,21 @@ def main() -> None:
     p.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"))
     p.add_argument("--compare-prompt", metavar="TASK@LENGTH", help="only print one sample's prompt from each side "
                    "(tasks with a get_dataset(tokenizer, seq=...) in lm-eval: vt, cwe)")
+    p.add_argument("--same-prompts", metavar="TASK@LENGTH,...", help="run these cells on lm-eval's exact prompts "
+                   "through both harnesses (per-sample agreement)")
     args = p.parse_args()
     if not args.essay_dir:
         raise SystemExit("--essay-dir (or LONGRECIPE_ESSAYS_DIR) is needed: lm-eval's essay haystack is a download")
     if args.compare_prompt:
         task, length = args.compare_prompt.split("@")
         compare_prompt(task, int(length), args.essay_dir)
+        return
+    if args.same_prompts:
+        cells = [(c.split("@")[0], int(c.split("@")[1])) for c in args.same_prompts.split(",")]
+        unknown = [t for t, _ in cells if t not in TASKS]
+        if unknown:
+            raise SystemExit(f"--same-prompts: unknown task(s) {unknown} (choose from {', '.join(TASKS)})")
+        same_prompts(cells, args.samples, args.essay_dir)
         return
     lengths = [int(x) for x in args.lengths.split(",")]
     a = ours(lengths, args.samples)
