@@ -80,13 +80,9 @@ def _cpu_copy(obj: Any) -> Any:
 
 def _plain_snapshot(model, opt, sched, step: int, copy: bool) -> tuple[dict, dict]:
     """(weights, state) of a single-process/DDP checkpoint. A tensor shared by several names (the tied head) is
-    kept once, under its first name, as safetensors' save_model does; `copy`: CPU copies (an asynchronous save)."""
-    weights, seen = {}, set()
-    for name, t in model.state_dict().items():
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
-        if key not in seen:
-            seen.add(key)
-            weights[name] = t.detach().contiguous()
+    kept once, under its first name (`_tied_names`); `copy`: CPU copies (an asynchronous save)."""
+    tied = _tied_names(model)
+    weights = {k: t.detach().contiguous() for k, t in model.state_dict().items() if k not in tied}
     state = {"scheduler": sched.state_dict(), "rng": _rng_state(), "step": step, "optimizer": opt.state_dict()}
     return (_cpu_copy(weights), _cpu_copy(state)) if copy else (weights, state)
 
@@ -99,11 +95,15 @@ def _write_plain(ckpts: Path, step: int, weights: dict, state: dict) -> None:
     _prune(ckpts)
 
 
-def _sharded_state(net, opt) -> tuple[dict, list]:
+def _sharded_state(net, opt, sched, step: int, world: int) -> tuple[dict, dict]:
+    """(what DCP writes: this process's shards of weights and AdamW state, what the main process writes to
+    state.pt: scheduler, RNG, step, world size, optimizer hyperparameters)."""
     from torch.distributed.checkpoint import state_dict as sd  # local: FSDP2 runs only
 
     osd = sd.get_optimizer_state_dict(net, opt)
-    return {"model": sd.get_model_state_dict(net), "optim": {"state": osd["state"]}}, osd["param_groups"]
+    return ({"model": sd.get_model_state_dict(net), "optim": {"state": osd["state"]}},
+            {"scheduler": sched.state_dict(), "rng": _rng_state(), "step": step, "world": world,
+             "param_groups": osd["param_groups"]})
 
 
 def _fresh_partial(ckpts: Path, step: int, dist) -> tuple[Path, Path]:
@@ -131,11 +131,10 @@ def _save_sharded(out: Path, step: int, net, opt, sched, dist) -> None:
 
     ckpts = out / "checkpoints"
     final, tmp = _fresh_partial(ckpts, step, dist)
-    state, groups = _sharded_state(net, opt)
-    save(state, storage_writer=FileSystemWriter(str(tmp)))  # every process its shard; the coordinator .metadata last
+    shards, ours = _sharded_state(net, opt, sched, step, dist.world)
+    save(shards, storage_writer=FileSystemWriter(str(tmp)))  # every process its shard; the coordinator .metadata last
     if dist.main:
-        _finish_sharded(ckpts, final, tmp, {"scheduler": sched.state_dict(), "rng": _rng_state(), "step": step,
-                                            "world": dist.world, "param_groups": groups})
+        _finish_sharded(ckpts, final, tmp, ours)
     dist.barrier()
 
 
@@ -172,10 +171,8 @@ class Checkpointer:
         if self._group is None:
             self._group = torch.distributed.new_group(backend="gloo")
         final, tmp = _fresh_partial(self.ckpts, step, self.dist)
-        state, groups = _sharded_state(net, opt)
-        upload = async_save(state, storage_writer=FileSystemWriter(str(tmp)), process_group=self._group)
-        ours = {"scheduler": sched.state_dict(), "rng": _rng_state(), "step": step, "world": self.dist.world,
-                "param_groups": groups}
+        shards, ours = _sharded_state(net, opt, sched, step, self.dist.world)
+        upload = async_save(shards, storage_writer=FileSystemWriter(str(tmp)), process_group=self._group)
 
         def finish() -> None:
             upload.result()  # on every process: its shard written (on the coordinator: all shards and .metadata)
@@ -230,18 +227,24 @@ def checkpoint_problem(ckpt: Path) -> str | None:
     return None
 
 
-def full_states(model, net, opt) -> tuple[dict, dict]:
-    """FSDP2: the whole model's and optimizer's states on the main process's CPU (a collective: all call it).
-    Tied parameters (the head that is the embedding) appear once, as in a Hugging Face checkpoint."""
-    from torch.distributed.checkpoint import state_dict as sd  # local: FSDP2 runs only (several processes)
-
-    options = sd.StateDictOptions(full_state_dict=True, cpu_offload=True)
+def _tied_names(model) -> set[str]:
+    """Names of parameters that are another parameter under a second name (the tied head), all but the first."""
     seen: set[int] = set()
     tied: set[str] = set()
     for name, p in model.named_parameters(remove_duplicate=False):
         if id(p) in seen:
             tied.add(name)
         seen.add(id(p))
+    return tied
+
+
+def full_states(model, net, opt) -> tuple[dict, dict]:
+    """FSDP2: the whole model's and optimizer's states on the main process's CPU (a collective: all call it).
+    Tied parameters (the head that is the embedding) appear once, as in a Hugging Face checkpoint."""
+    from torch.distributed.checkpoint import state_dict as sd  # local: FSDP2 runs only (several processes)
+
+    options = sd.StateDictOptions(full_state_dict=True, cpu_offload=True)
+    tied = _tied_names(model)
     weights = {k: v for k, v in sd.get_model_state_dict(model, options=options).items() if k not in tied}
     return weights, sd.get_optimizer_state_dict(net, opt, options=options)
 
