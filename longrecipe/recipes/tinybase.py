@@ -174,7 +174,7 @@ class DocSampler:
         Why (issue #17): a RULER row supervises one answer after hundreds of tokens, and its single-needle
         variants can be solved by copying whatever follows "magic number"; the multi-key variants need the key
         bound to its value, which the model learns only from rows where the other keys are present and asked
-        about. Measured on v1 grown to 4 layers: 300 steps of 16 such rows took 2-key accuracy 0 -> 27 %."""
+        about. Their effect on RULER at 512 (a 3000-step run): benchmarks/RESULTS.md, "third attempt"."""
         draw = ruler_common.Draw(self.rng)
         key_kind = "uuids" if self.rng.random() < 0.2 else "words"
         typ = "uuids" if self.rng.random() < 0.25 else "numbers"
