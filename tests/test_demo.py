@@ -37,31 +37,98 @@ def test_flops_grow_quadratically_only_in_attention():
 
 
 def test_long_documents(tiny):
-    from longrecipe.recipes.longdocs import KV_NEEDLE, prose_documents, retrieval_document
-
-    model, tok = tiny
-    rng = np.random.default_rng(0)
-    doc, spans = retrieval_document(tok, 600, rng, needle_every=100)
-    assert len(tok(doc, add_special_tokens=False)["input_ids"]) >= 600
-    # every question's answer is the value of a needle placed before it
+    """Retrieval documents: every answer is its needle's value and names that needle; needle-to-question
+    distances cover the whole target window; answers are most of the targets."""
     import re
 
-    needles = {m.group(1): (m.start(), m.group(2)) for m in re.finditer(KV_NEEDLE.replace(".", r"\.").format(
-        key=r"(\S+)", value=r"(\d+)"), doc)}
-    queries = list(re.finditer(r"The special magic number for (\S+) mentioned in the provided text is (\d+)\.", doc))
-    assert len(queries) >= 3
-    for q in queries:
-        start, value = needles[q.group(1)]
-        assert start < q.start() and value == q.group(2)
-    key = re.search(r"The pass key is (\d+)\. Remember it\.", doc).group(1)  # one needle is a pass key
-    assert all(m == key for m in re.findall(r"What is the pass key\? The pass key is (\d+)\.", doc))
-    # the loss spans are exactly the answers ("1234567.") that end the questions, nothing else
-    answers = [doc[a:b] for a, b in spans]
-    assert len(answers) == len(queries) + doc.count("What is the pass key?")
-    assert all(re.fullmatch(r"\d+\.", a) for a in answers)
-    assert [q.group(2) + "." for q in queries] == [a for a in answers if len(a) == 8]
-    prose = prose_documents(tok, 2048)
-    assert len(prose) > 10 and all(len(tok(p)["input_ids"]) >= 2048 for p in prose[:3])
+    from longrecipe.recipes.longdocs import KV_NEEDLE, retrieval_document
+
+    _, tok = tiny
+    rng = np.random.default_rng(0)
+    dist, answer_chars, prose_chars = [], 0, 0
+    for _ in range(6):
+        doc, spans = retrieval_document(tok, 1152, rng, target=1024)
+        assert len(tok(doc, add_special_tokens=False)["input_ids"]) >= 1152
+        needles = {m.group(1): m.group(2) for m in re.finditer(KV_NEEDLE.replace(".", r"\.").format(
+            key=r"(\S+)", value=r"(\d+)"), doc)}
+        key = re.search(r"The pass key is (\d+)\. Remember it\.", doc).group(1)  # one needle is a pass key
+        assert all(m == key for m in re.findall(r"What is the pass key\? The pass key is (\d+)\.", doc))
+        queries = list(re.finditer(r"for (\S+) mentioned in the provided text is (\d+)\.", doc))
+        assert len(queries) >= 4 and all(needles[q.group(1)] == q.group(2) for q in queries)
+        for span in spans:
+            if len(span) == 2:  # a prose target
+                prose_chars += span[1] - span[0]
+                continue
+            a, b, n0, n1 = span
+            answer, needle = doc[a:b], doc[n0:n1]
+            assert re.fullmatch(r"\d+\.", answer) and n1 <= a and answer[:-1] in needle
+            assert needle.startswith(("One of the special magic numbers", "The pass key is"))
+            answer_chars += b - a
+            dist.append(len(tok(doc[n1:a], add_special_tokens=False)["input_ids"]))
+    assert answer_chars > 2 * prose_chars > 0
+    # questions come at least a question's length after their needle, and as far as the whole window
+    assert min(dist) < 100 and max(dist) > 850 and 250 < float(np.median(dist)) < 700
+
+
+def test_an_answer_is_a_target_only_where_its_needle_is_before_it():
+    from longrecipe.train.data import Document, row_targets
+
+    loss = np.zeros(100, bool)
+    loss[50:55] = True  # an answer at 50-54 retrieved from the needle at 10-19
+    loss[70:72] = True  # a target that needs nothing
+    doc = Document(ids=np.arange(100), starts=np.array([0]), loss=loss, deps=np.array([[50, 55, 10, 20]]))
+    full = row_targets(doc, np.arange(0, 100))
+    assert full.tolist() == loss.tolist()
+    cut = row_targets(doc, np.arange(15, 100))  # half the needle cut away: the answer is not a target
+    assert not cut[50 - 15:55 - 15].any() and cut[70 - 15:72 - 15].all()
+    gap = row_targets(doc, np.concatenate([np.arange(5, 25), np.arange(45, 60)]))  # a PoSE-like row keeps it
+    assert gap[20 + 5:20 + 10].all()
+    after = row_targets(doc, np.concatenate([np.arange(40, 60), np.arange(0, 30)]))  # needle after the answer
+    assert not after[10:15].any()
+
+
+def test_every_method_takes_its_view_of_the_same_windows(tmp_path, tiny):
+    """Row i of step s comes from the same target-length window for every method: each contiguous run of a
+    method's row (positions + 1) is a piece of FLT's row; answers are most of every method's targets."""
+    from longrecipe.recipes.longdocs import write_corpus
+    from longrecipe.train.config import DataConfig, TrainConfig
+    from longrecipe.train.data import build, row_targets
+    from longrecipe.train.loop import IGNORE
+
+    _, tok = tiny
+    path = tmp_path / "long.jsonl"
+    write_corpus(path, tok, 512, retrieval_docs=12, seed=3)
+    flt = build(tok, DataConfig(source=str(path)), TrainConfig(method="flt", target_length=512, train_length=512))
+    ref = flt.batch(5, 2, 0, 0, 6)["input_ids"].tolist()
+    for method, selection in (("pose", "none"), ("randpos", "none"), ("longrecipe", "impactful"),
+                              ("longrecipe", "random")):
+        b = build(tok, DataConfig(source=str(path), selection=selection, anchor_mode="digit"),
+                  TrainConfig(method=method, target_length=512, train_length=154))
+        pieces: list[list[int]] = []  # LongRecipe's segment lengths (a zero gap can join two sentences' positions)
+        positions = b._positions
+        b._positions = lambda lengths, rng: (pieces.append(list(lengths)), positions(lengths, rng))[1]
+        batch = b.batch(5, 2, 0, 0, 6)
+        for k, (row, pos, window) in enumerate(zip(batch["input_ids"].tolist(), batch["position_ids"].tolist(), ref)):
+            cuts = [0] + [i for i in range(1, len(pos)) if pos[i] != pos[i - 1] + 1] + [len(pos)]
+            if method == "longrecipe":
+                cuts = [0, *np.cumsum(pieces[k]).tolist()]
+            text = " " + " ".join(map(str, window)) + " "
+            for a, z in zip(cuts[:-1], cuts[1:]):
+                assert " " + " ".join(map(str, row[a:z])) + " " in text, (method, selection)
+        answers = targets = 0
+        rng = np.random.default_rng(0)
+        for _ in range(64):
+            index, lo = b._draw_window(rng)
+            doc = b.docs[index]
+            idx, _ = b.BUILDERS[method](b, rng, doc, index, lo)
+            keep = row_targets(doc, idx)
+            is_answer = np.zeros(len(doc.ids), bool)
+            for a0, a1, _, _ in doc.deps:
+                is_answer[a0:a1] = True
+            answers += int((keep & is_answer[idx]).sum())
+            targets += int(keep.sum())
+        assert targets and answers >= 0.5 * targets, (method, answers, targets)
+        assert int((batch["labels"] != IGNORE).sum()) <= int(keep.size) * 6
 
 
 def test_heldout_text_is_not_in_the_training_corpus():

@@ -31,7 +31,7 @@ def _corpus(path: Path, docs: int, seed: int = 0, spans: bool = False) -> Path:
             text = "\n\n".join(paras[j] for j in rng.integers(0, len(paras), int(rng.integers(40, 100))))
             row = {"text": text}
             if spans and i % 3 == 0:
-                row["loss_spans"] = [[10, 200], [len(text) // 2, len(text)]]
+                row["loss_spans"] = [[10, 200], [len(text) // 2, len(text), 300, 400]]  # the second needs 300-400
             f.write(json.dumps(row) + "\n")
             if i == 2:
                 f.write("\n")  # a blank line is skipped, as in-memory loading skips it
@@ -47,6 +47,7 @@ def test_store_documents_equal_in_memory_tokenization(tmp_path, tiny):
     for a, b in zip(store, ref):
         assert np.array_equal(a.ids, b.ids) and np.array_equal(a.starts, b.starts)
         assert np.array_equal(a.loss, b.loss if b.loss is not None else np.ones(len(b.ids), bool))
+        assert (a.deps is None and b.deps is None) or np.array_equal(a.deps, b.deps)
     assert np.array_equal(store.lengths, [len(d.ids) for d in ref])
 
 
@@ -55,7 +56,7 @@ def test_store_documents_equal_in_memory_tokenization(tmp_path, tiny):
                                        ["data.selection=impactful"], ["data.selection=random"]])
 def test_rows_from_the_store_equal_rows_from_memory(tmp_path, tiny, overrides):
     _, tok = tiny
-    src = _corpus(tmp_path / "c.jsonl", 8)
+    src = _corpus(tmp_path / "c.jsonl", 8, spans=True)
     cfg = load_config(CONFIG, [f"data.source={src}", *overrides])
     path = S.build(src, tok, tmp_path / "store", progress=False)
     mem, lazy = D.build(tok, cfg.data, cfg.train), D.build(tok, cfg.data, cfg.train, path)

@@ -3,8 +3,11 @@
 Why sentence boundaries from the very text trained on: LongRecipe keeps positions contiguous inside a sentence
 and jumps between sentences; the reference code takes its segments from a different, unfiltered text, so its
 jumps fall mid-sentence. Here the boundaries come from the character offsets of the tokens of the sample itself.
-Every sample is drawn from a generator seeded by (seed, step, micro-batch, rank): resuming at step k needs no
-saved data state and reproduces the same stream.
+Every sample is drawn from generators seeded by (seed, step, micro-batch, rank, row): resuming at step k needs no
+saved data state and reproduces the same stream. The document and the target-length window a row comes from are
+drawn from a stream of their own, which no method's choices consume, so every method trains on the same windows
+in the same order and differs only in the view it takes of them (the study compares methods on the same samples).
+A target whose needle (the text it is retrieved from) is not in the row, before it, is not a target of that row.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class Document:
     ids: np.ndarray  # token ids
     starts: np.ndarray  # token index where each sentence starts (0 first), sorted
     loss: np.ndarray | None = None  # per token: is it a training target? (None: every token is)
+    # (answer_lo, answer_hi, needle_lo, needle_hi) token ranges: the answer is a target only where the row holds
+    # the whole needle before it
+    deps: np.ndarray | None = None
 
 
 def load_texts(cfg: DataConfig) -> list[str]:
@@ -45,21 +51,47 @@ def load_documents(cfg: DataConfig) -> list[tuple[str, list[tuple[int, int]] | N
     return corpus.load_documents(cfg.source, cfg.text_field)
 
 
-def tokenize_document(tokenizer: Any, text: str, loss_spans: list[tuple[int, int]] | None = None) -> Document:
+def tokenize_document(tokenizer: Any, text: str, loss_spans: list[tuple[int, ...]] | None = None) -> Document:
     """Token ids of `text`, the token indices where its sentences start (from the tokens' char offsets), and
-    which tokens are targets when `loss_spans` is given (a token is one when it overlaps a span)."""
+    which tokens are targets when `loss_spans` is given (a token is one when it overlaps a span; a span of four
+    also names its needle's characters, kept as token ranges in `deps`)."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = np.asarray(enc["input_ids"], dtype=np.int64)
     offsets = np.asarray(enc["offset_mapping"]).reshape(-1, 2)
     token_starts = offsets[:, 0]
     ends = [m.end() for m in SENTENCE_END.finditer(text)]
     starts = np.unique(np.concatenate([[0], np.searchsorted(token_starts, ends)]))
-    loss = None
+    loss, deps = None, []
     if loss_spans is not None:
         loss = np.zeros(len(ids), dtype=bool)
-        for a, b in loss_spans:
-            loss |= (offsets[:, 0] < b) & (offsets[:, 1] > a)
-    return Document(ids=ids, starts=starts[starts < len(ids)], loss=loss)
+        for span in loss_spans:
+            hit = (offsets[:, 0] < span[1]) & (offsets[:, 1] > span[0])
+            loss |= hit
+            if len(span) == 4 and hit.any():
+                need = np.flatnonzero((offsets[:, 0] < span[3]) & (offsets[:, 1] > span[2]))
+                ans = np.flatnonzero(hit)
+                deps.append((ans[0], ans[-1] + 1, need[0], need[-1] + 1) if len(need) else (ans[0], ans[-1] + 1, 0, 0))
+    return Document(ids=ids, starts=starts[starts < len(ids)], loss=loss,
+                    deps=np.asarray(deps, dtype=np.int64).reshape(-1, 4) if deps else None)
+
+
+def row_targets(doc: Document, idx: np.ndarray) -> np.ndarray | None:
+    """Which tokens of the row made of `doc`'s tokens `idx` are targets: the document's loss mask, less every answer
+    whose needle is not wholly in the row before the answer's first token (it cannot be retrieved there, and
+    training on it would teach guessing). A needle range of (0, 0) can never be met."""
+    if doc.loss is None:
+        return None
+    keep = doc.loss[idx].copy()
+    if doc.deps is None:
+        return keep
+    for a0, a1, n0, n1 in doc.deps:
+        rows = np.flatnonzero((idx >= a0) & (idx < a1))
+        if not len(rows):
+            continue
+        before = idx[: rows[0]]
+        if n1 <= n0 or not np.isin(np.arange(n0, n1), before).all():
+            keep[rows] = False
+    return keep
 
 
 def segments_in(doc: Document, lo: int, hi: int) -> list[int]:
@@ -99,57 +131,62 @@ class SampleBuilder:
             self._long[length] = np.flatnonzero(self.lengths >= length)
         return self._long[length]
 
-    def _window(self, rng: np.random.Generator, length: int) -> tuple[Document, int]:
+    def _draw_window(self, rng: np.random.Generator) -> tuple[int, int]:
+        """(document index, start) of a target-length window: the sample every method takes its view of."""
+        length = self.train.target_length
         long = self._long_enough(length)
-        doc = self.docs[int(long[int(rng.integers(len(long)))])]
-        return doc, int(rng.integers(0, len(doc.ids) - length + 1))
+        index = int(long[int(rng.integers(len(long)))])
+        return index, int(rng.integers(0, int(self.lengths[index]) - length + 1))
 
-    def sample(self, rng: np.random.Generator) -> tuple[list[int], list[int], list[int] | None, list[bool] | None]:
-        """(input ids, position ids, document ids or None, loss mask or None) of one row."""
+    def sample(self, rng: np.random.Generator, window: tuple[int, int] | None = None
+               ) -> tuple[list[int], list[int], list[int] | None, list[bool] | None]:
+        """(input ids, position ids, document ids or None, loss mask or None) of one row; `window` (document, start)
+        from `_draw_window` (drawn from `rng` when not given)."""
         if self.train.stage == "replay":
             return (*self._packed(rng), None)
-        doc, idx, pos = self._select(rng)
-        return doc.ids[idx].tolist(), pos, None, doc.loss[idx].tolist() if doc.loss is not None else None
+        index, lo = window if window is not None else self._draw_window(rng)
+        doc = self.docs[index]
+        idx, pos = self.BUILDERS[self.train.method](self, rng, doc, index, lo)
+        keep = row_targets(doc, idx)
+        return doc.ids[idx].tolist(), pos, None, keep.tolist() if keep is not None else None
 
-    def _select(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
-        """The document, the indices of its tokens that make the row, and their position ids."""
-        return self.BUILDERS[self.train.method](self, rng)
+    def _flt(self, rng: np.random.Generator, doc: Document, index: int, lo: int) -> tuple[np.ndarray, list[int]]:
+        n = self.train.train_length  # = the target length (validated)
+        return np.arange(lo, lo + n), P.flt_positions(n)
 
-    def _flt(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
-        n = self.train.train_length
-        doc, lo = self._window(rng, n)
-        return doc, np.arange(lo, lo + n), P.flt_positions(n)
-
-    def _randpos(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
+    def _contiguous(self, rng: np.random.Generator, lo: int) -> np.ndarray:
+        """train_length contiguous tokens at a random offset inside the window."""
         t, n = self.train, self.train.train_length
-        doc, lo = self._window(rng, n)
-        return doc, np.arange(lo, lo + n), P.randpos_positions(n, t.target_length, rng)
+        start = lo + int(rng.integers(0, t.target_length - n + 1))
+        return np.arange(start, start + n)
 
-    def _pose(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
+    def _randpos(self, rng: np.random.Generator, doc: Document, index: int, lo: int) -> tuple[np.ndarray, list[int]]:
         t, n = self.train, self.train.train_length
-        doc, lo = self._window(rng, t.target_length)
+        return self._contiguous(rng, lo), P.randpos_positions(n, t.target_length, rng)
+
+    def _pose(self, rng: np.random.Generator, doc: Document, index: int, lo: int) -> tuple[np.ndarray, list[int]]:
+        t, n = self.train, self.train.train_length
         pos = P.pose_positions(n, t.target_length, rng)
         split = next((i for i in range(1, n) if pos[i] != pos[i - 1] + 1), n)
         # chunk 2 is cropped from later in the same window (the reference's rt2 ~ U[len_chunk, len_input])
         end2 = lo + int(rng.integers(n, t.target_length + 1))
-        return doc, np.concatenate([np.arange(lo, lo + split), np.arange(end2 - (n - split), end2)]), pos
+        return np.concatenate([np.arange(lo, lo + split), np.arange(end2 - (n - split), end2)]), pos
 
-    def _longrecipe(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
-        n = self.train.train_length
+    def _longrecipe(self, rng: np.random.Generator, doc: Document, index: int, lo: int
+                    ) -> tuple[np.ndarray, list[int]]:
         if self.data.selection == "random":
-            return self._random_selection(rng)
+            return self._random_selection(rng, doc, lo)
         if self.data.selection == "impactful":
-            return self._impactful(rng)
-        doc, lo = self._window(rng, n)
-        return doc, np.arange(lo, lo + n), self._positions(segments_in(doc, lo, lo + n), rng)
+            return self._impactful(rng, doc, index, lo)
+        idx = self._contiguous(rng, lo)
+        return idx, self._positions(segments_in(doc, int(idx[0]), int(idx[-1]) + 1), rng)
 
     def _positions(self, segments: list[int], rng: np.random.Generator) -> list[int]:
         return P.longrecipe_positions(segments, self.train.target_length, rng, self.data.max_gap)
 
-    def _random_selection(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
+    def _random_selection(self, rng: np.random.Generator, doc: Document, lo: int) -> tuple[np.ndarray, list[int]]:
         """Keep each sentence of a target-length window with probability keep_prob until train_length tokens."""
         t, n = self.train, self.train.train_length
-        doc, lo = self._window(rng, t.target_length)
         segs = segments_in(doc, lo, lo + t.target_length)
         starts = lo + np.concatenate([[0], np.cumsum(segs)[:-1]])
         idx: list[int] = []
@@ -162,7 +199,7 @@ class SampleBuilder:
         if sum(lengths) < n:  # too few sentences kept: top up from the window's end, contiguous
             idx.extend(range(lo + t.target_length - (n - sum(lengths)), lo + t.target_length))
             lengths.append(n - sum(lengths))
-        return doc, np.asarray(idx), self._positions(lengths, rng)
+        return np.asarray(idx), self._positions(lengths, rng)
 
     def _anchored(self, doc_index: int) -> np.ndarray:
         """Per sentence of a document: does it carry an anchor (computed once per document)?"""
@@ -180,27 +217,35 @@ class SampleBuilder:
             self._anchor_cache[doc_index] = np.asarray(flags, dtype=bool)
         return self._anchor_cache[doc_index]
 
-    def _impactful(self, rng: np.random.Generator) -> tuple[Document, np.ndarray, list[int]]:
-        """LongRecipe selection: from a random sentence on, keep anchor sentences (others with probability
-        keep_other) until exactly train_length tokens; positions jump between the kept sentences."""
-        n = self.train.train_length
-        long = self._long_enough(n)
-        index = int(long[int(rng.integers(len(long)))])
-        doc, flags = self.docs[index], self._anchored(index)
+    def _impactful(self, rng: np.random.Generator, doc: Document, index: int, lo: int
+                   ) -> tuple[np.ndarray, list[int]]:
+        """LongRecipe selection inside the window: from its first whole sentence on, keep anchor sentences (others
+        with probability keep_other) until exactly train_length tokens, in order; positions jump between the kept
+        sentences. A window with too few of them is walked again (wrapping around: kept sentences upsampled)."""
+        n, hi = self.train.train_length, lo + self.train.target_length
+        flags = self._anchored(index)
         if not flags.any() and self.data.keep_other == 0:
             raise ValueError("no sentence of the data carries an anchor type; lower data.anchors or raise "
                              "data.keep_other")
         bounds = np.concatenate([doc.starts, [len(doc.ids)]])
-        s = int(rng.integers(len(flags)))
+        first = int(np.searchsorted(bounds, lo, side="left"))  # the first sentence that starts inside the window
+        last = int(np.searchsorted(bounds, hi, side="right")) - 1  # sentences first..last-1 end inside it
+        if last <= first:  # no whole sentence in the window: its tokens, contiguous
+            return np.arange(lo, lo + n), self._positions([n], rng)
         idx: list[int] = []
         lengths: list[int] = []
-        while len(idx) < n:  # walk on (wrapping around): upsamples kept sentences when a document is short
+        s, passes = first, 0
+        while len(idx) < n:
             if flags[s] or rng.random() < self.data.keep_other:
-                piece = range(bounds[s], min(bounds[s + 1], bounds[s] + n - len(idx)))
+                piece = range(int(bounds[s]), min(int(bounds[s + 1]), int(bounds[s]) + n - len(idx)))
                 idx.extend(piece)
                 lengths.append(len(piece))
-            s = (s + 1) % len(flags)
-        return doc, np.asarray(idx), self._positions(lengths, rng)
+            s += 1
+            if s >= last:  # walk the window again: kept sentences upsampled
+                s, passes = first, passes + 1
+                if not idx and passes > 100:  # nothing to keep: the window's tokens, contiguous
+                    return np.arange(lo, lo + n), self._positions([n], rng)
+        return np.asarray(idx), self._positions(lengths, rng)
 
     def _packed(self, rng: np.random.Generator) -> tuple[list[int], list[int], list[int]]:
         """Replay rows: short documents packed whole (the last one cut), positions restarting at 0 per document."""
@@ -216,8 +261,12 @@ class SampleBuilder:
         return ids, pos, docs
 
     def batch(self, seed: int, step: int, micro: int, rank: int, size: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([seed, step, micro, rank])
-        rows = [self.sample(rng) for _ in range(size)]
+        rows = []
+        for i in range(size):
+            rng = np.random.default_rng([seed, step, micro, rank, i, 1])  # the method's own choices
+            window = None if self.train.stage == "replay" else \
+                self._draw_window(np.random.default_rng([seed, step, micro, rank, i, 0]))
+            rows.append(self.sample(rng, window))
         ids = torch.tensor([r[0] for r in rows], dtype=torch.long)
         labels = ids.clone()
         for i, r in enumerate(rows):

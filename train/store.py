@@ -7,9 +7,11 @@ from its last commit: files are cut back to the committed sizes and reading seek
 and opened as memory maps, so each process touches only the pages of the rows it trains on.
 
 Files: tokens.u32 (token ids), sentences.i64 (token index of each sentence start within its document),
-loss.u8 (1 = training target, for corpora with `loss_spans`), docs.i64 ((token offset, sentence offset) per
-document), meta.json (what the store was built from, the committed sizes, `complete`). The rows a run trains on are
-a function of (seed, step, row index) only, so a checkpoint's step is the data position: nothing else to save.
+loss.u8 (1 = training target, for corpora with `loss_spans`), deps.i64 ((document, answer_lo, answer_hi,
+needle_lo, needle_hi) per answer that needs a needle, see data.row_targets), docs.i64 ((token offset, sentence
+offset) per document), meta.json (what the store was built from, the committed sizes, `complete`). The rows a
+run trains on are a function of (seed, step, row index) only, so a checkpoint's step is the data position: nothing
+else to save.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from longrecipe.base import sources
 from longrecipe.base.io import write_text
 from longrecipe.base.tokenization import tokenizer_hash
 
-VERSION = 1
-FILES = {"tokens.u32": np.uint32, "sentences.i64": np.int64, "loss.u8": np.uint8, "docs.i64": np.int64}
+VERSION = 2  # 2: deps.i64
+FILES = {"tokens.u32": np.uint32, "sentences.i64": np.int64, "loss.u8": np.uint8, "deps.i64": np.int64,
+         "docs.i64": np.int64}
 META = "meta.json"
 
 
@@ -111,6 +114,9 @@ def build(source: str | os.PathLike, tokenizer: Any, out: str | os.PathLike, tex
                 handles["sentences.i64"].write(doc.starts.astype(np.int64).tobytes())
                 loss = np.ones(len(doc.ids), np.uint8) if doc.loss is None else doc.loss.astype(np.uint8)
                 handles["loss.u8"].write(loss.tobytes())
+                if doc.deps is not None:
+                    rows = np.column_stack([np.full(len(doc.deps), state["docs"]), doc.deps]).astype(np.int64)
+                    handles["deps.i64"].write(rows.tobytes())
                 state["has_loss"] = state["has_loss"] or doc.loss is not None
                 state["docs"] += 1
                 state["tokens"] += len(doc.ids)
@@ -148,6 +154,8 @@ class TokenStore(Sequence):
         arrays = {name: np.memmap(self.path / name, dtype=dt, mode="r") if (self.path / name).stat().st_size
                   else np.zeros(0, dt) for name, dt in FILES.items()}
         self.tokens, self.sentences, self.loss = arrays["tokens.u32"], arrays["sentences.i64"], arrays["loss.u8"]
+        self.deps = np.asarray(arrays["deps.i64"]).reshape(-1, 5)
+        self.dep_off = np.searchsorted(self.deps[:, 0], np.arange(n + 1))
         index = np.asarray(arrays["docs.i64"]).reshape(-1, 2)
         if len(index) != n or len(self.tokens) != total or len(self.sentences) != sents:
             raise ValueError(f"{self.path}: its files do not match its meta.json (torn or modified)")
@@ -163,4 +171,5 @@ class TokenStore(Sequence):
         a, b = self.tok_off[i], self.tok_off[i + 1]
         starts = np.asarray(self.sentences[self.sent_off[i]:self.sent_off[i + 1]])
         loss = np.asarray(self.loss[a:b]).astype(bool) if self.has_loss else None
-        return self._doc(ids=self.tokens[a:b], starts=starts, loss=loss)
+        deps = self.deps[self.dep_off[i]:self.dep_off[i + 1], 1:]
+        return self._doc(ids=self.tokens[a:b], starts=starts, loss=loss, deps=deps if len(deps) else None)

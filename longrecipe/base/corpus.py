@@ -136,8 +136,9 @@ def essay_text(essay_dir: str | None) -> str:
 def load_documents(source: str, text_field: str = "text") -> list[tuple[str, list[tuple[int, int]] | None]]:
     """(text, loss spans or None) per document of 'python' (the built-in text), a JSONL file, Parquet files or a
     hub dataset (longrecipe.base.sources). A row may name the character spans that are training targets in
-    `loss_spans` ([[start, end], ...], like a completion-only mask); without it every token is. One-line errors
-    name the file and line."""
+    `loss_spans` ([[start, end], ...], like a completion-only mask); without it every token is. A span of four,
+    [start, end, needle_start, needle_end], is a target only in training rows that also hold its needle (the
+    characters it is retrieved from) before it. One-line errors name the file and line."""
     if source == "python":
         return [(text(), None)]
     from longrecipe.base.sources import records  # local: sources reads rows through document_fields below
@@ -154,8 +155,9 @@ def document_fields(row: dict, where: str, text_field: str = "text") -> tuple[st
         raise ValueError(f"{where}: expected an object with a string field {text_field!r}")
     spans = row.get("loss_spans")
     if spans is not None and not (isinstance(spans, list) and all(
-            isinstance(x, list) and len(x) == 2 and all(isinstance(v, int) for v in x) for x in spans)):
-        raise ValueError(f"{where}: loss_spans must be a list of [start, end] character offsets")
+            isinstance(x, list) and len(x) in (2, 4) and all(isinstance(v, int) for v in x) for x in spans)):
+        raise ValueError(f"{where}: loss_spans must be a list of [start, end] (or [start, end, needle_start, "
+                         f"needle_end]) character offsets")
     return row[text_field], [tuple(x) for x in spans] if spans is not None else None
 
 

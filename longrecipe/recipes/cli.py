@@ -39,7 +39,8 @@ def _stage2_overrides(args: argparse.Namespace) -> dict:
     """Stage-2 fields given on the command line (a continuation of a trained v2, a wider model...)."""
     from longrecipe.recipes.tinybase import RULER_MIX
 
-    out = {k: getattr(args, k) for k in ("lr", "width", "schedule", "haystacks", "min_ruler_length", "warmup")
+    out = {k: getattr(args, k) for k in ("lr", "width", "head_dim", "schedule", "haystacks", "min_ruler_length",
+                                   "warmup")
            if getattr(args, k) is not None}
     if args.mix:
         mix = dict(RULER_MIX)
@@ -339,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--warmup", type=int, default=None, help="stage 2: warmup steps (default 100)")
     sp.add_argument("--schedule", choices=("cosine", "constant"), default=None, help="stage 2: lr schedule")
     sp.add_argument("--width", type=int, default=None, help="stage 2: widen the model this many times (default 1)")
+    sp.add_argument("--head-dim", type=int, default=None,
+                    help="stage 2: grow every attention head to this width (a multiple of 32; function-preserving)")
     sp.add_argument("--haystacks", type=int, default=None,
                     help="stage 2: RULER rows use this many shuffled corpus haystacks (default 0: the corpus prefix)")
     sp.add_argument("--min-ruler-length", type=int, default=None, help="stage 2: shortest RULER row (default 256)")

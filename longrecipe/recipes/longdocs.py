@@ -1,11 +1,17 @@
-"""Long training documents for the toy-scale study: Python prose plus retrieval documents, as JSONL.
+"""Long training documents for the toy-scale study: retrieval documents in the base model's own formats, as JSONL.
 
 Why retrieval documents: the paper extends models on long natural documents, whose long-range dependencies teach
 a model to use a longer window. Python's own prose has few such dependencies, so a tiny model extended on it alone
-has nothing to learn at long range. These documents carry explicit ones: key-value needles ("One of the special
-magic numbers for KEY is: VALUE.", RULER's form) and a pass key spread through filler text, and questions about
-earlier needles, each followed by its answer, at every distance. Every window or sentence selection of a document
-keeps some question-answer pairs whose needle it also keeps, so each method can learn from what it sees.
+has nothing to learn at long range (and loses the retrieval it had: issue #17). These documents carry explicit
+ones, in the formats the base model retrieves in: key-value needles ("One of the special magic numbers for KEY is:
+VALUE.") and a pass key in filler text (RULER's noise, Python prose, random words), each asked about later, each
+question followed by its answer. What makes them teach retrieval at every length of the target window:
+- needle-to-question distances drawn uniformly over the whole target window (not "shortly after the needle");
+- the answers carry most of the loss (`loss_spans`): every answer is a target, and only a few prose sentences
+  are (`prose_weight` prose target tokens per answer token), so no method is trained mostly on filler;
+- every answer names its needle (`[start, end, needle_start, needle_end]`), and the trainer drops an answer from
+  the loss of any row that does not hold its needle before it (train/data.py, `row_targets`): a window or a
+  sentence selection that cut the needle away cannot teach guessing.
 """
 
 from __future__ import annotations
@@ -25,63 +31,93 @@ KV_QUERY = KV_QUESTION + " {value}."
 PK_QUERY = passkey.QUESTION + " {key}."
 
 
-def _filler(rng: np.random.Generator, sentences: tuple[str, ...], words: tuple[str, ...]) -> str:
-    """One filler sentence: RULER's noise, a Python-doc sentence, or random words (as in the base model's mix)."""
+def _filler(rng: np.random.Generator, sentences: tuple[str, ...], words: tuple[str, ...]) -> tuple[str, bool]:
+    """One filler sentence and whether it is prose: RULER's noise, a Python-doc sentence, or random words."""
     kind = int(rng.integers(3))
     if kind == 0:
-        return NOISE
+        return NOISE, False
     if kind == 1:
-        return sentences[int(rng.integers(len(sentences)))]
+        return sentences[int(rng.integers(len(sentences)))], True
     chosen = [words[int(i)] for i in rng.integers(len(words), size=int(rng.integers(4, 12)))]
-    return " ".join(chosen).capitalize() + "."
+    return " ".join(chosen).capitalize() + ".", False
 
 
-def retrieval_document(tokenizer: Any, min_tokens: int, rng: np.random.Generator, needle_every: int = 400,
-                       query_prob: float = 1.0) -> tuple[str, list[list[int]]]:
-    """Filler with a needle every ~`needle_every` tokens (one of them a pass key); after each needle, with
-    probability `query_prob` per filler sentence, a question about a random earlier needle and its answer.
-    Returns the text and the character spans of the answers (the digits after each question)."""
+def retrieval_document(tokenizer: Any, min_tokens: int, rng: np.random.Generator, target: int | None = None,
+                       needle_every: int = 100, questions: int = 3, prose_weight: float = 0.1
+                       ) -> tuple[str, list[list[int]]]:
+    """At least `min_tokens` tokens of filler with a needle every ~`needle_every` tokens (one of them the pass
+    key), each asked about `questions` times (the pass key once more) at distances ~ U(16, `target`) tokens after
+    it, counted in the document's own tokens (questions that would fall past the end are dropped). Returns the
+    text and its loss spans: per answer [start, end, needle_start, needle_end] (character offsets of the answer
+    "1234567." and of its needle), and [start, end] for the prose sentences chosen as targets (~`prose_weight`
+    prose tokens per answer token)."""
+    target = target or min_tokens
     sentences, words = corpus.sentences(), corpus.words()
-    parts: list[str] = []
-    answers: list[int] = []  # indices of the query parts
-    placed: list[tuple[str, str]] = []  # (query with answer) per needle placed so far
-    count = lambda: len(tokenizer(" ".join(parts), add_special_tokens=False)["input_ids"])  # noqa: E731
-    needles = max(2, min_tokens // needle_every)
-    per_needle = max(1, needle_every // 35)  # filler sentences (~30 tokens each) between needles
-    pk_at = int(rng.integers(needles))
-    i = 0
-    while True:
-        if i < needles:
-            if i == pk_at:
-                key = str(rng.integers(10_000, 100_000))
-                parts.append(passkey.NEEDLE.format(key=key))
-                placed.append((PK_QUERY.format(key=key), key))
-            else:
-                key = f"{words[int(rng.integers(len(words)))]}-{words[int(rng.integers(len(words)))]}"
-                value = str(rng.integers(1_000_000, 10_000_000))
-                parts.append(KV_NEEDLE.format(key=key, value=value))
-                placed.append((KV_QUERY.format(key=key, value=value), value))
-            i += 1
-        for _ in range(per_needle):
-            parts.append(_filler(rng, sentences, words))
-            if placed and rng.random() < query_prob / per_needle:
-                parts.append(placed[int(rng.integers(len(placed)))][0])
-                answers.append(len(parts) - 1)
-        if i >= needles and count() >= min_tokens:
-            return _join(parts, answers)
+    ntok = lambda t: len(tokenizer(" " + t, add_special_tokens=False)["input_ids"])  # noqa: E731
+    parts: list[tuple[str, int, bool]] = []  # (text, needle id | -1 - needle id for a question | FILL, prose?)
+    due: list[tuple[int, int, str]] = []  # (token offset, needle id, question) not yet placed
+    at, placed, pk = 0, 0, None
+    pk_from = int(rng.integers(0, max(1, min_tokens - 64)))  # the first needle from this token on is the pass key
+    while at < min_tokens:
+        due.sort()
+        while due and due[0][0] <= at:
+            _, j, text = due.pop(0)
+            parts.append((text, -1 - j, False))
+            at += ntok(text)
+        is_pk = pk is None and at >= pk_from
+        if is_pk or rng.random() < 30 / needle_every:  # ~one needle per needle_every tokens of ~30-token pieces
+            needle, query = _needle(rng, words, is_pk)
+            pk = placed if is_pk else pk
+            parts.append((needle, placed, False))
+            at += ntok(needle)
+            for _ in range(questions + is_pk):
+                due.append((at + int(rng.integers(16, max(17, target - 48))), placed, query))
+            placed += 1
+        text, prose = _filler(rng, sentences, words)
+        parts.append((text, FILL, prose))
+        at += ntok(text)
+    return _join(parts, rng, prose_weight, ntok)
 
 
-def _join(parts: list[str], answers: list[int]) -> tuple[str, list[list[int]]]:
-    """The parts joined by spaces, and the span of the answer ("1234567.") that ends each query part."""
-    spans, at = [], 0
-    queries = set(answers)
-    for k, part in enumerate(parts):
-        if k in queries:
-            end = at + len(part)
-            start = part.rstrip(".").rfind(" ") + 1 + at
-            spans.append([start, end])
-        at += len(part) + 1
-    return " ".join(parts), spans
+FILL = 10**9  # the part id of filler
+
+
+def _needle(rng: np.random.Generator, words: tuple[str, ...], is_passkey: bool) -> tuple[str, str]:
+    """(needle, its question with the answer) in the base model's formats."""
+    if is_passkey:
+        key = str(rng.integers(10_000, 100_000))
+        return passkey.NEEDLE.format(key=key), PK_QUERY.format(key=key)
+    key = f"{words[int(rng.integers(len(words)))]}-{words[int(rng.integers(len(words)))]}"
+    value = str(rng.integers(1_000_000, 10_000_000))
+    return KV_NEEDLE.format(key=key, value=value), KV_QUERY.format(key=key, value=value)
+
+
+def _join(parts: list[tuple[str, int, bool]], rng: np.random.Generator, prose_weight: float, ntok: Any
+          ) -> tuple[str, list[list[int]]]:
+    """The parts joined by spaces and the loss spans (see retrieval_document)."""
+    spans: list[list[int]] = []
+    needle_at: dict[int, tuple[int, int]] = {}
+    prose: list[tuple[int, int, str]] = []
+    at, answer_tokens = 0, 0
+    for text, j, is_prose in parts:
+        end = at + len(text)
+        if 0 <= j < FILL:
+            needle_at[j] = (at, end)
+        elif j < 0:
+            a = text.rstrip(".").rfind(" ") + 1 + at
+            spans.append([a, end, *needle_at[-1 - j]])
+            answer_tokens += ntok(text[a - at:])
+        elif is_prose:
+            prose.append((at, end, text))
+        at = end + 1
+    budget = prose_weight * answer_tokens
+    for k in rng.permutation(len(prose)):
+        a, b, text = prose[int(k)]
+        n = ntok(text)
+        if n <= budget:
+            spans.append([a, b])
+            budget -= n
+    return " ".join(t for t, _, _ in parts), sorted(spans)
 
 
 def prose_documents(tokenizer: Any, min_tokens: int) -> list[str]:
@@ -97,16 +133,14 @@ def prose_documents(tokenizer: Any, min_tokens: int) -> list[str]:
 
 
 def write_corpus(path: str | Path, tokenizer: Any, min_tokens: int, retrieval_docs: int = 256,
-                 seed: int = 0, answers_only: bool = True) -> dict[str, int]:
-    """JSONL of {"text", "kind"} rows: every prose document and `retrieval_docs` retrieval documents (atomic).
-    With `answers_only`, retrieval rows carry `loss_spans` (their answers): as in the base model's training, the
-    loss of a retrieval document is on what can only be predicted by retrieving, not on its random filler."""
+                 seed: int = 0, target: int | None = None, prose_docs: bool = False) -> dict[str, int]:
+    """JSONL of {"text", "kind", "loss_spans"} retrieval documents of at least `min_tokens` tokens (atomic); with
+    `prose_docs`, also every prose document of the Python corpus (every token a target)."""
     rng = np.random.default_rng(seed)
-    margin = min_tokens + min_tokens // 8  # room for PoSE's and FLT's windows at any offset
-    prose = prose_documents(tokenizer, margin)
-    rows = [{"text": t, "kind": "prose"} for t in prose]
+    margin = min_tokens + min_tokens // 8  # room for every method's window at any offset
+    rows = [{"text": t, "kind": "prose"} for t in prose_documents(tokenizer, margin)] if prose_docs else []
     for _ in range(retrieval_docs):
-        text, spans = retrieval_document(tokenizer, margin, rng)
-        rows.append({"text": text, "kind": "retrieval", **({"loss_spans": spans} if answers_only else {})})
+        text, spans = retrieval_document(tokenizer, margin, rng, target=target or min_tokens)
+        rows.append({"text": text, "kind": "retrieval", "loss_spans": spans})
     write_text(Path(path), "".join(json.dumps(r) + "\n" for r in rows))
-    return {"prose": len(prose), "retrieval": retrieval_docs}
+    return {"prose": sum(r["kind"] == "prose" for r in rows), "retrieval": retrieval_docs}

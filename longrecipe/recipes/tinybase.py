@@ -333,6 +333,7 @@ class TinyBaseV2Config:
     min_binding_length: int = 192
     save_every: int = 250
     width: int = 1  # > 1: widen the grown model this many times (hidden size, heads, MLP), see `widen`
+    head_dim: int = 0  # > 0: grow every head to this dimension (a multiple of the old one), see `deepen_heads`
     schedule: str = "cosine"  # or "constant": warmup then a flat lr (a continuation of a trained stage 2)
     haystacks: int = 0  # > 0: RULER rows draw their haystack from this many shuffles of the corpus (not one prefix)
     min_ruler_length: int = 256  # RULER rows are min_ruler_length..native_length tokens (+ the answer budget)
@@ -399,6 +400,52 @@ def widen(model, factor: int, noise: float = 1e-3, seed: int = 0):
     for name, w in sd.items():
         if w.ndim == 2 and "embed" not in name and name != "lm_head.weight":
             w += noise * float(w.std()) * torch.randn(w.shape, generator=gen)
+    new.load_state_dict(sd, strict=False)
+    new.tie_weights()
+    return new
+
+
+def deepen_heads(model, head_dim: int, seed: int = 0, init: float = 0.02):
+    """A copy of `model` whose attention heads are `head_dim` wide (a multiple m of the old width) and that computes
+    the same function exactly. Why: key-conditioned retrieval compares keys in the slowly rotating RoPE pairs, and a
+    32-wide head at theta 10k has only 5 pairs whose wavelength exceeds 2,000 tokens (64-wide: 12).
+    How: the new head's RoPE pair i has frequency theta^(-2i/new), so old pair j (theta^(-2j/old)) is new pair
+    m*j exactly; old q/k dims go there (q scaled by sqrt(m) for SDPA's 1/sqrt(head_dim)), the new pairs get random k
+    and zero q (no score change, but q's gradient is not zero); the new value dims get random weights and zero o_proj
+    columns (no output change, o_proj's gradient is not zero)."""
+    conf = copy.deepcopy(model.config)
+    old = conf.head_dim
+    if head_dim == old:
+        return model
+    if head_dim % old:
+        raise ValueError(f"head_dim {head_dim} is not a multiple of the model's {old}")
+    m = head_dim // old
+    conf.head_dim = head_dim
+    new = LlamaForCausalLM._from_config(conf, attn_implementation="sdpa")
+    gen = torch.Generator().manual_seed(seed)
+    half, nhalf = old // 2, head_dim // 2
+    rot = torch.tensor([m * j for j in range(half)] + [nhalf + m * j for j in range(half)])  # old dim -> new dim
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    for name, w in model.state_dict().items():
+        if not name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight")):
+            continue
+        if name.endswith("o_proj.weight"):  # (hidden, heads * old): columns per head, new value dims read as zero
+            heads = w.shape[1] // old
+            out = torch.zeros(w.shape[0], heads, head_dim)
+            out[:, :, :old] = w.reshape(w.shape[0], heads, old)
+            sd[name] = out.reshape(w.shape[0], heads * head_dim)
+            continue
+        heads = w.shape[0] // old
+        rows = w.reshape(heads, old, w.shape[1])
+        fresh = init * torch.randn(heads, head_dim, w.shape[1], generator=gen)
+        if name.endswith("v_proj.weight"):
+            fresh[:, :old] = rows
+        else:
+            if name.endswith("q_proj.weight"):
+                fresh.zero_()
+                rows = rows * math.sqrt(m)
+            fresh[:, rot] = rows
+        sd[name] = fresh.reshape(heads * head_dim, w.shape[1])
     new.load_state_dict(sd, strict=False)
     new.tie_weights()
     return new
@@ -505,6 +552,8 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
     base = AutoModelForCausalLM.from_pretrained(init_from, dtype=torch.float32, trust_remote_code=False)
     torch.manual_seed(cfg.seed)
     model = widen(grow(base, cfg.num_layers, cfg.native_length), cfg.width, seed=cfg.seed)
+    if cfg.head_dim:
+        model = deepen_heads(model, cfg.head_dim, seed=cfg.seed)
     sampler = DocSampler(tok, TinyBaseConfig(native_length=cfg.native_length), np.random.default_rng(cfg.seed))
     hay = haystack_dirs(Path(str(out) + ".haystacks"), cfg.haystacks, cfg.seed) if cfg.haystacks else None
     ruler_rows = RulerRows(tok, cfg, hay)
