@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from longrecipe.tasks import passkey
 
@@ -131,6 +132,28 @@ def test_v2_widen_preserves_the_function(tiny):
     assert (c.hidden_size, c.num_attention_heads, c.intermediate_size, c.head_dim) == (256, 8, 1024, 32)
     q = noisy.model.layers[0].self_attn.q_proj.weight
     assert not torch.equal(q[:128], q[128:256])
+
+
+def test_v2_deeper_heads_preserve_the_function_and_can_learn(tiny):
+    """Heads grown 32 -> 64 wide compute the same logits (old RoPE pair j is new pair 2j, same frequency), and a
+    step of training moves the new dimensions (their gradients are not zero)."""
+    import torch
+
+    from longrecipe.recipes.tinybase import deepen_heads, grow
+
+    model, tok = tiny
+    ids = torch.tensor([tok("One of the special magic numbers for red-cat is: 1234567. The sky.")["input_ids"]])
+    deep = deepen_heads(grow(model, 4, 512), 64, seed=1)
+    assert deep.config.head_dim == 64 and deep.model.layers[0].self_attn.q_proj.weight.shape == (256, 128)
+    with torch.no_grad():
+        assert torch.allclose(deep(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-4)
+    deep(input_ids=ids, labels=ids).loss.backward()
+    attn = deep.model.layers[0].self_attn  # (layer 1 is a zero-output copy: no gradient reaches its q)
+    q_new = attn.q_proj.weight.grad.reshape(4, 64, 128)[:, 1:16:2]  # the odd (new) RoPE pairs of each head
+    o_new = attn.o_proj.weight.grad.reshape(128, 4, 64)[:, :, 32:]  # the new value dims
+    assert q_new.abs().sum() > 0 and o_new.abs().sum() > 0
+    with pytest.raises(ValueError, match="multiple"):
+        deepen_heads(model, 48)
 
 
 def test_v2_haystacks_are_varied_and_disjoint_from_held_out_text(tmp_path):
