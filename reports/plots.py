@@ -62,14 +62,21 @@ def suite_plots(df: pd.DataFrame, windows: dict[str, int | None], out: Path, tar
 
 def _vs_length(r: pd.DataFrame, ylabel: str, windows: dict[str, int | None], out: Path, target: int | None,
                name: str, log_y: bool = False) -> list[Path]:
-    """One line per run over context length (log2 x axis); dotted: model windows, dashed: the target."""
+    """One line per run over context length (log2 x axis); dotted: model windows, dashed: the target. Rows of
+    several seeds (a `seed` column): the mean of the seeds' means, with their std as error bars."""
     if r.empty:
         return []
-    r = r.groupby(["run", "context_length"], as_index=False)["value"].mean()
+    keys = ["run", "context_length"] + (["seed"] if "seed" in r.columns else [])
+    r = r.groupby(keys, as_index=False)["value"].mean()
+    if "seed" in r.columns:
+        r = r.groupby(["run", "context_length"], as_index=False)["value"].agg(value="mean", std="std")
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for run, g in r.groupby("run"):
         g = g.sort_values("context_length")
-        ax.plot(g.context_length, g.value, marker="o", label=run)
+        if "std" in g and g["std"].notna().any():
+            ax.errorbar(g.context_length, g.value, yerr=g["std"].fillna(0), marker="o", capsize=3, label=run)
+        else:
+            ax.plot(g.context_length, g.value, marker="o", label=run)
     ax.set_xscale("log", base=2)
     lengths = sorted(r.context_length.unique())
     ax.set_xticks(lengths, [str(int(n)) for n in lengths])

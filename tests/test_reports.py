@@ -165,3 +165,43 @@ def test_exports_lm_eval_layout_and_ruler_summary(tmp_path):
     assert "average" not in lm["results"] and lm["n-samples"]["cwe"] == {"original": 10, "effective": 10}
     # RULER's evaluate.py: pd.DataFrame([[Tasks..], [Score..], [Nulls..]]).to_csv(index=False)
     assert ruler_summaries(data) == {4096: "0,1,2\nTasks,niah_single_1,cwe\nScore,90.0,40.5\nNulls,1/10,0/10\n"}
+
+
+def _seed_run(folder: Path, passkey: dict[int, float], window: int) -> Path:
+    rows = tuple(ScoreRow("passkey", "passkey", "acc", v, 1, n, None, 50) for n, v in passkey.items())
+    res = Results(run_info("fixture", {}), ModelInfo("tiny", None, window), "hf", rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    res.save(folder / "results.json")
+    return folder
+
+
+def test_seed_report_mean_std_and_the_difference_rule(tmp_path):
+    """Three seeds: every cell is mean ± std (sample std), and a difference is one only past both 2x the pooled
+    seed std and 2 binomial standard errors. By hand at 1024: flt 80/90/100 (90 ± 10), longrecipe 60/62/64
+    (62 ± 2); 2x pooled std = 2 sqrt((100 + 4) / 2) = 14.4; 2 SE = 2 sqrt(62*38/150 + 90*10/150) = 9.3; the
+    difference -28 passes both. At 512: 92 ± 2 vs 90 ± 2, difference -2: within noise."""
+    flt = [(94, 80), (92, 90), (90, 100)]
+    lr = [(92, 60), (90, 62), (88, 64)]
+    dirs = []
+    for k in range(3):
+        d = tmp_path / "seeds" / f"seed-{k}"
+        _seed_run(d / "flt", {512: flt[k][0], 1024: flt[k][1]}, 1024)
+        _seed_run(d / "longrecipe", {512: lr[k][0], 1024: lr[k][1]}, 1024)
+        dirs.append(str(d))
+    out = tmp_path / "rep"
+    res = run_cli("report", "--seeds", *dirs, "--out", str(out), "--target", "1024")
+    assert res.returncode == 0, res.stderr
+    table = (out / "passkey_by_length.md").read_text()
+    assert "Mean ± std over 3 seeds." in table
+    assert "| flt | **92.0 ± 2.0** | **90.0 ± 10.0** |" in table and "| longrecipe | 90.0 ± 2.0 | 62.0 ± 2.0 |" in table
+    diff = (out / "differences.md").read_text()
+    rows = {line.split(" | ")[2]: line for line in diff.splitlines() if line.startswith("| longrecipe")}
+    assert rows["1024"] == "| longrecipe | passkey | 1024 | 62.0 | 90.0 | -28.0 | 14.4 | 9.30 | difference |"
+    assert "| -2.0 | 4.0 |" in rows["512"] and rows["512"].endswith("within noise |")
+    assert (out / "passkey_vs_length.png").stat().st_size > 5_000
+    csv = (out / "passkey_by_length.csv").read_text().splitlines()
+    assert csv[0] == "run,512,512 std,1024,1024 std"
+    # seeds that do not hold the same runs: one line, exit 2
+    (tmp_path / "seeds" / "seed-2" / "flt" / "results.json").unlink()
+    bad = run_cli("report", "--seeds", *dirs, "--out", str(tmp_path / "rep2"))
+    assert bad.returncode == 2 and "different runs" in bad.stderr and bad.stderr.strip().count("\n") == 0

@@ -296,7 +296,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from longrecipe.reports.report import build_report
 
     try:
-        paths = build_report(args.runs, args.out, args.target, fmt=args.format)
+        if args.seeds:
+            from longrecipe.reports.seeds import build_seed_report
+
+            paths = build_seed_report(args.runs, args.out, args.target, ref=args.reference)
+        else:
+            paths = build_report(args.runs, args.out, args.target, fmt=args.format)
     except ReportError as err:
         raise UsageError(str(err)) from None
     print(f"wrote {len(paths)} files to {args.out}")
@@ -428,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("runs", nargs="+", help="run directories holding results.json (or results.json files)")
     sp.add_argument("--out", required=True)
     sp.add_argument("--target", type=int, default=None, help="target context length to mark on plots")
+    sp.add_argument("--seeds", action="store_true", help="each argument is one seed's folder of runs: tables as mean "
+                    "+/- std over the seeds, error bars, and differences against --reference")
+    sp.add_argument("--reference", default="flt", help="with --seeds: the run every other is compared with")
     sp.add_argument("--format", choices=("tables", "lm-eval"), default="tables", help="lm-eval: also write each "
                     "run in lm-eval's results JSON layout (lm_eval/RUN.json); RULER's summary.csv per length always")
 
