@@ -198,6 +198,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         kw["lengths"] = tuple(args.lengths)
     if args.samples:
         kw["samples"] = args.samples
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    kw.update(seeds=args.seeds, seed=args.seed, target=args.target)
+    if args.base != "tiny":
+        from longrecipe.base import models
+
+        try:
+            models.resolve(args.base)
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(f"--base: {err}") from None
+        kw["base"] = args.base
     cfg = DemoConfig.quick_config(**kw) if args.quick else DemoConfig(**kw)
     report = run_demo(cfg)
     print(f"report: {report}")
@@ -465,8 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", required=True, help="YAML config (train/configs/*.yaml)")
     sp.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. eval.lengths=256,512")
 
-    sp = add("demo", cmd_demo, "the paper's study at toy scale: extend the embedded tiny model 256 -> 2048 with FLT, "
-             "PoSE, RandPos and LongRecipe, evaluate all of them and the base model, write the report")
+    sp = add("demo", cmd_demo, "the paper's study at toy scale: extend the embedded tiny model to 4x its window with "
+             "FLT, PoSE, RandPos and LongRecipe, evaluate all of them and the base model, write the report")
     sp.add_argument("--out", default="runs/demo", help="run directory (re-running resumes; default runs/demo)")
     sp.add_argument("--report", default=None, help="report folder (default OUT/report)")
     sp.add_argument("--quick", action="store_true", help="a few steps and samples of everything (CI, minutes)")
@@ -474,7 +485,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "replay, after merge")
     sp.add_argument("--ratios", type=_ratios, default=None, help="token-ratio study, e.g. 0.1,0.2,0.3,0.4")
     sp.add_argument("--full-study", action="store_true", help="--stages and --ratios 0.1,0.2,0.3,0.4")
-    sp.add_argument("--lengths", type=_lengths, default=None, help="evaluation lengths (default 256,512,1024,2048)")
+    sp.add_argument("--lengths", type=_lengths, default=None, help="evaluation lengths (default: the base's window "
+                    "x 1, 2, 4, 8)")
+    sp.add_argument("--base", default="tiny", help="the model extended: 'tiny' (default) or a directory")
+    sp.add_argument("--target", type=int, default=0, help="target window (default 4x the base's)")
+    sp.add_argument("--seeds", type=int, default=1, help="seeds --seed .. --seed + N - 1, one study each; the report "
+                    "gives mean +/- std and the differences that pass the rule (README)")
+    sp.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     sp.add_argument("--samples", type=int, default=None, help="samples per task and length")
     sp.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"),
                     help="folder of essays (*.txt) for essay haystacks (default: built-in Python text)")

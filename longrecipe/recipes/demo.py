@@ -1,16 +1,21 @@
-"""`longrecipe demo`: the paper's study at toy scale, on the embedded tiny base model (native 256 -> 2048).
+"""`longrecipe demo`: the paper's study at toy scale, on the embedded tiny base model (native window -> 4x).
 
 Why one command: the study is only comparable when every method trains on the same data, sees the same number of
 training samples and is evaluated by the same harness; one command that does all of it (and resumes where it
 stopped) is what makes the comparison repeatable on a laptop CPU. Layout of `out`:
 
     demo_config.json              the resolved settings of this run
-    data/long.jsonl               the long training documents (Python prose + retrieval documents)
+    data/long.jsonl               the long training documents (retrieval documents in the base's formats)
     train/<method>/               one `longrecipe train` run per training stage (config.yaml, train_log.jsonl, model/)
     longrecipe/analysis/          impactful-token analysis of the base vs the PoSE-extended model
     models/<run>/                 the final model of every run (LongRecipe: after replay and merge)
     eval/<run>/                   predictions and results.json of every evaluated model
-    report/                       tables (md, tex, csv) and plots (png, svg)
+    report/                       tables (md, tex, csv) and plots (png, svg); report/seeds/seed-K/<run>/ the
+                                  results.json of every evaluated model (small: committed with a report)
+
+With `--seeds N` each seed is one such study in OUT/seed-K, and OUT/report holds the tables over the seeds (mean
+± std, error bars, the differences that pass the rule in reports/seeds.py); a report can be rebuilt from the
+committed seed folders alone: `longrecipe report --seeds REPORT/seeds/seed-* --out REPORT`.
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ from transformers import AutoTokenizer
 
 import longrecipe.train
 from longrecipe.base import models
-from longrecipe.base.io import write_json
+from longrecipe.base.io import write_json, write_text
 from longrecipe.base.schema import read_jsonl
 from longrecipe.evaluate.runner import build_config, run_eval
 from longrecipe.recipes.longdocs import write_corpus
 from longrecipe.recipes.study import write_study_tables
 from longrecipe.reports.report import build_report
+from longrecipe.reports.seeds import build_seed_report
 from longrecipe.train import analysis
 from longrecipe.train.flops import forward_flops, training_flops
 from longrecipe.train.merge import merge_models
@@ -45,7 +51,8 @@ class DemoConfig:
     out: str = "runs/demo"
     report: str | None = None  # where the report goes (default: OUT/report)
     quick: bool = False
-    target: int = 2048
+    base: str = "tiny"  # the model extended: 'tiny' or a directory
+    target: int = 0  # 0: 4x the base's native window
     ratio: float = 0.3  # training length of PoSE, RandPos and LongRecipe as a fraction of the target
     ratios: tuple[float, ...] = ()  # token-ratio study: LongRecipe at each ratio (FLT is the 100 % point)
     stages: bool = False  # Table-3 view: general ability before replay, after replay, after merge
@@ -58,20 +65,27 @@ class DemoConfig:
     merge_weight: float = 0.5  # weight of the extended model; the original model gets 1 - merge_weight
     retrieval_docs: int = 256
     analysis_windows: int = 32
-    lengths: tuple[int, ...] = (256, 512, 1024, 2048)
+    lengths: tuple[int, ...] = ()  # () : the native window x 1, 2, 4 and 8
     samples: int = 20
     niah_depths: int = 11
     general_limit: int | None = None
     essay_dir: str | None = None
     backend: str = "hf"
     seed: int = 0
+    seeds: int = 1  # seeds seed .. seed + seeds - 1, one study each (OUT/seed-K when more than one)
 
     @classmethod
     def quick_config(cls, **kw: Any) -> DemoConfig:
         """A few steps and samples of everything: the whole pipeline in a few minutes (CI)."""
         small = dict(quick=True, steps=4, batch_size=4, replay_steps=2, retrieval_docs=16, analysis_windows=2,
-                     lengths=(256, 512), samples=2, niah_depths=2, general_limit=8)
+                     lengths=(), samples=2, niah_depths=2, general_limit=8)
         return cls(**{**small, **kw})
+
+    def resolved(self, native: int) -> DemoConfig:
+        """The defaults that depend on the base model filled in: target 4x its window, lengths 1x..8x (2x: quick)."""
+        target = self.target or 4 * native
+        lengths = self.lengths or tuple(native * k for k in ((1, 2) if self.quick else (1, 2, 4, 8)))
+        return dataclasses.replace(self, target=target, lengths=lengths)
 
     @property
     def train_length(self) -> int:
@@ -86,10 +100,10 @@ class Demo:
     """The study's steps, each skipped when its output already exists (a re-run resumes)."""
 
     def __init__(self, cfg: DemoConfig, log=print):
-        self.cfg, self.log = cfg, log
-        self.out = Path(cfg.out)
-        self.base = models.resolve("tiny")
+        self.base = models.resolve(cfg.base)
         self.native = int(json.loads((self.base / "config.json").read_text())["max_position_embeddings"])
+        self.cfg, self.log = cfg.resolved(self.native), log
+        self.out = Path(cfg.out)
         self.configs = Path(longrecipe.train.__file__).parent / "configs"  # package data: train/configs/*.yaml
         self.compute: dict[str, dict[str, float]] = {}
 
@@ -99,7 +113,7 @@ class Demo:
         if not path.exists():
             tok = AutoTokenizer.from_pretrained(self.base, trust_remote_code=False)
             counts = write_corpus(path, tok, self.cfg.target, self.cfg.retrieval_docs, self.cfg.seed)
-            self.log(f"data: {counts['prose']} prose and {counts['retrieval']} retrieval documents -> {path}")
+            self.log(f"data: {counts['retrieval']} retrieval documents -> {path}")
         return path
 
     # ---------------------------------------------------------------- training
@@ -127,7 +141,7 @@ class Demo:
         c = self.cfg
         return [f"data.source={self.data()}", f"train.target_length={c.target}", f"train.train_length={length}",
                 f"train.steps={c.steps}", f"train.batch_size={c.batch_size}", f"train.lr={c.lr}",
-                f"train.seed={c.seed}", f"rope.method={c.rope}", "train.save_every=25"]
+                f"train.seed={c.seed}", f"rope.method={c.rope}", "train.save_every=25", f"model.path={self.base}"]
 
     def baselines(self) -> dict[str, Path]:
         """FLT at the target length; PoSE and RandPos at `ratio` of it: the same number of samples each."""
@@ -144,7 +158,7 @@ class Demo:
         if not (out / "token_types.json").exists():
             self.log("analysis: base vs PoSE-extended model")
             t0 = time.time()
-            analysis.run("tiny", str(extended), str(self.data()), out, window=self.cfg.target,
+            analysis.run(str(self.base), str(extended), str(self.data()), out, window=self.cfg.target,
                 max_windows=self.cfg.analysis_windows)
             (out / "wall_s.txt").write_text(f"{time.time() - t0:.3f}\n")
         return out / "token_types.json"
@@ -194,7 +208,7 @@ class Demo:
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(saved, dataclasses.asdict(c))
         t0 = time.time()
-        models: dict[str, Path | str] = {"base": "tiny", **self.baselines()}
+        models: dict[str, Path | str] = {"base": str(self.base), **self.baselines()}
         anchors = self.analysis(models["pose"])
         main = self.longrecipe(c.ratio, anchors)
         models["longrecipe"] = main["merged"]
@@ -236,7 +250,38 @@ class Demo:
         logs = {name: self.out / "train" / stage / "train_log.jsonl" for name, stage in stages.items()}
         build_report(runs, out, target=self.cfg.target, train_logs=logs)
         write_study_tables(self.compute, self.cfg.ratio, runs, stage_runs, ratio_runs, out)
+        keep_seed(runs, out / "seeds" / f"seed-{self.cfg.seed}")
+
+
+def keep_seed(runs: list[Path], folder: Path) -> None:
+    """The results.json of every evaluated model, in folder/<run>/: what a report over seeds is rebuilt from."""
+    for run in runs:
+        dest = folder / run.name / "results.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_text(dest, (run / "results.json").read_text())
 
 
 def run_demo(cfg: DemoConfig, log=print) -> Path:
-    return Demo(cfg, log).run()
+    """One study, or with cfg.seeds > 1 one per seed (OUT/seed-K) and the report over them in OUT/report."""
+    if cfg.seeds == 1:
+        return Demo(cfg, log).run()
+    out = Path(cfg.out)
+    report = Path(cfg.report) if cfg.report else out / "report"
+    folders = []
+    for k in range(cfg.seed, cfg.seed + cfg.seeds):
+        one = dataclasses.replace(cfg, seed=k, seeds=1, out=str(out / f"seed-{k}"), report=None)
+        log(f"seed {k}")
+        Demo(one, log).run()
+        folders.append(out / f"seed-{k}" / "report")
+    first = folders[0]
+    if report.exists() and cfg.report is None:
+        shutil.rmtree(report)  # derived data: rebuilt whole
+    for folder in folders:  # every seed's small results, then the tables over them
+        shutil.copytree(folder / "seeds", report / "seeds", dirs_exist_ok=True)
+    for name in ("compute", "table3", "token_ratio"):  # per-study tables: the first seed's
+        for path in first.glob(f"{name}.*"):
+            shutil.copy2(path, report / path.name)
+    resolved = Demo(cfg, log).cfg
+    build_seed_report(sorted((report / "seeds").glob("seed-*")), report, target=resolved.target)
+    log(f"report over {cfg.seeds} seeds in {report}")
+    return report
