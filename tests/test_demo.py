@@ -37,37 +37,42 @@ def test_flops_grow_quadratically_only_in_attention():
 
 
 def test_long_documents(tiny):
-    """Retrieval documents: every answer is its needle's value and names that needle; needle-to-question
-    distances cover the whole target window; answers are most of the targets."""
+    """Retrieval documents: episodes in the base model's row formats; every answer is the value of the needle it
+    names, which comes before it in the same episode; needle-to-question distances cover the whole target window;
+    answers are most of the targets."""
     import re
 
     from longrecipe.recipes.longdocs import KV_NEEDLE, retrieval_document
+    from longrecipe.recipes.tinybase import KV_INTRO
+    from longrecipe.tasks import passkey
 
     _, tok = tiny
     rng = np.random.default_rng(0)
-    dist, answer_chars, prose_chars = [], 0, 0
-    for _ in range(6):
+    dist, answer_chars, prose_chars, kv, pk = [], 0, 0, 0, 0
+    for _ in range(16):
         doc, spans = retrieval_document(tok, 1152, rng, target=1024)
         assert len(tok(doc, add_special_tokens=False)["input_ids"]) >= 1152
+        assert doc.startswith((KV_INTRO, passkey.PREFIX))
         needles = {m.group(1): m.group(2) for m in re.finditer(KV_NEEDLE.replace(".", r"\.").format(
             key=r"(\S+)", value=r"(\d+)"), doc)}
-        key = re.search(r"The pass key is (\d+)\. Remember it\.", doc).group(1)  # one needle is a pass key
-        assert all(m == key for m in re.findall(r"What is the pass key\? The pass key is (\d+)\.", doc))
-        queries = list(re.finditer(r"for (\S+) mentioned in the provided text is (\d+)\.", doc))
-        assert len(queries) >= 4 and all(needles[q.group(1)] == q.group(2) for q in queries)
+        for q in re.finditer(r"for (\S+) mentioned in the provided text is (\d+)\.", doc):
+            assert needles[q.group(1)] == q.group(2)
         for span in spans:
             if len(span) == 2:  # a prose target
                 prose_chars += span[1] - span[0]
                 continue
             a, b, n0, n1 = span
-            answer, needle = doc[a:b], doc[n0:n1]
+            answer, needle, between = doc[a:b], doc[n0:n1], doc[n1:a]
             assert re.fullmatch(r"\d+\.", answer) and n1 <= a and answer[:-1] in needle
-            assert needle.startswith(("One of the special magic numbers", "The pass key is"))
+            assert KV_INTRO not in between and passkey.PREFIX not in between  # the same episode
+            kv += needle.startswith("One of the special magic numbers")
+            pk += needle.startswith("The pass key is")
             answer_chars += b - a
-            dist.append(len(tok(doc[n1:a], add_special_tokens=False)["input_ids"]))
-    assert answer_chars > 2 * prose_chars > 0
-    # questions come at least a question's length after their needle, and as far as the whole window
-    assert min(dist) < 100 and max(dist) > 850 and 250 < float(np.median(dist)) < 700
+            dist.append(len(tok(between, add_special_tokens=False)["input_ids"]))
+    assert kv > 10 and pk > 10 and kv + pk == len(dist)
+    assert answer_chars > 2 * prose_chars
+    # questions come from right after their needle to as far as the whole window
+    assert min(dist) < 100 and max(dist) > 850 and 150 < float(np.median(dist)) < 700
 
 
 def test_an_answer_is_a_target_only_where_its_needle_is_before_it():

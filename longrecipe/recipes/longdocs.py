@@ -3,10 +3,12 @@
 Why retrieval documents: the paper extends models on long natural documents, whose long-range dependencies teach
 a model to use a longer window. Python's own prose has few such dependencies, so a tiny model extended on it alone
 has nothing to learn at long range (and loses the retrieval it had: issue #17). These documents carry explicit
-ones, in the formats the base model retrieves in: key-value needles ("One of the special magic numbers for KEY is:
-VALUE.") and a pass key in filler text (RULER's noise, Python prose, random words), each asked about later, each
-question followed by its answer. What makes them teach retrieval at every length of the target window:
-- needle-to-question distances drawn uniformly over the whole target window (not "shortly after the needle");
+ones, in the formats the base model retrieves in: key-value needles ("One of the special magic numbers for KEY
+is: VALUE.") and a pass key in filler text (RULER's noise, Python prose, random words), asked about at the end of
+their episode, each question followed by its answer. What makes them teach retrieval at every length of the target
+window:
+- episodes (instruction, filler with the needles, the questions, their answers: the base model's own rows) whose
+  lengths are drawn uniformly up to the target, so needle-to-question distances cover the whole target window;
 - the answers carry most of the loss (`loss_spans`): every answer is a target, and only a few prose sentences
   are (`prose_weight` prose target tokens per answer token), so no method is trained mostly on filler;
 - every answer names its needle (`[start, end, needle_start, needle_end]`), and the trainer drops an answer from
@@ -24,16 +26,22 @@ import numpy as np
 
 from longrecipe.base import corpus
 from longrecipe.base.io import write_text
-from longrecipe.recipes.tinybase import KV_NEEDLE, KV_QUESTION, NOISE  # the formats the base model retrieves in
+from longrecipe.recipes.tinybase import (  # the formats the base model retrieves in
+    KV_INTRO,
+    KV_NEEDLE,
+    KV_QUESTION,
+    NOISE,
+)
 from longrecipe.tasks import passkey
 
 KV_QUERY = KV_QUESTION + " {value}."
 PK_QUERY = passkey.QUESTION + " {key}."
 
 
-def _filler(rng: np.random.Generator, sentences: tuple[str, ...], words: tuple[str, ...]) -> tuple[str, bool]:
-    """One filler sentence and whether it is prose: RULER's noise, a Python-doc sentence, or random words."""
-    kind = int(rng.integers(3))
+def _filler(rng: np.random.Generator, kind: int, sentences: tuple[str, ...],
+            words: tuple[str, ...]) -> tuple[str, bool]:
+    """One filler sentence of `kind` and whether it is prose: RULER's noise (0), a Python-doc sentence (1), or
+    random words (2), the base model's three fillers."""
     if kind == 0:
         return NOISE, False
     if kind == 1:
@@ -43,53 +51,67 @@ def _filler(rng: np.random.Generator, sentences: tuple[str, ...], words: tuple[s
 
 
 def retrieval_document(tokenizer: Any, min_tokens: int, rng: np.random.Generator, target: int | None = None,
-                       needle_every: int = 100, questions: int = 3, prose_weight: float = 0.1
-                       ) -> tuple[str, list[list[int]]]:
-    """At least `min_tokens` tokens of filler with a needle every ~`needle_every` tokens (one of them the pass
-    key), each asked about `questions` times (the pass key once more) at distances ~ U(16, `target`) tokens after
-    it, counted in the document's own tokens (questions that would fall past the end are dropped). Returns the
-    text and its loss spans: per answer [start, end, needle_start, needle_end] (character offsets of the answer
-    "1234567." and of its needle), and [start, end] for the prose sentences chosen as targets (~`prose_weight`
-    prose tokens per answer token)."""
+                       shortest: int = 48, prose_weight: float = 0.1) -> tuple[str, list[list[int]]]:
+    """At least `min_tokens` tokens of retrieval episodes, each in one of the base model's own row formats: a pass
+    key (its instruction, filler, the needle, filler, the question, the answer) or 1-4 key-value needles (their
+    instruction, filler with the needles, a question about each, the answers). Each episode's first needle stands
+    ~d tokens before its questions, d ~ U(`shortest`, `target` - 100), so needle-to-question distances cover the
+    whole target window (its other needles fall in between).
+    Returns the text and its loss spans: per answer [start, end, needle_start, needle_end] (character offsets of
+    the answer "1234567." and of the needle it is retrieved from), and [start, end] for the prose sentences chosen
+    as targets (~`prose_weight` prose tokens per answer token)."""
     target = target or min_tokens
     sentences, words = corpus.sentences(), corpus.words()
     ntok = lambda t: len(tokenizer(" " + t, add_special_tokens=False)["input_ids"])  # noqa: E731
     parts: list[tuple[str, int, bool]] = []  # (text, needle id | -1 - needle id for a question | FILL, prose?)
-    due: list[tuple[int, int, str]] = []  # (token offset, needle id, question) not yet placed
-    at, placed, pk = 0, 0, None
-    pk_from = int(rng.integers(0, max(1, min_tokens - 64)))  # the first needle from this token on is the pass key
+    at, episodes = 0, 0
     while at < min_tokens:
-        due.sort()
-        while due and due[0][0] <= at:
-            _, j, text = due.pop(0)
-            parts.append((text, -1 - j, False))
-            at += ntok(text)
-        is_pk = pk is None and at >= pk_from
-        if is_pk or rng.random() < 30 / needle_every:  # ~one needle per needle_every tokens of ~30-token pieces
-            needle, query = _needle(rng, words, is_pk)
-            pk = placed if is_pk else pk
-            parts.append((needle, placed, False))
-            at += ntok(needle)
-            for _ in range(questions + is_pk):
-                due.append((at + int(rng.integers(16, max(17, target - 48))), placed, query))
-            placed += 1
-        text, prose = _filler(rng, sentences, words)
-        parts.append((text, FILL, prose))
-        at += ntok(text)
+        at += _episode(parts, rng, int(rng.integers(shortest, max(shortest + 1, target - 100))), episodes,
+                       sentences, words, ntok)
+        episodes += 1
     return _join(parts, rng, prose_weight, ntok)
 
 
+def _episode(parts: list, rng: np.random.Generator, length: int, ident: int, sentences: tuple[str, ...],
+             words: tuple[str, ...], ntok: Any) -> int:
+    """Append one episode of about `length` tokens to `parts`; returns its token count."""
+    kind = int(rng.integers(3))
+    if rng.random() < 0.5:
+        key = str(rng.integers(10 ** (d := int(rng.integers(4, 8))) // 10, 10**d))
+        head, needles, asks = passkey.PREFIX, [passkey.NEEDLE.format(key=key)], [PK_QUERY.format(key=key)]
+    else:  # every needle asked about, in a random order (the base's rows ask one; more answers per token here)
+        pairs = rng.integers(len(words), size=(int(rng.integers(1, 5)), 2))
+        keys = [f"{words[int(i)]}-{words[int(j)]}" for i, j in pairs]
+        values = [str(rng.integers(1_000_000, 10_000_000)) for _ in keys]
+        head, needles = KV_INTRO, [KV_NEEDLE.format(key=k, value=v) for k, v in zip(keys, values)]
+        asks = [KV_QUERY.format(key=keys[i], value=values[i]) for i in range(len(keys))]
+    def fill(tokens: int) -> list[tuple[str, bool]]:
+        out, n = [], 0
+        while n < tokens:
+            out.append(_filler(rng, kind, sentences, words))
+            n += ntok(out[-1][0])
+        return out
+
+    # needle 0 starts the span of `length` tokens that ends at the questions: its distance is ~ `length`
+    before, after = fill(int(rng.integers(0, 33))), fill(length - sum(map(ntok, needles)))
+    slots = sorted(int(x) for x in rng.integers(0, len(after) + 1, size=len(needles) - 1))
+    base = 8 * ident  # needle i of this episode has id base + i (at most 4 needles)
+    parts.append((head, FILL, False))
+    parts += [(t, FILL, prose) for t, prose in before]
+    parts.append((needles[0], base, False))
+    others = iter(rng.permutation(np.arange(1, len(needles))))
+    for k, sentence in enumerate(after + [None]):
+        for _ in range(slots.count(k)):
+            i = int(next(others))
+            parts.append((needles[i], base + i, False))
+        if sentence is not None:
+            parts.append((sentence[0], FILL, sentence[1]))
+    for i in rng.permutation(len(asks)):
+        parts.append((asks[int(i)], -1 - (base + int(i)), False))
+    return sum(ntok(t) for t in [head, *needles, *asks]) + sum(ntok(t) for t, _ in before + after)
+
+
 FILL = 10**9  # the part id of filler
-
-
-def _needle(rng: np.random.Generator, words: tuple[str, ...], is_passkey: bool) -> tuple[str, str]:
-    """(needle, its question with the answer) in the base model's formats."""
-    if is_passkey:
-        key = str(rng.integers(10_000, 100_000))
-        return passkey.NEEDLE.format(key=key), PK_QUERY.format(key=key)
-    key = f"{words[int(rng.integers(len(words)))]}-{words[int(rng.integers(len(words)))]}"
-    value = str(rng.integers(1_000_000, 10_000_000))
-    return KV_NEEDLE.format(key=key, value=value), KV_QUERY.format(key=key, value=value)
 
 
 def _join(parts: list[tuple[str, int, bool]], rng: np.random.Generator, prose_weight: float, ntok: Any
