@@ -303,6 +303,20 @@ def test_loss_spans_make_completion_only_labels(tmp_path, tiny):
     assert (rows["labels"][0] != IGNORE).tolist() == flags[lo : lo + 256]
 
 
+def test_a_step_without_targets_trains_on_nothing(tmp_path):
+    """Rows whose every answer lost its needle hold no target: such a step has loss 0 and changes nothing."""
+    text = " ".join(f"Sentence number {i} is here." for i in range(300))
+    spans = [[m, m + 5, m + 100, m + 110] for m in range(0, len(text) - 200, 150)]  # each needle after its answer
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"text": text, "loss_spans": spans}) + "\n")
+    res = run_cli("train", "--config", "train/configs/tiny_pose.yaml", f"out={tmp_path / 'o'}", f"data.source={path}",
+                  "train.steps=2", "train.batch_size=2", "train.train_length=64", "train.target_length=256",
+                  "train.threads=1", "train.save_every=0")
+    assert res.returncode == 0, res.stderr[-2000:]
+    log = [json.loads(x) for x in (tmp_path / "o" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in log] == [0.0, 0.0] and [r["tokens"] for r in log] == [0, 0]
+
+
 def test_malformed_loss_spans_are_one_line(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"text": "x " * 3000}) + "\n" + json.dumps({"text": "y", "loss_spans": [1, 2]}) + "\n")

@@ -276,7 +276,9 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
         rows = [_rows(builder, t, step, m, replica, micro, replicas) for m in range(accum)]
         # every token of the step weighs the same, whatever micro-batch or process it lands in (the processes of
         # a sequence-parallel group all count their group's full rows)
-        count = dist.sum(float(sum(int((shifted_targets(b) != IGNORE).sum()) for b in rows))) / t.sequence_parallel
+        targets = dist.sum(float(sum(int((shifted_targets(b) != IGNORE).sum()) for b in rows))) / t.sequence_parallel
+        # a step whose rows hold no target (every answer's needle cut away) has a zero loss and zero gradients
+        count = max(targets, 1.0)
         total = 0.0
         for m, batch in enumerate(rows):
             batch = {k: v.to(dist.device) for k, v in batch.items()}
@@ -298,8 +300,8 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
         if dist.main and (step + 1) % t.log_every == 0:
             dt = max(time.time() - step_t0, 1e-9)
             row = {"step": step + 1, "loss": round(loss, 6), "lr": sched.get_last_lr()[0],
-                   "grad_norm": round(gnorm, 6), "tokens": int(count), "elapsed_s": round(time.time() - t0, 3),
-                   "tokens_per_s": round(count / dt, 1), "peak_mem_mb": round(_peak_memory_mb(dist.device), 1)}
+                   "grad_norm": round(gnorm, 6), "tokens": int(targets), "elapsed_s": round(time.time() - t0, 3),
+                   "tokens_per_s": round(targets / dt, 1), "peak_mem_mb": round(_peak_memory_mb(dist.device), 1)}
             row["train_mem_mb"] = round(row["peak_mem_mb"] - base_mb, 1)  # what `--plan` estimates
             if peak:  # model FLOPs utilisation: counted training FLOPs of the step over the GPUs' bf16 peak
                 row["mfu"] = round(step_flops / dt / (peak * dist.world), 4)
