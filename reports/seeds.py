@@ -72,7 +72,8 @@ def write_pm(mean: pd.DataFrame, std: pd.DataFrame, out: Path, name: str, captio
         cells[col] = [f"**{_pm(m, s)}**" if str(b).startswith("**") else _pm(m, s)
                       for m, s, b in zip(mean[col], std[col], bold[col])]
     head = [mean.index.name or ""] + [str(c) for c in mean.columns]
-    md = [f"Mean ± std over {seeds} seeds.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    plural = "s" if seeds > 1 else ""
+    md = [f"Mean ± std over {seeds} seed{plural}.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join([str(i)] + [str(v) for v in row]) + " |" for i, row in cells.iterrows()]
     paths = [out / f"{name}.md", out / f"{name}.tex", out / f"{name}.csv"]
     write_text(paths[0], "\n".join(md) + "\n")
@@ -139,7 +140,8 @@ def build_seed_report(seed_dirs: Sequence[str | Path], out: str | Path, target: 
     if diffs:
         table = pd.concat(diffs)
         table = table[["suite", *[c for c in table.columns if c != "suite"]]]
-        text = f"Differences against {ref}, mean of {seeds} seeds; {RULE}.\n\n" + tables.to_markdown(table, bold=False)
+        text = (f"Differences against {ref}, mean of {seeds} seed{'s' if seeds > 1 else ''}; {RULE}.\n\n"
+                + tables.to_markdown(table, bold=False))
         write_text(out / "differences.md", text)
         write_text(out / "differences.csv", table.to_csv())
         written += [out / "differences.md", out / "differences.csv"]
