@@ -198,3 +198,18 @@ def test_bad_parquet_and_hub_sources_are_one_line_exit_2(tmp_path):
         assert res.returncode == 2 and message in res.stderr, res.stderr[-1500:]
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
         assert not out.exists()
+
+
+def test_a_store_of_an_older_format_is_refused_by_name(tmp_path, tiny):
+    """A store written by an older longrecipe (format version 1, before answers named their needles) is refused with
+    its version in the message, by the build and by the reader, and is left as it was."""
+    _, tok = tiny
+    src = _corpus(tmp_path / "c.jsonl", 3)
+    path = S.build(src, tok, tmp_path / "store", progress=False)
+    meta = json.loads((path / S.META).read_text())
+    (path / S.META).write_text(json.dumps({**meta, "version": 1}))
+    before = (path / S.META).read_text()
+    for call in (lambda: S.build(src, tok, path, progress=False), lambda: S.TokenStore(path, tok)):
+        with pytest.raises(ValueError, match="format version 1"):
+            call()
+    assert (path / S.META).read_text() == before

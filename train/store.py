@@ -78,6 +78,9 @@ def build(source: str | os.PathLike, tokenizer: Any, out: str | os.PathLike, tex
     meta: dict[str, Any] = {}
     if is_store(out):
         meta = json.loads((out / META).read_text())
+        if meta.get("version") != VERSION:
+            raise ValueError(f"{out} is a token store of format version {meta.get('version')} (this longrecipe "
+                             f"reads version {VERSION}); remove it and tokenize again")
         if {k: meta.get(k) for k in ident} != ident:
             raise ValueError(f"{out} is a token store of another source, field or tokenizer; remove it or choose "
                              f"another place")
@@ -145,7 +148,10 @@ class TokenStore(Sequence):
             self.meta = json.loads((self.path / META).read_text())
         except (OSError, ValueError):
             raise ValueError(f"{self.path}: not a token store (no readable {META})") from None
-        if self.meta.get("version") != VERSION or not self.meta.get("complete"):
+        if self.meta.get("version") != VERSION:
+            raise ValueError(f"{self.path}: a token store of format version {self.meta.get('version')} (this "
+                             f"longrecipe reads version {VERSION}); remove it and tokenize again")
+        if not self.meta.get("complete"):
             raise ValueError(f"{self.path}: an incomplete or foreign token store; finish it with `longrecipe tokenize`")
         if tokenizer is not None and self.meta["tokenizer"] != tokenizer_hash(tokenizer):
             raise ValueError(f"{self.path}: tokenized with another tokenizer than the model's")
