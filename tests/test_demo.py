@@ -267,6 +267,14 @@ def test_demo_refuses_a_run_directory_with_other_settings(tmp_path):
     assert json.loads((out / "demo_config.json").read_text()) == {"steps": 999}  # untouched
 
 
+def test_demo_rejects_bad_seeds_and_base(tmp_path):
+    bad = ((["--seeds", "0"], "--seeds must be >= 1"), (["--base", str(tmp_path / "none")], "--base: no model"))
+    for args, message in bad:
+        res = run_cli("demo", "--quick", "--out", str(tmp_path / "o"), *args)
+        assert res.returncode == 2 and message in res.stderr and res.stderr.strip().count("\n") == 0
+        assert not (tmp_path / "o").exists()
+
+
 def test_demo_rejects_bad_ratios():
     res = run_cli("demo", "--quick", "--ratios", "0.3,1.5")
     assert res.returncode == 2 and "fractions in (0, 1]" in res.stderr
