@@ -64,9 +64,11 @@ def _pm(m: float, s: float) -> str:
     return tables._fmt(float(m)) + ("" if s is None or math.isnan(s) else f" ± {tables._fmt(float(s))}")
 
 
-def write_pm(mean: pd.DataFrame, std: pd.DataFrame, out: Path, name: str, caption: str, seeds: int) -> list[Path]:
-    """name.md and name.tex with "mean ± std" cells (the best mean in bold), name.csv with mean and std columns."""
-    bold = tables._bold_best(mean, lambda s: f"**{s}**")
+def write_pm(mean: pd.DataFrame, std: pd.DataFrame, out: Path, name: str, caption: str, seeds: int,
+             lower: bool = False) -> list[Path]:
+    """name.md and name.tex with "mean ± std" cells (the best mean in bold: the smallest where `lower`), name.csv
+    with mean and std columns."""
+    bold = tables._bold_best(mean, lambda s: f"**{s}**", lower)
     cells = mean.copy().astype(object)
     for col in mean.columns:
         cells[col] = [f"**{_pm(m, s)}**" if str(b).startswith("**") else _pm(m, s)
@@ -135,7 +137,7 @@ def build_seed_report(seed_dirs: Sequence[str | Path], out: str | Path, target: 
                 continue
             mean, std = per_seed(df, lambda d, s=suite, sp=spec: tables.by_length(d, s, sp))
             if not mean.empty:
-                written += write_pm(mean, std, out, spec.name, spec.caption, seeds)
+                written += write_pm(mean, std, out, spec.name, spec.caption, seeds, lower=spec.lower)
     diffs = [d.assign(suite=s) for s in suites if not (d := differences(df, s, ref)).empty]
     if diffs:
         table = pd.concat(diffs)
