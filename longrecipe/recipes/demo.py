@@ -141,7 +141,7 @@ class Demo:
         c = self.cfg
         return [f"data.source={self.data()}", f"train.target_length={c.target}", f"train.train_length={length}",
                 f"train.steps={c.steps}", f"train.batch_size={c.batch_size}", f"train.lr={c.lr}",
-                f"train.seed={c.seed}", f"rope.method={c.rope}", "train.save_every=25", f"model.path={self.base}"]
+                f"train.seed={c.seed}", f"rope.method={c.rope}", "train.save_every=25", f"model.path={c.base}"]
 
     def baselines(self) -> dict[str, Path]:
         """FLT at the target length; PoSE and RandPos at `ratio` of it: the same number of samples each."""
@@ -158,7 +158,7 @@ class Demo:
         if not (out / "token_types.json").exists():
             self.log("analysis: base vs PoSE-extended model")
             t0 = time.time()
-            analysis.run(str(self.base), str(extended), str(self.data()), out, window=self.cfg.target,
+            analysis.run(self.cfg.base, str(extended), str(self.data()), out, window=self.cfg.target,
                 max_windows=self.cfg.analysis_windows)
             (out / "wall_s.txt").write_text(f"{time.time() - t0:.3f}\n")
         return out / "token_types.json"
@@ -208,7 +208,7 @@ class Demo:
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(saved, dataclasses.asdict(c))
         t0 = time.time()
-        models: dict[str, Path | str] = {"base": str(self.base), **self.baselines()}
+        models: dict[str, Path | str] = {"base": c.base, **self.baselines()}
         anchors = self.analysis(models["pose"])
         main = self.longrecipe(c.ratio, anchors)
         models["longrecipe"] = main["merged"]

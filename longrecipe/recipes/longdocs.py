@@ -8,7 +8,8 @@ is: VALUE.") and a pass key in filler text (RULER's noise, Python prose, random 
 their episode, each question followed by its answer. What makes them teach retrieval at every length of the target
 window:
 - episodes (instruction, filler with the needles, the questions, their answers: the base model's own rows) whose
-  lengths are drawn uniformly up to the target, so needle-to-question distances cover the whole target window;
+  first needle stands a uniformly drawn distance (up to the target) before the questions, so needle-to-question
+  distances cover the whole target window;
 - the answers carry most of the loss (`loss_spans`): every answer is a target, and only a few prose sentences
   are (`prose_weight` prose target tokens per answer token), so no method is trained mostly on filler;
 - every answer names its needle (`[start, end, needle_start, needle_end]`), and the trainer drops an answer from
@@ -74,7 +75,8 @@ def retrieval_document(tokenizer: Any, min_tokens: int, rng: np.random.Generator
 
 def _episode(parts: list, rng: np.random.Generator, length: int, ident: int, sentences: tuple[str, ...],
              words: tuple[str, ...], ntok: Any) -> int:
-    """Append one episode of about `length` tokens to `parts`; returns its token count."""
+    """Append one episode to `parts` whose first needle starts ~`length` tokens before its questions; returns the
+    episode's token count."""
     kind = int(rng.integers(3))
     if rng.random() < 0.5:
         key = str(rng.integers(10 ** (d := int(rng.integers(4, 8))) // 10, 10**d))
@@ -142,27 +144,14 @@ def _join(parts: list[tuple[str, int, bool]], rng: np.random.Generator, prose_we
     return " ".join(t for t, _, _ in parts), sorted(spans)
 
 
-def prose_documents(tokenizer: Any, min_tokens: int) -> list[str]:
-    """The Python corpus cut at paragraph boundaries into documents of at least `min_tokens` tokens."""
-    docs, cur, n = [], [], 0
-    for p in corpus.paragraphs():
-        cur.append(p)
-        n += len(tokenizer(p, add_special_tokens=False)["input_ids"]) + 1
-        if n >= min_tokens:
-            docs.append("\n\n".join(cur))
-            cur, n = [], 0
-    return docs
-
-
 def write_corpus(path: str | Path, tokenizer: Any, min_tokens: int, retrieval_docs: int = 256,
-                 seed: int = 0, target: int | None = None, prose_docs: bool = False) -> dict[str, int]:
-    """JSONL of {"text", "kind", "loss_spans"} retrieval documents of at least `min_tokens` tokens (atomic); with
-    `prose_docs`, also every prose document of the Python corpus (every token a target)."""
+                 seed: int = 0, target: int | None = None) -> dict[str, int]:
+    """JSONL of {"text", "kind", "loss_spans"} retrieval documents of at least `min_tokens` tokens (atomic)."""
     rng = np.random.default_rng(seed)
     margin = min_tokens + min_tokens // 8  # room for every method's window at any offset
-    rows = [{"text": t, "kind": "prose"} for t in prose_documents(tokenizer, margin)] if prose_docs else []
+    rows = []
     for _ in range(retrieval_docs):
         text, spans = retrieval_document(tokenizer, margin, rng, target=target or min_tokens)
         rows.append({"text": text, "kind": "retrieval", "loss_spans": spans})
     write_text(Path(path), "".join(json.dumps(r) + "\n" for r in rows))
-    return {"prose": sum(r["kind"] == "prose" for r in rows), "retrieval": retrieval_docs}
+    return {"retrieval": retrieval_docs}
