@@ -8,6 +8,9 @@ docs/smollm2/lm_eval_crosscheck.md.
     python benchmarks/lm_eval_ruler_crosscheck.py --lengths 1024,2048,4096 --samples 5 \
         --essay-dir ../shared/data/paul_graham_essays
 
+Each run's lm-eval scores are merged into docs/smollm2/lm_eval_scores.json (per length), and the table covers every
+length stored there: `--lengths 4096` on another day adds that column to the earlier ones.
+
 lm-eval runs offline with only its two downloads replaced (`_lm_eval_offline.py`: its essay haystack pointed at the
 same local essays, its punkt splitter at ours). It draws its own samples (its own random streams), so the two sides
 score different samples of the same task definitions: the comparison is of per-task scores, not per sample. lm-eval
@@ -167,9 +170,30 @@ def main() -> None:
         same_prompts(cells, args.samples, args.essay_dir)
         return
     lengths = [int(x) for x in args.lengths.split(",")]
-    a = ours(lengths, args.samples)
+    ours(lengths, args.samples)  # fail before the long run when the report lacks a cell
     b, secs = reference(lengths, args.samples, args.essay_dir)
-    write_table(a, b, secs, lengths, args.samples)
+    stored = store_scores(b, secs, args.samples)
+    every = sorted(stored["seconds"], key=int)
+    b = {(t, int(n)): v for n, row in stored["scores"].items() for t, v in row.items()}
+    write_table(ours([int(n) for n in every], args.samples), b, {int(n): stored["seconds"][n] for n in every},
+                [int(n) for n in every], args.samples)
+
+
+def store_scores(scores: dict, seconds: dict, samples: int) -> dict:
+    """Merge this run's lm-eval scores into docs/smollm2/lm_eval_scores.json, so that a length run on another day
+    (lm-eval at 4k takes the better part of an hour here) adds a column instead of replacing the table; written
+    atomically."""
+    path = DOCS / "lm_eval_scores.json"
+    stored = json.loads(path.read_text()) if path.is_file() else {"samples": samples, "scores": {}, "seconds": {}}
+    if stored["samples"] != samples:
+        raise SystemExit(f"{path} holds {stored['samples']}-sample scores; this run has {samples}")
+    for n in sorted({n for _, n in scores}):
+        stored["scores"][str(n)] = {t: scores[t, n] for t in TASKS}
+        stored["seconds"][str(n)] = round(seconds[n], 1)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return stored
 
 
 def write_table(a: dict, b: dict, secs: dict, lengths: list[int], samples: int) -> None:

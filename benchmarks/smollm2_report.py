@@ -5,8 +5,9 @@
 runs `longrecipe eval` (chat template on) with the hf backend for RULER's 11 non-QA tasks, the NIAH grid (11
 depths) and passkey at each length, the same prompts through the vLLM CPU backend at `--vllm-lengths`, then writes
 the tables and plots (`longrecipe report`) and the per-sample agreement of the two backends' greedy answers into
-docs/smollm2/. Every run lives in docs/smollm2/runs/ (predictions are append-only JSONL): re-running the command
-resumes, and adding lengths (e.g. 8192,16384 on a bigger machine) only computes the new cells.
+docs/smollm2/. Every run lives in docs/smollm2/runs/ (predictions are append-only JSONL, no prompts in them) and is
+committed with the report (predictions, results.json, eval_config.json: well under 1 MB): re-running the command
+on any machine resumes, and adding lengths (e.g. 16384 on a bigger machine) only computes the new cells.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ def evaluate(backend: str, lengths: str, samples: int, essays: str | None) -> Pa
     out = DOCS / "runs" / f"smollm2-{backend}"
     cmd = [CLI, "eval", "--model", "smollm2-135m", "--suite", "ruler,niah,passkey", "--ruler-tasks", RULER,
            "--lengths", lengths, "--samples", str(samples), "--niah-depths", "11", "--chat-template",
-           "--backend", backend, "--out", str(out), "--allow-extrapolation"]
-    if essays:
-        cmd += ["--essay-dir", essays]
+           "--backend", backend, "--out", str(out.relative_to(ROOT)), "--allow-extrapolation"]  # cwd=ROOT
+    if essays:  # relative to the repository, so the committed eval_config.json names no machine's path
+        cmd += ["--essay-dir", os.path.relpath(essays, ROOT)]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     return out

@@ -205,3 +205,18 @@ def test_seed_report_mean_std_and_the_difference_rule(tmp_path):
     (tmp_path / "seeds" / "seed-2" / "flt" / "results.json").unlink()
     bad = run_cli("report", "--seeds", *dirs, "--out", str(tmp_path / "rep2"))
     assert bad.returncode == 2 and "different runs" in bad.stderr and bad.stderr.strip().count("\n") == 0
+
+
+def test_committed_reports_follow_from_their_committed_results(tmp_path):
+    """docs/ keeps each committed report's inputs beside it (here: the demo's per-seed results) so that
+    it can be rebuilt and extended without re-running anything; a table that no longer follows from them (a hand
+    edit, an aggregation changed without rebuilding the report) fails here."""
+    from longrecipe.reports.seeds import build_seed_report
+
+    seeds = sorted((ROOT / "docs" / "demo" / "seeds").glob("seed-*"))
+    assert len(seeds) >= 2
+    build_seed_report(seeds, tmp_path / "over-seeds", target=1024)
+    committed = sorted((ROOT / "docs" / "demo" / "over-seeds").glob("*.md"))
+    assert len(committed) >= 5
+    for f in committed:
+        assert (tmp_path / "over-seeds" / f.name).read_text() == f.read_text(), f.name
