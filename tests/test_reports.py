@@ -220,3 +220,24 @@ def test_committed_reports_follow_from_their_committed_results(tmp_path):
     assert len(committed) >= 5
     for f in committed:
         assert (tmp_path / "over-seeds" / f.name).read_text() == f.read_text(), f.name
+
+
+def test_committed_results_name_no_machine_path():
+    """Committed results are read on other machines (seeds run on other days, resumed runs): an absolute path in
+    them (an essay dir, an output folder) names one machine's layout and says nothing true elsewhere."""
+    files = [f for f in (ROOT / "docs").rglob("*.json") if f.name in ("results.json", "eval_config.json")]
+    assert len(files) >= 15
+
+    def strings(x):
+        if isinstance(x, dict):
+            for v in x.values():
+                yield from strings(v)
+        elif isinstance(x, list):
+            for v in x:
+                yield from strings(v)
+        elif isinstance(x, str):
+            yield x
+
+    bad = [(f.relative_to(ROOT), s) for f in files for s in strings(json.loads(f.read_text()))
+           if s.startswith(("/", "~")) or (len(s) > 2 and s[1] == ":" and s[2] in "\\/")]
+    assert not bad, bad[:5]
