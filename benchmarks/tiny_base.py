@@ -39,12 +39,13 @@ def main() -> None:
     ap.add_argument("--rope", default="none", help="rope.method applied before measuring (default: none)")
     ap.add_argument("--target", type=int, default=2048, help="target length of --rope")
     ap.add_argument("--ruler", action="store_true", help="also RULER's niah_* and fwe at 1x and 4x")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"),
                     help="essays for RULER's essay haystacks (default: $LONGRECIPE_ESSAYS_DIR, else built-in text)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     path = models.resolve(args.model)
-    model, tok = load_model(path, device="cpu")
+    model, tok = load_model(path, device=args.device, dtype=torch.float32)  # fp32 on a GPU too: as measured here
     native = int(model.config.max_position_embeddings)
     if args.rope != "none":
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -53,7 +54,7 @@ def main() -> None:
 
         conf = AutoConfig.from_pretrained(path)
         rope.apply(conf, args.rope, args.target, 1.0)
-        model = AutoModelForCausalLM.from_pretrained(path, config=conf, dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(path, config=conf, dtype=torch.float32).to(args.device).eval()
         print(f"rope: {conf.rope_parameters}", flush=True)
     acc = {}
     for mult in (1, 2, 4):

@@ -82,7 +82,7 @@ def test_v2_training_content_is_disjoint_from_evaluation(tiny):
     train_answers = set()
     for step in range(40):
         rng = np.random.default_rng([cfg.seed, step])
-        made = rows.row(rng, step)
+        made = rows.row(rng, step, 0)
         if made is not None:
             train_answers.add(tok.decode([t for t in made[1] if t != -100], skip_special_tokens=True))
     eval_answers = set()
@@ -214,4 +214,51 @@ def test_v2_rows_flag_is_checked(tmp_path):
     assert res.returncode == 2 and "sum to at most 1" in res.stderr
     res = run_cli("tiny-base", "--init-from", "tiny", "--out", str(tmp_path / "v"), "--rows", "bind=0.5")
     assert res.returncode == 2 and "unknown row kind 'bind'" in res.stderr
+    assert not (tmp_path / "v").exists() and not (tmp_path / "v.stage2").exists()
+
+
+def test_v2_batches_are_the_same_for_any_number_of_workers(tiny, tmp_path):
+    """The GPU recipe builds stage-2 batches in worker processes: they come back in step order and equal the
+    batches one process builds (each depends on (seed, step) alone), RULER rows included."""
+    import torch
+
+    from longrecipe.recipes.tinybase import DocSampler, RulerRows, TinyBaseConfig, TinyBaseV2Config, batches
+
+    _, tok = tiny
+    sampler = DocSampler(tok, TinyBaseConfig(native_length=512), np.random.default_rng(1))
+    seen = {}
+    for workers in (0, 2):
+        cfg = TinyBaseV2Config(batch_size=6, workers=workers)
+        rows = RulerRows(tok, cfg)
+        seen[workers] = list(batches(sampler, rows, cfg, 3, 9))
+    assert [s for s, _, _ in seen[2]] == list(range(3, 9))
+    for (s0, ids0, lab0), (s2, ids2, lab2) in zip(seen[0], seen[2], strict=True):
+        assert s0 == s2 and torch.equal(ids0, ids2) and torch.equal(lab0, lab2)
+    assert len({tuple(ids[0].tolist()) for _, ids, _ in seen[0]}) == 6  # steps differ from one another
+
+
+def test_v2_minutes_budget_fits_the_schedule_and_saves(tmp_path):
+    """`--minutes` (the one-call GPU recipe's budget): the step count is fitted after warmup from the measured rate,
+    the run ends at the fitted step with its model and state saved; the log says how many steps were planned."""
+    from conftest import run_cli
+
+    out = tmp_path / "v2"
+    res = run_cli("tiny-base", "--init-from", "tiny", "--out", str(out), "--steps", "5000", "--warmup", "2",
+                  "--minutes", "0.25", "--workers", "1", "--batch-size", "2", "--eval-every", "0", "--threads", "1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    meta = json.loads((out / "tiny_base.json").read_text())
+    state = json.loads((tmp_path / "v2.stage2" / "state.json").read_text())
+    assert 22 <= meta["steps_run"] < 5000 and state["step"] == meta["steps_run"] == state["planned_steps"]
+    assert "min budget: " in res.stdout + res.stderr and meta["stage2"]["minutes"] == 0.25
+
+
+def test_v2_device_without_cuda_is_one_line(tmp_path):
+    import torch
+    from conftest import run_cli
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible: the refusal is for machines without one")
+    res = run_cli("tiny-base", "--init-from", "tiny", "--out", str(tmp_path / "v"), "--device", "cuda")
+    err = [x for x in res.stderr.splitlines() if x.strip()]
+    assert res.returncode == 2 and len(err) == 1 and "no CUDA device" in err[0], res.stderr
     assert not (tmp_path / "v").exists() and not (tmp_path / "v.stage2").exists()

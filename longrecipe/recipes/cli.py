@@ -40,8 +40,12 @@ def _stage2_overrides(args: argparse.Namespace) -> dict:
     from longrecipe.recipes.tinybase import RULER_MIX
 
     out = {k: getattr(args, k) for k in ("lr", "width", "head_dim", "schedule", "haystacks", "min_ruler_length",
-                                   "warmup")
+                                   "warmup", "device", "workers", "minutes", "batch_size")
            if getattr(args, k) is not None}
+    if out.get("device", "cpu").startswith("cuda") and not _cuda_available():
+        raise UsageError(f"--device {out['device']}: no CUDA device is visible here")
+    if out.get("minutes", 0) < 0 or out.get("workers", 0) < 0:
+        raise UsageError("--minutes and --workers must be >= 0")
     if args.mix:
         mix = dict(RULER_MIX)
         for item in args.mix.split(","):
@@ -70,6 +74,12 @@ def _stage2_overrides(args: argparse.Namespace) -> dict:
             raise UsageError(f"--rows: shares must be >= 0 and sum to at most 1 (the rest is natural text); got "
                              f"{shares}")
     return out
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def cmd_tiny_base(args: argparse.Namespace) -> int:
@@ -364,6 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mix", default="", help="stage 2: RULER task weights, e.g. niah_multikey_1=3,fwe=0.5")
     sp.add_argument("--rows", default="", help="stage 2: shares of row kinds, e.g. ruler=0.35,binding=0.35,"
                     "passkey=0.1,kv=0 (the rest: natural text; binding = dense key-binding rows)")
+    sp.add_argument("--device", default=None, help="stage 2: cpu (default) or cuda (bf16 autocast)")
+    sp.add_argument("--workers", type=int, default=None, help="stage 2: processes building batches ahead of the "
+                    "model (default 0; the batches are the same for any number)")
+    sp.add_argument("--minutes", type=float, default=None, help="stage 2: wall-clock budget; the step count (at "
+                    "most --steps) is fitted to it after warmup, and the run stops and saves when it is spent")
+    sp.add_argument("--batch-size", type=int, default=None, help="stage 2: rows per step (default 16)")
 
     sp = add("passkey", cmd_passkey, "passkey retrieval accuracy of a model at several lengths")
     sp.add_argument("--model", default="tiny", help="model directory, or 'tiny' (default)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -249,16 +250,22 @@ def optimizer(model, lr: float, warmup: int, steps: int, schedule: str = "cosine
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"unknown schedule {schedule!r} (cosine, constant)")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, _schedule(warmup, steps, schedule))
+
+
+def _schedule(warmup: int, steps: int, schedule: str):
+    """The lr multiplier at step s (a function, so that a run whose length is fitted after warmup can swap it)."""
     flat = schedule == "constant"
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
-        1.0 if flat else 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
-    return opt, sched
+    return lambda s: min(1.0, (s + 1) / warmup) * (
+        1.0 if flat else 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / steps))))
 
 
-def train_step(model, opt, sched, ids: torch.Tensor, labels: torch.Tensor) -> float:
-    """One optimizer step on the row-mean loss (gradients clipped at 1); returns the loss."""
+def train_step(model, opt, sched, ids: torch.Tensor, labels: torch.Tensor, autocast: bool = False) -> float:
+    """One optimizer step on the row-mean loss (gradients clipped at 1); returns the loss. `autocast`: the forward
+    in bf16 on CUDA (fp32 weights and optimizer state), as the GPU recipe runs it."""
     model.train()
-    loss = row_mean_loss(model(input_ids=ids).logits, labels)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        loss = row_mean_loss(model(input_ids=ids).logits.float(), labels)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -338,6 +345,9 @@ class TinyBaseV2Config:
     haystacks: int = 0  # > 0: RULER rows draw their haystack from this many shuffles of the corpus (not one prefix)
     min_ruler_length: int = 256  # RULER rows are min_ruler_length..native_length tokens (+ the answer budget)
     ruler_mix: tuple[tuple[str, float], ...] = tuple(RULER_MIX.items())
+    device: str = "cpu"  # "cuda": the model and its batches on the GPU, the forward under bf16 autocast
+    workers: int = 0  # > 0: processes that build the batches ahead of the model (the same batches as 0)
+    minutes: float = 0.0  # > 0: a wall-clock budget; the step count is fitted to it after warmup (see _fit_steps)
 
 
 def grow(model, num_layers: int, native_length: int):
@@ -485,15 +495,15 @@ class RulerRows:
         self.names = list(mix)
         w = np.array([mix[n] for n in self.names])
         self.p = w / w.sum()
-        self.count = 0
         self.haystacks = haystacks or [None]
 
-    def row(self, rng: np.random.Generator, step: int):
+    def row(self, rng: np.random.Generator, step: int, index: int):
+        """The `index`-th RULER row of step `step`: its content seed depends on (step, index) alone, so a batch can
+        be built in any process, in any order, and comes out the same."""
         task = self.names[int(rng.choice(len(self.names), p=self.p))]
         gen = ruler.TOKENS_TO_GENERATE[task]
         length = int(rng.integers(self.cfg.min_ruler_length, self.cfg.native_length + 1)) + gen
-        seed = TRAIN_SEED_BASE + step * 1000 + self.count % 1000
-        self.count += 1
+        seed = TRAIN_SEED_BASE + step * 1000 + index % 1000
         hay = self.haystacks[int(rng.integers(len(self.haystacks)))]
         try:
             s = ruler.generate(task, self.tok, length, 1, seed=seed, essay_dir=hay)[0]
@@ -508,11 +518,12 @@ class RulerRows:
 
 def _batch_v2(sampler: DocSampler, ruler_rows: RulerRows, cfg: TinyBaseV2Config, step: int):
     rng = np.random.default_rng([cfg.seed, step])
-    sampler.rng, rows = rng, []
+    sampler.rng, rows, drawn = rng, [], 0
     while len(rows) < cfg.batch_size:
         u = rng.random()
         if u < cfg.mix_ruler:
-            r = ruler_rows.row(rng, step)
+            r = ruler_rows.row(rng, step, drawn)
+            drawn += 1
             if r is not None:
                 rows.append(r)
         elif u < cfg.mix_ruler + cfg.mix_passkey + cfg.mix_kv:
@@ -540,11 +551,51 @@ def ruler_accuracy(model, tokenizer, length: int, num_samples: int, essay_dir: s
     return out
 
 
+class _Batches(torch.utils.data.IterableDataset):
+    """The stage-2 batches of steps `start`..`stop`-1. With DataLoader workers, worker w builds steps start+w,
+    start+w+W, ... and the loader hands them out round-robin, i.e. in step order; a batch depends on (seed, step)
+    alone, so the batches are the same for any number of workers (tested). Why: on a GPU the model takes a batch in
+    milliseconds and one process building RULER rows (~90k tokens/s on one core) would leave it idle."""
+
+    def __init__(self, sampler: DocSampler, ruler_rows: RulerRows, cfg: TinyBaseV2Config, start: int, stop: int):
+        super().__init__()
+        self.sampler, self.ruler_rows, self.cfg, self.start, self.stop = sampler, ruler_rows, cfg, start, stop
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w, n = (info.id, info.num_workers) if info else (0, 1)
+        for step in range(self.start + w, self.stop, n):
+            yield step, *_batch_v2(self.sampler, self.ruler_rows, self.cfg, step)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def batches(sampler: DocSampler, ruler_rows: RulerRows, cfg: TinyBaseV2Config, start: int, stop: int):
+    """(step, ids, labels) for steps start..stop-1 in order, built by `cfg.workers` processes (0: this one)."""
+    if cfg.workers:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after tokenizer use
+    return iter(torch.utils.data.DataLoader(
+        _Batches(sampler, ruler_rows, cfg, start, stop), batch_size=None, num_workers=cfg.workers,
+        worker_init_fn=_one_thread if cfg.workers else None, pin_memory=cfg.device.startswith("cuda"),
+        prefetch_factor=4 if cfg.workers else None, persistent_workers=False))
+
+
+def _fit_steps(cfg: TinyBaseV2Config, done: int, seconds: float, spent: float) -> int:
+    """The step count that ends the run within `cfg.minutes`: the rate of the last `done` steps (`seconds`) over
+    the time left (`spent` already gone), 10 % kept for the progress checks and the final save; never more than
+    cfg.steps, never fewer than the steps already taken."""
+    left = cfg.minutes * 60 - spent
+    return max(done, min(cfg.steps, done + int(0.9 * left * done / max(seconds, 1e-9))))
+
+
 def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Config = TinyBaseV2Config(),
                        eval_every: int = 500, essay_dir: str | None = None, log=print) -> dict:
-    """Stage 2, resumable (`out`.stage2 every `save_every` steps; the rows of step s depend on (seed, s) and the
-    count of RULER rows drawn so far, which the state keeps, so a resumed run sees the rows an uninterrupted one
-    would)."""
+    """Stage 2, resumable (`out`.stage2 every `save_every` steps; the rows of step s depend on (seed, s) alone, so a
+    resumed run sees the rows an uninterrupted one would). On a GPU (`cfg.device`), with `cfg.workers` processes
+    building batches and `cfg.minutes` fitting the schedule to a wall budget: the one-call recipe of
+    benchmarks/gpu_tiny_base.py."""
     out, work = Path(out), Path(str(out) + ".stage2")
     work.mkdir(parents=True, exist_ok=True)
     init_from = resolve_model(init_from)  # 'tiny' or a directory
@@ -557,6 +608,7 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
     sampler = DocSampler(tok, TinyBaseConfig(native_length=cfg.native_length), np.random.default_rng(cfg.seed))
     hay = haystack_dirs(Path(str(out) + ".haystacks"), cfg.haystacks, cfg.seed) if cfg.haystacks else None
     ruler_rows = RulerRows(tok, cfg, hay)
+    plan = {"steps": cfg.steps}  # lowered once by _fit_steps when cfg.minutes is set
     opt, sched = optimizer(model, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule)
     history, start = [], 0
     if (work / "state.json").is_file():
@@ -565,8 +617,16 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
         model.tie_weights()
         opt.load_state_dict(torch.load(work / "opt.pt", weights_only=True))
         sched.load_state_dict(state["sched"])
-        history, start, ruler_rows.count = state["history"], state["step"], state.get("rows", 0)
+        history, start, plan["steps"] = state["history"], state["step"], state.get("planned_steps", cfg.steps)
         log(f"resumed stage 2 at step {start}")
+    model.to(cfg.device)
+    for group in opt.state.values():  # a resumed optimizer's moments follow the model to its device
+        for k, v in group.items():
+            if torch.is_tensor(v) and k != "step":
+                group[k] = v.to(cfg.device)
+    if plan["steps"] != cfg.steps:
+        sched.lr_lambdas[0] = _schedule(cfg.warmup, plan["steps"], cfg.schedule)
+    gpu = cfg.device.startswith("cuda")
     t0 = time.time() - (history[-1]["minutes"] * 60 if history else 0)
 
     def evaluate(step: int, loss: float) -> None:
@@ -578,26 +638,52 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
                         "minutes": round((time.time() - t0) / 60, 1)})
         log(json.dumps(history[-1]))
 
+    def save(done: int) -> None:
+        with atomic_dir(work) as tmp:  # weights, optimizer and step replaced together, never one without the others
+            sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+            save_file(sd, str(tmp / "model.safetensors"))
+            torch.save(opt.state_dict(), tmp / "opt.pt")
+            write_json(tmp / "state.json", {"step": done, "sched": sched.state_dict(), "history": history,
+                                            "planned_steps": plan["steps"]})
+
     if start == 0 and eval_every:
         evaluate(0, float("nan"))
-    for step in (bar := tqdm(range(start, cfg.steps), desc="tiny-base v2", mininterval=10)):
-        loss = train_step(model, opt, sched, *_batch_v2(sampler, ruler_rows, cfg, step))
-        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+    bar = tqdm(total=plan["steps"], initial=start, desc="tiny-base v2", mininterval=10)
+    fit_from = (max(start, cfg.warmup), time.time()) if cfg.minutes and plan["steps"] == cfg.steps else None
+    loss, done = float("nan"), start
+    for step, ids, labels in batches(sampler, ruler_rows, cfg, start, cfg.steps):
+        if step >= plan["steps"]:
+            break
+        loss = train_step(model, opt, sched, ids.to(cfg.device, non_blocking=gpu),
+                          labels.to(cfg.device, non_blocking=gpu), autocast=gpu)
         done = step + 1
-        if eval_every and (done % eval_every == 0 or done == cfg.steps):
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        window = time.time() - fit_from[1] if fit_from else 0.0
+        if fit_from and done >= fit_from[0] + 20 and window >= min(30.0, 0.02 * 60 * cfg.minutes):
+            # the rate of >= 20 steps after warmup, then the schedule's length
+            plan["steps"] = bar.total = _fit_steps(cfg, done - fit_from[0], window, time.time() - t0)
+            sched.lr_lambdas[0] = _schedule(cfg.warmup, plan["steps"], cfg.schedule)
+            fit_from = None
+            log(f"{cfg.minutes} min budget: {plan['steps']} steps")
+        elif fit_from and done == fit_from[0]:
+            fit_from = (done, time.time())
+        if cfg.minutes and time.time() - t0 > 60 * cfg.minutes and done < plan["steps"]:  # the budget is a limit
+            log(f"{cfg.minutes} min budget spent: stopping at step {done} of {plan['steps']}")
+            plan["steps"] = done
+        if eval_every and (done % eval_every == 0 or done == plan["steps"]):
             evaluate(done, loss)
-        if done % cfg.save_every == 0 or done == cfg.steps:
-            with atomic_dir(work) as tmp:  # weights, optimizer and step replaced together, never one without the others
-                sd = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-                save_file(sd, str(tmp / "model.safetensors"))
-                torch.save(opt.state_dict(), tmp / "opt.pt")
-                write_json(tmp / "state.json", {"step": done, "sched": sched.state_dict(), "history": history,
-                                                "rows": ruler_rows.count})
-    meta = {"stage2": asdict(cfg), "init_from": str(init_from), "history": history, "python": sys.version.split()[0],
-            "torch": torch.__version__, "machine": platform.machine(),
+        if done % cfg.save_every == 0 or done == plan["steps"]:
+            save(done)
+    bar.close()
+    if done < plan["steps"]:  # the loader ran out first (never expected): say so rather than save a short run
+        raise RuntimeError(f"stage 2 stopped at step {done} of {plan['steps']}")
+    meta = {"stage2": asdict(cfg), "steps_run": plan["steps"], "init_from": str(init_from), "history": history,
+            "python": sys.version.split()[0], "torch": torch.__version__, "machine": platform.machine(),
+            "device": torch.cuda.get_device_name() if gpu else platform.processor() or platform.machine(),
             "train_minutes": round((time.time() - t0) / 60, 1)}
     with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.to("cpu").save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         write_json(Path(tmp) / "tiny_base.json", meta)
     return meta

@@ -1,0 +1,255 @@
+"""Issue #20 item 7 on a lent GPU, in one call: the Llama-3.2-1B shape trained at 32k-128k tokens per sequence by
+our step (full and selective checkpointing) and by Hugging Face `Trainer` (plain and with Liger kernels), compiled.
+
+Prepare here (liger-kernel is pure Python + Triton; the device image has torch, triton and transformers):
+
+    echo /.whl/ >> .git/info/exclude
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux2014_x86_64 -d .whl liger-kernel==0.8.5
+
+The call (device tool `run`, carry [".whl"], timeout_s 600; ~9 min on an H200 by the estimate below):
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site;
+    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_train_1b.py --out $OUT
+
+Sides (each (side, length) in its own process, so peak memory is its own; a side that runs out of memory or time
+is a row saying so, never a missing row):
+- `ours-full`: longrecipe's step (train/loop.py: chunked loss, fp32 weights + bf16 autocast, fused AdamW, clipping
+  at 1.0), every decoder layer checkpointed, each layer compiled (`train.compile=true`);
+- `ours-selective`: the same with every 2nd layer checkpointed (`train.checkpointing=selective`);
+- `trainer`: `Trainer` with `bf16=True`, `gradient_checkpointing=True`, `torch_compile=True`, fused AdamW;
+- `trainer+liger`: the same with `use_liger_kernel=True` (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU).
+All sides: one row per step of random tokens whose LongRecipe positions span 4x the row (an all-ones attention
+mask, so SDPA's flash kernel runs), median of the steps after the first two. MFU in two conventions: model FLOPs
+with causal attention halved (train/flops.py) and with the full T^2 square, each over the measured 790 TFLOP/s
+and over the 989 TFLOP/s spec (recomputation of checkpointed layers never counted). On CPU, `--shape tiny
+--device cpu --lengths 256 --sides ours-full,trainer` runs the same code end to end (no compile, no Liger).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bootstrap import ensure_importable  # noqa: E402
+
+ensure_importable()
+
+SHAPES = {
+    "llama-3.2-1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True),
+    "tiny": dict(vocab_size=2048, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                 num_attention_heads=4, num_key_value_heads=4, head_dim=32, tie_word_embeddings=True),
+}
+SIDES = ("ours-full", "ours-selective", "trainer", "trainer+liger")
+PEAKS = {"measured 790": 790e12, "spec 989": 989e12}
+
+
+def build(shape: str, length: int, device: str):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(**SHAPES[shape], max_position_embeddings=4 * length,
+                      rope_parameters={"rope_type": "default", "rope_theta": 500000.0})
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM._from_config(cfg, attn_implementation="sdpa", dtype=torch.float32)
+    return model.train()
+
+
+def rows(length: int, vocab: int, steps: int, device: str) -> list[dict]:
+    """`steps` rows of random tokens in 8-64-token segments whose LongRecipe positions span 4x `length`."""
+    import numpy as np
+    import torch
+
+    from longrecipe.train.positions import longrecipe_positions
+
+    out = []
+    for step in range(steps):
+        rng = np.random.default_rng(step)
+        segs, left = [], length
+        while left > 0:
+            segs.append(min(left, int(rng.integers(8, 65))))
+            left -= segs[-1]
+        ids = torch.from_numpy(rng.integers(0, vocab, size=(1, length))).to(device)
+        pos = torch.tensor([longrecipe_positions(segs, 4 * length, rng)], device=device)
+        out.append({"input_ids": ids, "labels": ids.clone(), "position_ids": pos,
+                    "attention_mask": torch.ones_like(ids)})
+    return out
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_ours(model, batches: list[dict], device: str, every: int, compile_layers: bool) -> list[float]:
+    """The step of longrecipe.train.recipe with checkpointing on every `every`-th decoder layer."""
+    import torch
+
+    from longrecipe.train.loop import _ce_sum, auto_chunk, compiled_ce, training_loss
+
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    for i, layer in enumerate(model.model.layers):
+        layer.gradient_checkpointing = i % every == 0
+    ce = _ce_sum
+    if compile_layers:
+        for layer in model.model.layers:
+            layer.compile()
+        ce = compiled_ce()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.startswith("cuda"))
+    chunk, gpu, times = auto_chunk(model.config.vocab_size), device.startswith("cuda"), []
+    for batch in batches:
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
+            loss = training_loss(model, batch, chunk, ce)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_trainer(model, batches: list[dict], device: str, liger: bool, compile_model: bool) -> list[float]:
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    data = [{k: v[0] for k, v in b.items()} for b in batches]
+    times, t0 = [], [0.0]
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            _sync(device)
+            t0[0] = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            _sync(device)
+            times.append(time.perf_counter() - t0[0])
+
+    gpu = device.startswith("cuda")
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=1, max_steps=len(data), learning_rate=1e-5,
+            lr_scheduler_type="constant", warmup_steps=0, report_to=[], save_strategy="no", logging_strategy="no",
+            use_cpu=not gpu, bf16=gpu, dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=True, seed=0,
+            optim="adamw_torch_fused" if gpu else "adamw_torch", gradient_checkpointing=True,
+            gradient_checkpointing_kwargs={"use_reentrant": False}, max_grad_norm=1.0,
+            torch_compile=compile_model, use_liger_kernel=liger)
+        trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[Clock()],
+                          data_collator=lambda f: {k: torch.stack([x[k] for x in f]) for k in f[0]})
+        trainer.train()
+    return times
+
+
+def flops_per_step(shape: str, length: int) -> dict[str, float]:
+    from longrecipe.train.flops import forward_flops
+
+    conf = dict(SHAPES[shape])
+    causal = 3.0 * forward_flops(conf, length)
+    d_attn = conf["num_attention_heads"] * conf["head_dim"]
+    square = causal + 3.0 * 2 * 2 * conf["num_hidden_layers"] * length**2 * d_attn / 2  # the other half
+    return {"causal halved": causal, "full square": square}
+
+
+def child(side: str, length: int, shape: str, device: str, steps: int, compile_all: bool) -> dict:
+    import torch
+
+    gpu = device.startswith("cuda")
+    model = build(shape, length, device)
+    # Trainer moves its rows to the device itself
+    batches = rows(length, model.config.vocab_size, steps, device if side.startswith("ours") else "cpu")
+    if gpu:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    if side.startswith("ours"):
+        times = run_ours(model, batches, device, 1 if side == "ours-full" else 2, compile_all)
+    else:
+        times = run_trainer(model, batches, device, side == "trainer+liger", compile_all)
+    steady = sorted(times[2:] or times[-1:])
+    step_s = steady[len(steady) // 2]
+    row = {"side": side, "length": length, "position_span": 4 * length, "shape": shape, "steps": len(times),
+           "step_s": round(step_s, 4), "tokens_per_s": round(length / step_s, 1),
+           "peak_mem_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if gpu else None}
+    for conv, f in flops_per_step(shape, length).items():
+        for peak, v in PEAKS.items():
+            row[f"mfu {conv} / {peak}"] = round(f / step_s / v, 4)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--shape", choices=tuple(SHAPES), default="llama-3.2-1b")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--steps", type=int, default=4, help="steps per (side, length); the first two are warm-up")
+    ap.add_argument("--plan", default="ours-full:32768,65536,131072;ours-selective:32768,65536;"
+                    "trainer:32768,65536;trainer+liger:32768,65536", help="SIDE:LENGTHS;... (what one call fits)")
+    ap.add_argument("--no-compile", action="store_true", help="eager everywhere (CPU dry-runs)")
+    ap.add_argument("--timeout", type=int, default=240, help="seconds per (side, length) before it is a row saying so")
+    ap.add_argument("--child", nargs=2, metavar=("SIDE", "LENGTH"))
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child[0], int(args.child[1]), args.shape, args.device, args.steps,
+                               not args.no_compile)))
+        return
+    plan = [(side, int(n)) for item in args.plan.split(";") for side, lengths in [item.split(":")]
+            for n in lengths.split(",")]
+    unknown = sorted({s for s, _ in plan} - set(SIDES))
+    if unknown:
+        raise SystemExit(f"--plan: unknown side(s) {unknown} (choose from {', '.join(SIDES)})")
+    results, t_all = [], time.time()
+    for side, n in plan:
+        cmd = [sys.executable, __file__, "--shape", args.shape, "--device", args.device, "--steps", str(args.steps),
+               "--child", side, str(n)] + (["--no-compile"] if args.no_compile else [])
+        t0 = time.time()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+            row = json.loads(last) if proc.returncode == 0 else {
+                "side": side, "length": n, "error": ("OOM" if "OutOfMemory" in proc.stderr else "failed") + ": "
+                + proc.stderr.strip().splitlines()[-1][:300] if proc.stderr.strip() else "no output"}
+        except subprocess.TimeoutExpired:
+            row = {"side": side, "length": n, "error": f"over {args.timeout} s"}
+        row["wall_s"] = round(time.time() - t0, 1)
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    Path(args.out, "gpu_train_1b.json").write_text(json.dumps({"command": " ".join(sys.argv), "rows": results,
+                                                               "wall_s": round(time.time() - t_all, 1)}, indent=1))
+    print_table(results)
+
+
+def print_table(results: list[dict]) -> None:
+    print("| side | length | tok/s | peak GiB | MFU causal/790 | MFU full/790 | MFU causal/989 | MFU full/989 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        if "error" in r:
+            print(f"| {r['side']} | {r['length']} | {r['error'][:60]} | | | | | |")
+            continue
+        m = [r[f"mfu {c} / {p}"] for p in PEAKS for c in ("causal halved", "full square")]
+        print(f"| {r['side']} | {r['length']} | {r['tokens_per_s']:.0f} | {r['peak_mem_GiB']} | "
+              + " | ".join(f"{100 * x:.1f}%" for x in m) + " |")
+    by = {(r["side"], r["length"]): r for r in results if "error" not in r}
+    for (side, n), r in sorted(by.items()):
+        for peer in ("trainer", "trainer+liger"):
+            if side.startswith("ours") and (peer, n) in by:
+                p = by[peer, n]
+                mem = (f", peak memory {r['peak_mem_GiB'] / p['peak_mem_GiB']:.2f}x"
+                       if r["peak_mem_GiB"] and p["peak_mem_GiB"] else "")
+                print(f"{side} / {peer} at {n}: tokens/s {r['tokens_per_s'] / p['tokens_per_s']:.2f}x{mem}")
+
+
+if __name__ == "__main__":
+    main()
