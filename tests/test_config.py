@@ -72,3 +72,27 @@ def test_every_shipped_config_loads():
         first = f.read_text().splitlines()[0]
         assert first.startswith("# longrecipe train --config train/configs/" + f.name), f
         C.load(RunConfig, f).validate()
+
+
+@pytest.mark.parametrize("name", ["smollm2_32k_flt.yaml", "smollm2_32k_longrecipe.yaml"])
+def test_smollm2_study_configs_validate_as_run_builds_them_and_fit_one_gpu(name):
+    """The real-model study configs (#18's GPU step): the eval section `run` builds from them is a valid eval config
+    (11 non-QA RULER tasks, 8k-32k, chat template), and the memory plan fits one 80 GiB GPU."""
+    from conftest import ROOT, run_cli
+
+    from longrecipe.base import models
+    from longrecipe.evaluate.runner import validate
+    from longrecipe.recipes.run import eval_config, eval_lengths
+
+    try:
+        models.resolve("smollm2-135m")
+    except FileNotFoundError as err:
+        pytest.skip(f"SmolLM2 could not be had here: {err}")
+    path = ROOT / "train" / "configs" / name
+    cfg = C.load(RunConfig, path).validate()
+    ecfg = eval_config(cfg, eval_lengths(cfg), cfg.model.path, "base")
+    validate(ecfg)
+    assert ecfg.lengths == (8192, 16384, 32768) and ecfg.chat_template and len(ecfg.options["ruler_tasks"]) == 11
+    assert cfg.train.target_length == 32768 and cfg.train.train_length == (32768 if "flt" in name else 9830)
+    res = run_cli("train", "--plan", str(path), "--gpus", "1", "--gpu-mem", "80GiB")
+    assert res.returncode == 0 and "fits:" in res.stdout, res.stdout + res.stderr

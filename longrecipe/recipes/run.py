@@ -11,8 +11,10 @@ from pathlib import Path
 
 from longrecipe.base import models
 from longrecipe.base.config import ConfigError
+from longrecipe.evaluate.config import EvalConfig
 from longrecipe.evaluate.runner import build_config, run_eval, validate
 from longrecipe.reports.report import build_report
+from longrecipe.train.config import RunConfig
 from longrecipe.train.recipe import load_config, run_training
 
 
@@ -25,32 +27,36 @@ def default_lengths(native: int, target: int) -> tuple[int, ...]:
     return (*out, target)
 
 
+def eval_config(cfg: RunConfig, lengths: tuple[int, ...], path: str, name: str) -> EvalConfig:
+    """The `longrecipe eval` config that `run` evaluates model `path` with (into out/eval/NAME)."""
+    fixed = {"model": path, "out": str(Path(cfg.out) / "eval" / name)}
+    section = {"suites", "lengths", "backend", "samples", "essay_dir", "allow_extrapolation"}
+    bad = sorted((set(fixed) | section) & set(cfg.eval.options))
+    if bad:
+        raise ConfigError(f"eval.options.{bad[0]}: " + ("set by `run` itself" if bad[0] in fixed | {
+            "allow_extrapolation"} else f"use eval.{bad[0]}"))
+    return build_config({"suites": cfg.eval.suites, "lengths": tuple(lengths), "backend": cfg.eval.backend,
+                         "allow_extrapolation": True, "samples": cfg.eval.samples,
+                         "essay_dir": cfg.eval.essay_dir, **cfg.eval.options, **fixed})
+
+
+def eval_lengths(cfg: RunConfig) -> tuple[int, ...]:
+    native = int(json.loads((models.resolve(cfg.model.path) / "config.json").read_text())["max_position_embeddings"])
+    return cfg.eval.lengths or default_lengths(native, cfg.train.target_length)
+
+
 def run_all(config_path: str, overrides: list[str] | tuple[str, ...] = (), log=print) -> Path:
     cfg = load_config(config_path, overrides)
     out = Path(cfg.out)
-    base_dir = models.resolve(cfg.model.path)
-    native = int(json.loads((base_dir / "config.json").read_text())["max_position_embeddings"])
-    lengths = cfg.eval.lengths or default_lengths(native, cfg.train.target_length)
-
-    def eval_config(path: str, name: str):
-        fixed = {"model": path, "out": str(out / "eval" / name)}
-        section = {"suites", "lengths", "backend", "samples", "essay_dir", "allow_extrapolation"}
-        bad = sorted((set(fixed) | section) & set(cfg.eval.options))
-        if bad:
-            raise ConfigError(f"eval.options.{bad[0]}: " + ("set by `run` itself" if bad[0] in fixed | {
-                "allow_extrapolation"} else f"use eval.{bad[0]}"))
-        return build_config({"suites": cfg.eval.suites, "lengths": tuple(lengths), "backend": cfg.eval.backend,
-                             "allow_extrapolation": True, "samples": cfg.eval.samples,
-                             "essay_dir": cfg.eval.essay_dir, **cfg.eval.options, **fixed})
-
-    validate(eval_config(cfg.model.path, "base"))  # the eval section's suites and backend, before any training
+    lengths = eval_lengths(cfg)
+    validate(eval_config(cfg, lengths, cfg.model.path, "base"))  # the eval section's suites and backend, first
     log(f"[1/3] training {cfg.train.method} ({cfg.train.stage}) -> {out / 'model'}")
     model = run_training(config_path, overrides)
     runs = []
     targets = [("trained", str(model))] + ([("base", cfg.model.path)] if cfg.eval.compare_base else [])
     for name, path in targets:
         log(f"[2/3] evaluating {name} at {', '.join(map(str, lengths))}")
-        ecfg = eval_config(path, name)
+        ecfg = eval_config(cfg, lengths, path, name)
         run_eval(ecfg, command=f"longrecipe run --config {config_path}", log=log)
         runs.append(out / "eval" / name)
     log(f"[3/3] report -> {out / 'report'}")
