@@ -26,11 +26,13 @@ RULER = ("niah_single_1,niah_single_2,niah_single_3,niah_multikey_1,niah_multike
          "niah_multivalue,niah_multiquery,vt,cwe,fwe")
 
 
-def evaluate(backend: str, lengths: str, samples: int, essays: str | None) -> Path:
-    out = DOCS / "runs" / f"smollm2-{backend}"
+def evaluate(backend: str, lengths: str, samples: int, essays: str | None, depths: int = 11, batch_size: int = 8,
+             name: str = "") -> Path:
+    out = DOCS / "runs" / (name or f"smollm2-{backend}")
     cmd = [CLI, "eval", "--model", "smollm2-135m", "--suite", "ruler,niah,passkey", "--ruler-tasks", RULER,
-           "--lengths", lengths, "--samples", str(samples), "--niah-depths", "11", "--chat-template",
-           "--backend", backend, "--out", str(out.relative_to(ROOT)), "--allow-extrapolation"]  # cwd=ROOT
+           "--lengths", lengths, "--samples", str(samples), "--niah-depths", str(depths), "--chat-template",
+           "--backend", backend, "--out", str(out.relative_to(ROOT)), "--allow-extrapolation",
+           "--batch-size", str(batch_size)]  # cwd=ROOT
     if essays:  # relative to the repository, so the committed eval_config.json names no machine's path
         cmd += ["--essay-dir", os.path.relpath(essays, ROOT)]
     print("+", " ".join(cmd), flush=True)
@@ -59,12 +61,16 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=5)
     p.add_argument("--vllm-lengths", default="1024", help="lengths for the vLLM CPU backend ('' to skip)")
     p.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"))
+    p.add_argument("--niah-depths", type=int, default=11)
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="hf rows per generate call; 1 for prompts of 8k+ on CPU (padded batches take sdpa's "
+                        "materialized-mask path: ~2x slower per sample at 8k, RESULTS.md)")
+    p.add_argument("--name", default="", help="run folder under docs/smollm2/runs (default smollm2-BACKEND): "
+                   "a length run with other sample counts, e.g. 16k with fewer samples, goes into its own run")
     args = p.parse_args()
-    hf = evaluate("hf", args.lengths, args.samples, args.essay_dir)
-    runs = [hf]
+    hf = evaluate("hf", args.lengths, args.samples, args.essay_dir, args.niah_depths, args.batch_size, args.name)
     if args.vllm_lengths:
-        vllm = evaluate("vllm", args.vllm_lengths, args.samples, args.essay_dir)
-        runs.append(vllm)
+        vllm = evaluate("vllm", args.vllm_lengths, args.samples, args.essay_dir, args.niah_depths)
         rows = agreement(hf, vllm)
         n, same = sum(r["n"] for r in rows), sum(r["identical"] for r in rows)
         lines = ["| predictions | samples | identical greedy answers |", "|---|---|---|"]
@@ -72,6 +78,7 @@ def main() -> None:
         lines.append(f"| **all** | **{n}** | **{same} ({100 * same / max(n, 1):.1f} %)** |")
         (DOCS / "agreement.md").write_text("\n".join(lines) + "\n")
         print(f"hf vs vllm: {same}/{n} identical greedy answers")
+    runs = sorted(d for d in (DOCS / "runs").iterdir() if (d / "results.json").is_file())  # every run, earlier too
     subprocess.run([CLI, "report", *map(str, runs), "--out", str(DOCS)], check=True, cwd=ROOT)
 
 
