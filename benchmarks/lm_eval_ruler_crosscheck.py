@@ -63,7 +63,7 @@ def ours(lengths: list[int], samples: int) -> dict[tuple[str, int], float]:
     return got
 
 
-def reference(lengths: list[int], samples: int, essay_dir: str) -> tuple[dict, dict]:
+def reference(lengths: list[int], samples: int, essay_dir: str, batch_size: int = 8) -> tuple[dict, dict]:
     _lm_eval_offline.patch(essay_dir)
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -71,7 +71,7 @@ def reference(lengths: list[int], samples: int, essay_dir: str) -> tuple[dict, d
     from longrecipe.base import models
 
     model = str(models.resolve("smollm2-135m"))
-    lm = HFLM(pretrained=model, max_length=max(lengths) + 256, dtype="float32", device="cpu", batch_size=8)
+    lm = HFLM(pretrained=model, max_length=max(lengths) + 256, dtype="float32", device="cpu", batch_size=batch_size)
     scores, seconds = {}, {}
     for n in lengths:
         t0 = time.time()
@@ -151,6 +151,8 @@ def main() -> None:
     p.add_argument("--lengths", default="1024,2048,4096")
     p.add_argument("--samples", type=int, default=5)
     p.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"))
+    p.add_argument("--batch-size", type=int, default=8, help="lm-eval hf rows per generate call (1 at 4k+ on "
+                   "CPU: padded batches take sdpa's materialized-mask path)")
     p.add_argument("--compare-prompt", metavar="TASK@LENGTH", help="only print one sample's prompt from each side "
                    "(tasks with a get_dataset(tokenizer, seq=...) in lm-eval: vt, cwe)")
     p.add_argument("--same-prompts", metavar="TASK@LENGTH,...", help="run these cells on lm-eval's exact prompts "
@@ -171,15 +173,15 @@ def main() -> None:
         return
     lengths = [int(x) for x in args.lengths.split(",")]
     ours(lengths, args.samples)  # fail before the long run when the report lacks a cell
-    b, secs = reference(lengths, args.samples, args.essay_dir)
-    stored = store_scores(b, secs, args.samples)
+    b, secs = reference(lengths, args.samples, args.essay_dir, args.batch_size)
+    stored = store_scores(b, secs, args.samples, args.batch_size)
     every = sorted(stored["seconds"], key=int)
     b = {(t, int(n)): v for n, row in stored["scores"].items() for t, v in row.items()}
-    write_table(ours([int(n) for n in every], args.samples), b, {int(n): stored["seconds"][n] for n in every},
-                [int(n) for n in every], args.samples)
+    secs = {int(n): (stored["seconds"][n], stored["batch_size"].get(n, 8)) for n in every}
+    write_table(ours([int(n) for n in every], args.samples), b, secs, [int(n) for n in every], args.samples)
 
 
-def store_scores(scores: dict, seconds: dict, samples: int) -> dict:
+def store_scores(scores: dict, seconds: dict, samples: int, batch_size: int = 8) -> dict:
     """Merge this run's lm-eval scores into docs/smollm2/lm_eval_scores.json, so that a length run on another day
     (lm-eval at 4k takes the better part of an hour here) adds a column instead of replacing the table; written
     atomically."""
@@ -187,9 +189,11 @@ def store_scores(scores: dict, seconds: dict, samples: int) -> dict:
     stored = json.loads(path.read_text()) if path.is_file() else {"samples": samples, "scores": {}, "seconds": {}}
     if stored["samples"] != samples:
         raise SystemExit(f"{path} holds {stored['samples']}-sample scores; this run has {samples}")
+    stored.setdefault("batch_size", {})  # lm-eval's rows per generate call (runs before it had one were batch 8)
     for n in sorted({n for _, n in scores}):
         stored["scores"][str(n)] = {t: scores[t, n] for t in TASKS}
         stored["seconds"][str(n)] = round(seconds[n], 1)
+        stored["batch_size"][str(n)] = batch_size
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)
@@ -197,10 +201,11 @@ def store_scores(scores: dict, seconds: dict, samples: int) -> dict:
 
 
 def write_table(a: dict, b: dict, secs: dict, lengths: list[int], samples: int) -> None:
+    """`secs`: length -> (lm-eval's wall seconds, its batch size)."""
     head = " | ".join(f"{n} longrecipe / lm-eval" for n in lengths)
     lines = [f"{samples} samples per (task, length), chat template on, greedy, hf; longrecipe = the committed "
-             f"report (docs/smollm2/scores.csv); lm-eval 0.4.13 wall s per length: "
-             + ", ".join(f"{n}: {secs[n]:.0f}" for n in lengths), "", f"| task | {head} |",
+             f"report (docs/smollm2/scores.csv); lm-eval 0.4.13 wall s per length (its batch size): "
+             + ", ".join(f"{n}: {secs[n][0]:.0f} ({secs[n][1]})" for n in lengths), "", f"| task | {head} |",
              "|---|" + "---|" * len(lengths)]
     for t in TASKS:
         lines.append(f"| {t} | " + " | ".join(f"{a.get((t, n), math.nan):.1f} / {b[t, n]:.1f}" for n in lengths)
@@ -209,6 +214,7 @@ def write_table(a: dict, b: dict, secs: dict, lengths: list[int], samples: int) 
     lines.append("| **mean (11 tasks)** | " + " | ".join(f"**{x:.1f} / {y:.1f}**" for x, y in mean) + " |")
     (DOCS / "lm_eval_crosscheck.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
 
 if __name__ == "__main__":
     main()
