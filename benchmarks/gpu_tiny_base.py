@@ -1,8 +1,8 @@
 """Issue #17 A on a lent GPU, in one call: train the tiny base v2 (native window 512) and run its acceptance.
 
 Why a GPU: four CPU attempts (benchmarks/RESULTS.md, "Tiny base v2 ...") saw 32-64k training rows in 1.5-2.5 h on
-2 cores and stopped with the multi-needle variants rising only at the end; one H100/H200 call of ~9 minutes sees
-~20x more rows (the rows are built by 14 worker processes, ~90k tokens/s each; the model itself is not the bound).
+2 cores and stopped with the multi-needle variants rising only at the end; one H100/H200 call of ~8 minutes sees
+~15x more rows (the rows are built by 14 worker processes, ~90k tokens/s each; the model itself is not the bound).
 
 Prepare here (once per session; the carried folders are git-ignored through .git/info/exclude):
 
@@ -14,7 +14,7 @@ Prepare here (once per session; the carried folders are git-ignored through .git
 The call (device tool `run`, carry [".essays", ".whl"], timeout_s 600):
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site;
-    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_tiny_base.py --minutes 6 --essay-dir .essays --out $OUT
+    PYTHONUNBUFFERED=1 python3 benchmarks/gpu_tiny_base.py --minutes 5 --essay-dir .essays --out $OUT
 
 It writes into --out: `tiny-v2.tar.gz` (the Hugging Face directory: unpack into longrecipe/assets/tiny-base to
 embed it, after reading the acceptance), `train.log` (progress checks every --eval-every steps) and
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -48,7 +49,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="folder for the tarball and the logs ($OUT on the device)")
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--minutes", type=float, default=6.0, help="training budget (the acceptance adds ~1 min)")
+    ap.add_argument("--minutes", type=float, default=5.0, help="training budget (the acceptance adds ~1 min)")
     ap.add_argument("--steps", type=int, default=200_000, help="upper bound; --minutes fits the real count")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -62,6 +63,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "tiny-v2-gpu"
+    shutil.rmtree(work, ignore_errors=True)  # a warm machine keeps an earlier call's run: start anew
     cfg = TinyBaseV2Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, width=args.width,
                            head_dim=args.head_dim, haystacks=64, device=args.device, workers=args.workers,
                            minutes=args.minutes, save_every=max(1000, args.eval_every))

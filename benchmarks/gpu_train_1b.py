@@ -7,7 +7,9 @@ Prepare here (liger-kernel is pure Python + Triton; the device image has torch, 
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux2014_x86_64 -d .whl liger-kernel==0.8.5
 
-The call (device tool `run`, carry [".whl"], timeout_s 600; ~9 min on an H200 by the estimate below):
+The call (device tool `run`, carry [".whl"], timeout_s 600; `--deadline 540` stops starting rows after 9 min, and
+the JSON is rewritten after every row; 9 rows at ~1 min each (start-up, a compile, 4 steps) is an estimate, not a
+measurement):
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site;
     PYTHONUNBUFFERED=1 python3 benchmarks/gpu_train_1b.py --out $OUT
@@ -17,7 +19,8 @@ is a row saying so, never a missing row):
 - `ours-full`: longrecipe's step (train/loop.py: chunked loss, fp32 weights + bf16 autocast, fused AdamW, clipping
   at 1.0), every decoder layer checkpointed, each layer compiled (`train.compile=true`);
 - `ours-selective`: the same with every 2nd layer checkpointed (`train.checkpointing=selective`);
-- `trainer`: `Trainer` with `bf16=True`, `gradient_checkpointing=True`, `torch_compile=True`, fused AdamW;
+- `trainer`: `Trainer` with `bf16=True`, `gradient_checkpointing=True`, fused AdamW, each decoder layer compiled
+  (as ours; `torch_compile=True` compiles the mask creation too, which builds a T x T mask and leaves flash);
 - `trainer+liger`: the same with `use_liger_kernel=True` (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU).
 All sides: one row per step of random tokens whose LongRecipe positions span 4x the row (an all-ones attention
 mask, so SDPA's flash kernel runs), median of the steps after the first two. MFU in two conventions: model FLOPs
@@ -123,8 +126,14 @@ def run_ours(model, batches: list[dict], device: str, every: int, compile_layers
 
 
 def run_trainer(model, batches: list[dict], device: str, liger: bool, compile_model: bool) -> list[float]:
+    """Trainer's step. Compiled per decoder layer, as ours: `torch_compile=True` would trace the mask creation too,
+    and transformers then builds a full T x T mask (>= 4 GiB at 64k) and SDPA leaves its flash kernel."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    if compile_model:
+        for layer in model.model.layers:
+            layer.compile()
 
     data = [{k: v[0] for k, v in b.items()} for b in batches]
     times, t0 = [], [0.0]
@@ -146,7 +155,7 @@ def run_trainer(model, batches: list[dict], device: str, liger: bool, compile_mo
             use_cpu=not gpu, bf16=gpu, dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=True, seed=0,
             optim="adamw_torch_fused" if gpu else "adamw_torch", gradient_checkpointing=True,
             gradient_checkpointing_kwargs={"use_reentrant": False}, max_grad_norm=1.0,
-            torch_compile=compile_model, use_liger_kernel=liger)
+            use_liger_kernel=liger)
         trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[Clock()],
                           data_collator=lambda f: {k: torch.stack([x[k] for x in f]) for k in f[0]})
         trainer.train()
@@ -198,37 +207,59 @@ def main() -> None:
                     "trainer:32768,65536;trainer+liger:32768,65536", help="SIDE:LENGTHS;... (what one call fits)")
     ap.add_argument("--no-compile", action="store_true", help="eager everywhere (CPU dry-runs)")
     ap.add_argument("--timeout", type=int, default=240, help="seconds per (side, length) before it is a row saying so")
+    ap.add_argument("--deadline", type=int, default=540, help="seconds for the whole plan: rows not started by "
+                    "then are rows saying so (the device call's limit is 600)")
     ap.add_argument("--child", nargs=2, metavar=("SIDE", "LENGTH"))
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.shape, args.device, args.steps,
                                not args.no_compile)))
         return
-    plan = [(side, int(n)) for item in args.plan.split(";") for side, lengths in [item.split(":")]
-            for n in lengths.split(",")]
-    unknown = sorted({s for s, _ in plan} - set(SIDES))
-    if unknown:
-        raise SystemExit(f"--plan: unknown side(s) {unknown} (choose from {', '.join(SIDES)})")
+    plan = parse_plan(args.plan, ap)
     results, t_all = [], time.time()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     for side, n in plan:
-        cmd = [sys.executable, __file__, "--shape", args.shape, "--device", args.device, "--steps", str(args.steps),
-               "--child", side, str(n)] + (["--no-compile"] if args.no_compile else [])
-        t0 = time.time()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-            last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-            row = json.loads(last) if proc.returncode == 0 else {
-                "side": side, "length": n, "error": ("OOM" if "OutOfMemory" in proc.stderr else "failed") + ": "
-                + proc.stderr.strip().splitlines()[-1][:300] if proc.stderr.strip() else "no output"}
-        except subprocess.TimeoutExpired:
-            row = {"side": side, "length": n, "error": f"over {args.timeout} s"}
-        row["wall_s"] = round(time.time() - t0, 1)
+        left = args.deadline - (time.time() - t_all)
+        row = run_child(args, side, n, min(args.timeout, left)) if left > 30 else {
+            "side": side, "length": n, "error": f"not started: the {args.deadline} s deadline"}
         results.append(row)
         print(json.dumps(row), flush=True)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    Path(args.out, "gpu_train_1b.json").write_text(json.dumps({"command": " ".join(sys.argv), "rows": results,
-                                                               "wall_s": round(time.time() - t_all, 1)}, indent=1))
+        # rewritten after every row: a call killed at its limit still brings back the rows it finished
+        Path(args.out, "gpu_train_1b.json").write_text(json.dumps(
+            {"command": " ".join(sys.argv), "rows": results, "wall_s": round(time.time() - t_all, 1)}, indent=1))
     print_table(results)
+
+
+def parse_plan(text: str, ap: argparse.ArgumentParser) -> list[tuple[str, int]]:
+    plan = []
+    for item in filter(None, text.split(";")):
+        side, sep, lengths = item.partition(":")
+        if not sep or side not in SIDES:
+            ap.error(f"--plan: {item!r} is not SIDE:LENGTH,... with SIDE one of {', '.join(SIDES)}")
+        try:
+            plan += [(side, int(n)) for n in lengths.split(",")]
+        except ValueError:
+            ap.error(f"--plan: {item!r} has a length that is not a whole number")
+    return plan
+
+
+def run_child(args: argparse.Namespace, side: str, n: int, timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--shape", args.shape, "--device", args.device, "--steps", str(args.steps),
+           "--child", side, str(n)] + (["--no-compile"] if args.no_compile else [])
+    t0 = time.time()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"side": side, "length": n, "error": f"over {timeout:.0f} s", "wall_s": round(time.time() - t0, 1)}
+    try:
+        row = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+    except (ValueError, IndexError):
+        row = None
+    if row is None:
+        tail = proc.stderr.strip().splitlines()[-1][:300] if proc.stderr.strip() else "no output"
+        row = {"side": side, "length": n, "error": ("OOM: " if "OutOfMemory" in proc.stderr else "failed: ") + tail}
+    row["wall_s"] = round(time.time() - t0, 1)
+    return row
 
 
 def print_table(results: list[dict]) -> None:

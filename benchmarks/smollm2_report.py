@@ -68,6 +68,8 @@ def main() -> None:
     p.add_argument("--name", default="", help="run folder under docs/smollm2/runs (default smollm2-BACKEND): "
                    "a length run with other sample counts, e.g. 16k with fewer samples, goes into its own run")
     args = p.parse_args()
+    if args.name and not args.name.replace("-", "").replace("_", "").isalnum():
+        p.error(f"--name {args.name!r}: letters, digits, '-' and '_' only (a folder under docs/smollm2/runs)")
     hf = evaluate("hf", args.lengths, args.samples, args.essay_dir, args.niah_depths, args.batch_size, args.name)
     if args.vllm_lengths:
         vllm = evaluate("vllm", args.vllm_lengths, args.samples, args.essay_dir, args.niah_depths)

@@ -239,26 +239,49 @@ def test_v2_batches_are_the_same_for_any_number_of_workers(tiny, tmp_path):
 
 def test_v2_minutes_budget_fits_the_schedule_and_saves(tmp_path):
     """`--minutes` (the one-call GPU recipe's budget): the step count is fitted after warmup from the measured rate,
-    the run ends at the fitted step with its model and state saved; the log says how many steps were planned."""
+    the cosine schedule is re-laid over it (the last step's lr is the schedule's floor, lr/10, not the lr of a
+    5000-step schedule), and the run ends at the fitted step, not by the budget's hard stop, with model and state
+    saved."""
+    import torch
     from conftest import run_cli
 
     out = tmp_path / "v2"
     res = run_cli("tiny-base", "--init-from", "tiny", "--out", str(out), "--steps", "5000", "--warmup", "2",
-                  "--minutes", "0.25", "--workers", "1", "--batch-size", "2", "--eval-every", "0", "--threads", "1")
+                  "--minutes", "0.4", "--workers", "1", "--batch-size", "2", "--eval-every", "0", "--threads", "1")
     assert res.returncode == 0, res.stderr[-2000:]
+    log = res.stdout + res.stderr
     meta = json.loads((out / "tiny_base.json").read_text())
     state = json.loads((tmp_path / "v2.stage2" / "state.json").read_text())
-    assert 22 <= meta["steps_run"] < 5000 and state["step"] == meta["steps_run"] == state["planned_steps"]
-    assert "min budget: " in res.stdout + res.stderr and meta["stage2"]["minutes"] == 0.25
+    assert "min budget: " in log and "budget spent" not in log and not meta["stopped_by_budget"]
+    assert 22 <= meta["steps_run"] == meta["fitted_steps"] == state["step"] == state["fitted_steps"] < 5000
+    lr = torch.load(tmp_path / "v2.stage2" / "opt.pt", weights_only=True)["param_groups"][0]["lr"]
+    assert lr == pytest.approx(1e-4, rel=1e-3)  # 1e-3 x (0.1 + 0.45 (1 + cos(pi)))
 
 
-def test_v2_device_without_cuda_is_one_line(tmp_path):
+def test_v2_fitted_step_count_counts_the_steps_already_taken():
+    from longrecipe.recipes.tinybase import TinyBaseV2Config, _fit_steps
+
+    cfg = TinyBaseV2Config(steps=100_000, minutes=10)
+    # 520 steps taken in 320 s at 2 steps/s: 0.9 x 280 s x 2 = 504 more
+    assert _fit_steps(cfg, 520, 2.0, 320.0) == 1024
+    # progress checks of 5 s every 100 steps cost 0.05 s per step: 252 s / 0.55 s = 458 more
+    assert _fit_steps(cfg, 520, 2.0, 320.0, eval_every=100, eval_seconds=5.0) == 520 + 458
+    assert _fit_steps(cfg, 520, 2.0, 700.0) == 520  # the budget is gone: never fewer than the steps taken
+    assert _fit_steps(TinyBaseV2Config(steps=600, minutes=10), 520, 2.0, 320.0) == 600  # never above --steps
+
+
+def test_v2_gpu_flags_are_checked_in_one_line(tmp_path):
     import torch
     from conftest import run_cli
 
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA device is visible: the refusal is for machines without one")
-    res = run_cli("tiny-base", "--init-from", "tiny", "--out", str(tmp_path / "v"), "--device", "cuda")
-    err = [x for x in res.stderr.splitlines() if x.strip()]
-    assert res.returncode == 2 and len(err) == 1 and "no CUDA device" in err[0], res.stderr
+    cases = [(["--device", "gpu"], "expected cpu, cuda or cuda:N"), (["--batch-size", "0"], "--batch-size >= 1"),
+             (["--minutes", "inf"], "finite number"), (["--workers", "-1"], "--workers >= 0")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "no CUDA device is visible here"))
+    for flags, says in cases:
+        res = run_cli("tiny-base", "--init-from", "tiny", "--out", str(tmp_path / "v"), *flags)
+        err = [x for x in res.stderr.splitlines() if x.strip()]
+        assert res.returncode == 2 and len(err) == 1 and says in err[0], (flags, res.stderr)
+    res = run_cli("tiny-base", "--out", str(tmp_path / "v"), "--minutes", "5")  # stage 1 has no budget or GPU path
+    assert res.returncode == 2 and "--minutes is a stage-2 option: it needs --init-from" in res.stderr
     assert not (tmp_path / "v").exists() and not (tmp_path / "v.stage2").exists()

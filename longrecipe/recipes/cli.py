@@ -42,10 +42,9 @@ def _stage2_overrides(args: argparse.Namespace) -> dict:
     out = {k: getattr(args, k) for k in ("lr", "width", "head_dim", "schedule", "haystacks", "min_ruler_length",
                                    "warmup", "device", "workers", "minutes", "batch_size")
            if getattr(args, k) is not None}
-    if out.get("device", "cpu").startswith("cuda") and not _cuda_available():
-        raise UsageError(f"--device {out['device']}: no CUDA device is visible here")
-    if out.get("minutes", 0) < 0 or out.get("workers", 0) < 0:
-        raise UsageError("--minutes and --workers must be >= 0")
+    _check_device(out.get("device", "cpu"))
+    if not (0 <= out.get("minutes", 0) < float("inf")) or out.get("workers", 0) < 0 or out.get("batch_size", 1) < 1:
+        raise UsageError("--minutes must be a finite number >= 0, --workers >= 0 and --batch-size >= 1")
     if args.mix:
         mix = dict(RULER_MIX)
         for item in args.mix.split(","):
@@ -76,10 +75,17 @@ def _stage2_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
-def _cuda_available() -> bool:
+def _check_device(device: str) -> None:
+    """cpu, cuda or cuda:N of a visible GPU; anything else is one line before any work."""
     import torch
 
-    return torch.cuda.is_available()
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise UsageError(f"--device {device}: expected cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is visible here")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
 
 
 def cmd_tiny_base(args: argparse.Namespace) -> int:
@@ -90,6 +96,12 @@ def cmd_tiny_base(args: argparse.Namespace) -> int:
     from longrecipe.recipes.tinybase import TinyBaseConfig, TinyBaseV2Config, train_tiny_base, train_tiny_base_v2
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
+    stage2_only = [f"--{k.replace('_', '-')}" for k in ("device", "workers", "minutes", "batch_size", "lr", "width",
+                                                           "head_dim", "schedule", "haystacks", "min_ruler_length",
+                                                           "warmup", "mix", "rows") if getattr(args, k)]
+    if stage2_only and not args.init_from:
+        raise UsageError(f"{stage2_only[0]} is a stage-2 option: it needs --init-from (stage 1 runs on the CPU with "
+                         f"the committed model's schedule)")
     if args.init_from:
         cfg2 = TinyBaseV2Config(seed=args.seed or 1, **({"steps": args.steps} if args.steps else {}),
                                 **_stage2_overrides(args))

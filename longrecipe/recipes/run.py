@@ -41,8 +41,11 @@ def eval_config(cfg: RunConfig, lengths: tuple[int, ...], path: str, name: str) 
 
 
 def eval_lengths(cfg: RunConfig) -> tuple[int, ...]:
+    """eval.lengths, else the base model's window doubled up to the target (read from its config.json)."""
+    if cfg.eval.lengths:
+        return cfg.eval.lengths
     native = int(json.loads((models.resolve(cfg.model.path) / "config.json").read_text())["max_position_embeddings"])
-    return cfg.eval.lengths or default_lengths(native, cfg.train.target_length)
+    return default_lengths(native, cfg.train.target_length)
 
 
 def run_all(config_path: str, overrides: list[str] | tuple[str, ...] = (), log=print) -> Path:

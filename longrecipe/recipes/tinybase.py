@@ -579,15 +579,21 @@ def batches(sampler: DocSampler, ruler_rows: RulerRows, cfg: TinyBaseV2Config, s
     return iter(torch.utils.data.DataLoader(
         _Batches(sampler, ruler_rows, cfg, start, stop), batch_size=None, num_workers=cfg.workers,
         worker_init_fn=_one_thread if cfg.workers else None, pin_memory=cfg.device.startswith("cuda"),
-        prefetch_factor=4 if cfg.workers else None, persistent_workers=False))
+        prefetch_factor=4 if cfg.workers else None, persistent_workers=False,
+        multiprocessing_context="fork" if cfg.workers else None))  # DocSampler holds lambdas: fork, not spawn
 
 
-def _fit_steps(cfg: TinyBaseV2Config, done: int, seconds: float, spent: float) -> int:
-    """The step count that ends the run within `cfg.minutes`: the rate of the last `done` steps (`seconds`) over
-    the time left (`spent` already gone), 10 % kept for the progress checks and the final save; never more than
-    cfg.steps, never fewer than the steps already taken."""
-    left = cfg.minutes * 60 - spent
-    return max(done, min(cfg.steps, done + int(0.9 * left * done / max(seconds, 1e-9))))
+def _fit_steps(cfg: TinyBaseV2Config, done: int, rate: float, spent: float, eval_every: int = 0,
+               eval_seconds: float = 0.0) -> int:
+    """The step count that ends the run within `cfg.minutes`: `done` steps taken, `rate` training steps per second
+    (measured on training steps alone), `spent` seconds gone; the progress checks still to come (`eval_seconds`
+    each, every `eval_every` steps) are paid out of the time left and 10 % of it is kept for the final save and
+    the noise of the rate. Never more than cfg.steps, never fewer than `done`."""
+    left = 0.9 * (cfg.minutes * 60 - spent)
+    extra = left * rate
+    if eval_every and eval_seconds:  # each further step brings 1/eval_every of a check
+        extra = left / (1 / rate + eval_seconds / eval_every)
+    return max(done, min(cfg.steps, done + int(extra)))
 
 
 def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Config = TinyBaseV2Config(),
@@ -608,32 +614,34 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
     sampler = DocSampler(tok, TinyBaseConfig(native_length=cfg.native_length), np.random.default_rng(cfg.seed))
     hay = haystack_dirs(Path(str(out) + ".haystacks"), cfg.haystacks, cfg.seed) if cfg.haystacks else None
     ruler_rows = RulerRows(tok, cfg, hay)
-    plan = {"steps": cfg.steps}  # lowered once by _fit_steps when cfg.minutes is set
-    opt, sched = optimizer(model, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule)
-    history, start = [], 0
-    if (work / "state.json").is_file():
-        state = json.loads((work / "state.json").read_text())
+    state = json.loads((work / "state.json").read_text()) if (work / "state.json").is_file() else None
+    if state:
         model.load_state_dict(load_file(str(work / "model.safetensors")), strict=False)
         model.tie_weights()
-        opt.load_state_dict(torch.load(work / "opt.pt", weights_only=True))
+    model.to(cfg.device)  # before the optimizer, so a resumed optimizer's state is cast to the model's device
+    opt, sched = optimizer(model, cfg.lr, cfg.warmup, cfg.steps, cfg.schedule)
+    # plan: the steps this run takes (fitted once to cfg.minutes, never above cfg.steps); spent: wall seconds so far
+    history, start, plan = [], 0, {"steps": cfg.steps, "fitted": None, "spent": 0.0, "budget_stop": False}
+    if state:
+        opt.load_state_dict(torch.load(work / "opt.pt", weights_only=True, map_location=cfg.device))
         sched.load_state_dict(state["sched"])
-        history, start, plan["steps"] = state["history"], state["step"], state.get("planned_steps", cfg.steps)
+        history, start = state["history"], state["step"]
+        plan.update(fitted=state.get("fitted_steps"), spent=state.get("seconds", 0.0))
+        plan["steps"] = min(plan["fitted"] or cfg.steps, cfg.steps)
         log(f"resumed stage 2 at step {start}")
-    model.to(cfg.device)
-    for group in opt.state.values():  # a resumed optimizer's moments follow the model to its device
-        for k, v in group.items():
-            if torch.is_tensor(v) and k != "step":
-                group[k] = v.to(cfg.device)
     if plan["steps"] != cfg.steps:
         sched.lr_lambdas[0] = _schedule(cfg.warmup, plan["steps"], cfg.schedule)
     gpu = cfg.device.startswith("cuda")
-    t0 = time.time() - (history[-1]["minutes"] * 60 if history else 0)
+    t0 = time.time() - plan["spent"]
+    timing = {"train_s": 0.0, "steps": 0, "eval_s": 0.0}  # training-step time after warmup (the rate), last check
 
     def evaluate(step: int, loss: float) -> None:
         model.eval()
+        e0 = time.time()
         with torch.no_grad():
             scores = ruler_accuracy(model, tok, cfg.native_length, 10, essay_dir)
             pk = passkey_accuracy(model, tok, cfg.native_length, 20)
+        timing["eval_s"] = time.time() - e0
         history.append({"step": step, "loss": round(loss, 4), "ruler@512": scores, "passkey@512": pk,
                         "minutes": round((time.time() - t0) / 60, 1)})
         log(json.dumps(history[-1]))
@@ -644,33 +652,34 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
             save_file(sd, str(tmp / "model.safetensors"))
             torch.save(opt.state_dict(), tmp / "opt.pt")
             write_json(tmp / "state.json", {"step": done, "sched": sched.state_dict(), "history": history,
-                                            "planned_steps": plan["steps"]})
+                                            "fitted_steps": plan["fitted"], "seconds": round(time.time() - t0, 1)})
 
     if start == 0 and eval_every:
         evaluate(0, float("nan"))
     bar = tqdm(total=plan["steps"], initial=start, desc="tiny-base v2", mininterval=10)
-    fit_from = (max(start, cfg.warmup), time.time()) if cfg.minutes and plan["steps"] == cfg.steps else None
     loss, done = float("nan"), start
-    for step, ids, labels in batches(sampler, ruler_rows, cfg, start, cfg.steps):
+    for step, ids, labels in batches(sampler, ruler_rows, cfg, start, plan["steps"]):
         if step >= plan["steps"]:
             break
+        s0 = time.time()
         loss = train_step(model, opt, sched, ids.to(cfg.device, non_blocking=gpu),
                           labels.to(cfg.device, non_blocking=gpu), autocast=gpu)
         done = step + 1
+        if done > max(cfg.warmup, start + 1):  # the first step after a start or resume pays one-off costs
+            timing["train_s"] += time.time() - s0
+            timing["steps"] += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-        window = time.time() - fit_from[1] if fit_from else 0.0
-        if fit_from and done >= fit_from[0] + 20 and window >= min(30.0, 0.02 * 60 * cfg.minutes):
-            # the rate of >= 20 steps after warmup, then the schedule's length
-            plan["steps"] = bar.total = _fit_steps(cfg, done - fit_from[0], window, time.time() - t0)
+        if cfg.minutes and plan["fitted"] is None and timing["steps"] >= 20 and \
+                timing["train_s"] >= min(30.0, 0.02 * 60 * cfg.minutes):
+            rate = timing["steps"] / timing["train_s"]
+            plan["steps"] = plan["fitted"] = bar.total = _fit_steps(
+                cfg, done, rate, time.time() - t0, eval_every, timing["eval_s"])
             sched.lr_lambdas[0] = _schedule(cfg.warmup, plan["steps"], cfg.schedule)
-            fit_from = None
-            log(f"{cfg.minutes} min budget: {plan['steps']} steps")
-        elif fit_from and done == fit_from[0]:
-            fit_from = (done, time.time())
+            log(f"{cfg.minutes} min budget: {plan['steps']} steps ({rate:.1f} training steps/s)")
         if cfg.minutes and time.time() - t0 > 60 * cfg.minutes and done < plan["steps"]:  # the budget is a limit
             log(f"{cfg.minutes} min budget spent: stopping at step {done} of {plan['steps']}")
-            plan["steps"] = done
+            plan["steps"], plan["budget_stop"] = done, True
         if eval_every and (done % eval_every == 0 or done == plan["steps"]):
             evaluate(done, loss)
         if done % cfg.save_every == 0 or done == plan["steps"]:
@@ -678,7 +687,8 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
     bar.close()
     if done < plan["steps"]:  # the loader ran out first (never expected): say so rather than save a short run
         raise RuntimeError(f"stage 2 stopped at step {done} of {plan['steps']}")
-    meta = {"stage2": asdict(cfg), "steps_run": plan["steps"], "init_from": str(init_from), "history": history,
+    meta = {"stage2": asdict(cfg), "steps_run": done, "fitted_steps": plan["fitted"],
+            "stopped_by_budget": plan["budget_stop"], "init_from": str(init_from), "history": history,
             "python": sys.version.split()[0], "torch": torch.__version__, "machine": platform.machine(),
             "device": torch.cuda.get_device_name() if gpu else platform.processor() or platform.machine(),
             "train_minutes": round((time.time() - t0) / 60, 1)}
