@@ -68,24 +68,13 @@ def build(shape: str, length: int, device: str):
 
 
 def rows(length: int, vocab: int, steps: int, device: str) -> list[dict]:
-    """`steps` rows of random tokens in 8-64-token segments whose LongRecipe positions span 4x `length`."""
-    import numpy as np
+    """`steps` rows of gpu_check.py's kind (random tokens in 8-64-token segments whose LongRecipe positions span 4x
+    `length`), with the all-ones attention mask both sides pass."""
     import torch
+    from gpu_check import gap_batch
 
-    from longrecipe.train.positions import longrecipe_positions
-
-    out = []
-    for step in range(steps):
-        rng = np.random.default_rng(step)
-        segs, left = [], length
-        while left > 0:
-            segs.append(min(left, int(rng.integers(8, 65))))
-            left -= segs[-1]
-        ids = torch.from_numpy(rng.integers(0, vocab, size=(1, length))).to(device)
-        pos = torch.tensor([longrecipe_positions(segs, 4 * length, rng)], device=device)
-        out.append({"input_ids": ids, "labels": ids.clone(), "position_ids": pos,
-                    "attention_mask": torch.ones_like(ids)})
-    return out
+    return [{**(b := gap_batch(length, 4 * length, vocab, step, device)),
+             "attention_mask": torch.ones_like(b["input_ids"])} for step in range(steps)]
 
 
 def _sync(device: str) -> None:

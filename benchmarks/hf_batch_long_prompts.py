@@ -1,6 +1,6 @@
 """hf backend on CPU: one long prompt per generate call against batches of 8, same prompts, same process.
 
-    python benchmarks/hf_batch_long_prompts.py [--model smollm2-135m] [--length 4096] [--prompts 8]
+    python benchmarks/hf_batch_long_prompts.py [--model smollm2-135m] [--length 4096] [--prompts 8] [--sdpa-only]
 
 Why (and why `greedy_generate` now runs prompts of >= 2048 tokens one per call on CPU): the SmolLM2 report's 8k
 cells took ~57 s per sample in batches of 8 and ~30 s one at a time (two runs on two days), and lm-eval's hf model
@@ -25,6 +25,34 @@ from _bootstrap import ensure_importable  # noqa: E402
 ensure_importable()
 
 
+def sdpa_alone(length: int, heads: int = 9, head_dim: int = 64) -> None:
+    """One layer's SDPA on CPU (SmolLM2's 9 heads x 64) at `length`: causal flag vs the same causal pattern as a
+    boolean and a float mask (what a padded batch passes), and the math kernel; mean of 3 after a warm-up."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, heads, length, head_dim) for _ in range(3))
+    causal = torch.ones(length, length, dtype=torch.bool).tril()[None, None]
+    additive = torch.zeros(length, length).masked_fill(~causal[0, 0], float("-inf"))[None, None]
+
+    def mean_s(fn) -> float:
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(3):
+            fn()
+        return (time.perf_counter() - t0) / 3
+
+    runs = {"is_causal=True": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+            "boolean mask": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=causal),
+            "float mask": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=additive)}
+    for name, fn in runs.items():
+        print(f"sdpa {length} tokens, {name}: {mean_s(fn):.3f} s", flush=True)
+    with sdpa_kernel(SDPBackend.MATH):
+        print(f"sdpa {length} tokens, math kernel, is_causal=True: {mean_s(runs['is_causal=True']):.3f} s")
+
+
 def main() -> None:
     import torch
 
@@ -37,7 +65,11 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=4096)
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--essay-dir", default=None)
+    ap.add_argument("--sdpa-only", action="store_true", help="only one layer's SDPA, causal flag vs masks")
     args = ap.parse_args()
+    sdpa_alone(args.length)
+    if args.sdpa_only:
+        return
     path = models.resolve(args.model)
     model, tok = load_model(path, device="cpu", dtype=torch.float32)
     half = args.prompts // 2
@@ -47,6 +79,7 @@ def main() -> None:
     prompts = [s["input"] + s["answer_prefix"] for s in samples]
     eos = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
     rows = {}
+    modeling.CPU_ALONE_FROM = 10**9  # the padded batches themselves (greedy_generate avoids them on CPU)
     for batch in (8, 1):
         with torch.inference_mode():
             t0 = time.perf_counter()
@@ -55,7 +88,6 @@ def main() -> None:
                 model(**enc, use_cache=False, logits_to_keep=1)
             prefill = time.perf_counter() - t0
         t0 = time.perf_counter()
-        modeling.CPU_ALONE_FROM = 10**9  # the padded batches themselves (greedy_generate now avoids them on CPU)
         preds = greedy_generate(model, tok, prompts, 128, batch, eos_token_id=eos)
         total = time.perf_counter() - t0
         new = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in preds]

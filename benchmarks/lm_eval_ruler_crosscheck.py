@@ -152,7 +152,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=5)
     p.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"))
     p.add_argument("--batch-size", type=int, default=8, help="lm-eval hf rows per generate call (1 at 4k+ on "
-                   "CPU: padded batches take sdpa's materialized-mask path)")
+                   "CPU: a padded batch's mask makes SDPA compute the whole square, RESULTS.md)")
     p.add_argument("--compare-prompt", metavar="TASK@LENGTH", help="only print one sample's prompt from each side "
                    "(tasks with a get_dataset(tokenizer, seq=...) in lm-eval: vt, cwe)")
     p.add_argument("--same-prompts", metavar="TASK@LENGTH,...", help="run these cells on lm-eval's exact prompts "

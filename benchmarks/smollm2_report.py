@@ -62,9 +62,8 @@ def main() -> None:
     p.add_argument("--vllm-lengths", default="1024", help="lengths for the vLLM CPU backend ('' to skip)")
     p.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"))
     p.add_argument("--niah-depths", type=int, default=11)
-    p.add_argument("--batch-size", type=int, default=8,
-                   help="hf rows per generate call; 1 for prompts of 8k+ on CPU (padded batches take sdpa's "
-                        "materialized-mask path: ~2x slower per sample at 8k, RESULTS.md)")
+    p.add_argument("--batch-size", type=int, default=8, help="hf rows per generate call (on CPU prompts of >= "
+                   "2048 tokens run one per call anyway: longrecipe.base.modeling.CPU_ALONE_FROM)")
     p.add_argument("--name", default="", help="run folder under docs/smollm2/runs (default smollm2-BACKEND): "
                    "a length run with other sample counts, e.g. 16k with fewer samples, goes into its own run")
     args = p.parse_args()

@@ -46,7 +46,7 @@ CPU_ALONE_FROM = 2048  # prompt tokens from which a CPU prefill runs one prompt 
 def _batches(order: list[int], lengths: list[int], batch_size: int, cpu: bool) -> list[list[int]]:
     """Rows of each generate call, longest prompts first. On CPU a prompt of CPU_ALONE_FROM tokens or more is a
     call of its own. Why: a padded batch needs an attention mask, and with a mask SDPA's CPU flash kernel computes
-    the whole T x T square instead of skipping the blocks above the diagonal (2.0x the attention time at 4k,
+    the whole T x T square instead of skipping the blocks above the diagonal (2.1x the attention time at 4k,
     measured); a whole 4k RULER generation took 1.76x as long per prompt in batches of 8 as one at a time, with
     identical answers (benchmarks/hf_batch_long_prompts.py, RESULTS.md). On a GPU batching pays for itself."""
     out: list[list[int]] = []

@@ -35,13 +35,15 @@ def _lengths(text: str) -> list[int]:
     return out
 
 
+STAGE2_KEYS = ("lr", "width", "head_dim", "schedule", "haystacks", "min_ruler_length", "warmup", "device", "workers",
+               "minutes", "batch_size")  # `tiny-base` flags that set TinyBaseV2Config fields (--mix, --rows too)
+
+
 def _stage2_overrides(args: argparse.Namespace) -> dict:
     """Stage-2 fields given on the command line (a continuation of a trained v2, a wider model...)."""
     from longrecipe.recipes.tinybase import RULER_MIX
 
-    out = {k: getattr(args, k) for k in ("lr", "width", "head_dim", "schedule", "haystacks", "min_ruler_length",
-                                   "warmup", "device", "workers", "minutes", "batch_size")
-           if getattr(args, k) is not None}
+    out = {k: getattr(args, k) for k in STAGE2_KEYS if getattr(args, k) is not None}
     _check_device(out.get("device", "cpu"))
     if not (0 <= out.get("minutes", 0) < float("inf")) or out.get("workers", 0) < 0 or out.get("batch_size", 1) < 1:
         raise UsageError("--minutes must be a finite number >= 0, --workers >= 0 and --batch-size >= 1")
@@ -96,9 +98,7 @@ def cmd_tiny_base(args: argparse.Namespace) -> int:
     from longrecipe.recipes.tinybase import TinyBaseConfig, TinyBaseV2Config, train_tiny_base, train_tiny_base_v2
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    stage2_only = [f"--{k.replace('_', '-')}" for k in ("device", "workers", "minutes", "batch_size", "lr", "width",
-                                                           "head_dim", "schedule", "haystacks", "min_ruler_length",
-                                                           "warmup", "mix", "rows") if getattr(args, k)]
+    stage2_only = [f"--{k.replace('_', '-')}" for k in (*STAGE2_KEYS, "mix", "rows") if getattr(args, k)]
     if stage2_only and not args.init_from:
         raise UsageError(f"{stage2_only[0]} is a stage-2 option: it needs --init-from (stage 1 runs on the CPU with "
                          f"the committed model's schedule)")
