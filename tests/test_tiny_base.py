@@ -63,11 +63,12 @@ def test_v2_grow_preserves_the_function(tiny):
     from longrecipe.recipes.tinybase import grow
 
     model, tok = tiny
-    big = grow(model, 4, 512)
     ids = torch.tensor([tok("The pass key is 12345. Remember it. What is the pass key?")["input_ids"]])
-    with torch.no_grad():
-        assert torch.equal(big(input_ids=ids).logits, model(input_ids=ids).logits)
-    assert big.config.num_hidden_layers == 4 and big.config.max_position_embeddings == 512
+    for depth in (4, 8):  # 8: the fifth CPU attempt's depth (--num-layers 8)
+        big = grow(model, depth, 512)
+        with torch.no_grad():
+            assert torch.equal(big(input_ids=ids).logits, model(input_ids=ids).logits)
+        assert big.config.num_hidden_layers == depth and big.config.max_position_embeddings == 512
 
 
 def test_v2_training_content_is_disjoint_from_evaluation(tiny):
@@ -275,7 +276,8 @@ def test_v2_gpu_flags_are_checked_in_one_line(tmp_path):
     from conftest import run_cli
 
     cases = [(["--device", "gpu"], "expected cpu, cuda or cuda:N"), (["--batch-size", "0"], "--batch-size >= 1"),
-             (["--minutes", "inf"], "finite number"), (["--workers", "-1"], "--workers >= 0")]
+             (["--minutes", "inf"], "finite number"), (["--workers", "-1"], "--workers >= 0"),
+             (["--num-layers", "1"], "--num-layers >= 2")]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "no CUDA device is visible here"))
     for flags, says in cases:

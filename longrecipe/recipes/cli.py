@@ -35,8 +35,9 @@ def _lengths(text: str) -> list[int]:
     return out
 
 
-STAGE2_KEYS = ("lr", "width", "head_dim", "schedule", "haystacks", "min_ruler_length", "warmup", "device", "workers",
-               "minutes", "batch_size")  # `tiny-base` flags that set TinyBaseV2Config fields (--mix, --rows too)
+# `tiny-base` flags that set TinyBaseV2Config fields (--mix, --rows too)
+STAGE2_KEYS = ("num_layers", "lr", "width", "head_dim", "schedule", "haystacks", "min_ruler_length", "warmup",
+               "device", "workers", "minutes", "batch_size")
 
 
 def _stage2_overrides(args: argparse.Namespace) -> dict:
@@ -45,8 +46,10 @@ def _stage2_overrides(args: argparse.Namespace) -> dict:
 
     out = {k: getattr(args, k) for k in STAGE2_KEYS if getattr(args, k) is not None}
     _check_device(out.get("device", "cpu"))
-    if not (0 <= out.get("minutes", 0) < float("inf")) or out.get("workers", 0) < 0 or out.get("batch_size", 1) < 1:
-        raise UsageError("--minutes must be a finite number >= 0, --workers >= 0 and --batch-size >= 1")
+    if not (0 <= out.get("minutes", 0) < float("inf")) or out.get("workers", 0) < 0 or out.get("batch_size", 1) < 1 \
+            or out.get("num_layers", 2) < 2:
+        raise UsageError("--minutes must be a finite number >= 0, --workers >= 0, --batch-size >= 1 and "
+                         "--num-layers >= 2 (v1's depth)")
     if args.mix:
         mix = dict(RULER_MIX)
         for item in args.mix.split(","):
@@ -377,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lr", type=float, default=None, help="stage 2: peak learning rate (default 1e-3)")
     sp.add_argument("--warmup", type=int, default=None, help="stage 2: warmup steps (default 100)")
     sp.add_argument("--schedule", choices=("cosine", "constant"), default=None, help="stage 2: lr schedule")
+    sp.add_argument("--num-layers", type=int, default=None,
+                    help="stage 2: grow v1 to this many layers (default 4; function-preserving, see `grow`)")
     sp.add_argument("--width", type=int, default=None, help="stage 2: widen the model this many times (default 1)")
     sp.add_argument("--head-dim", type=int, default=None,
                     help="stage 2: grow every attention head to this width (a multiple of 32; function-preserving)")
