@@ -1,8 +1,10 @@
 """Issue #17 A on a lent GPU, in one call: train the tiny base v2 (native window 512) and run its acceptance.
 
-Why a GPU: four CPU attempts (benchmarks/RESULTS.md, "Tiny base v2 ...") saw 32-64k training rows in 1.5-2.5 h on
-2 cores and stopped with the multi-needle variants rising only at the end; one H100/H200 call of ~8 minutes sees
-~15x more rows (the rows are built by 14 worker processes, ~90k tokens/s each; the model itself is not the bound).
+Why a GPU: five CPU attempts (benchmarks/RESULTS.md, "Tiny base v2 ...") saw 32-67k training rows in 1.5-2.5 h on
+2 cores and stopped with the multi-needle variants rising only at the end (the fifth, 8 layers deep, is kept in
+docs/tiny-v2/: `--init-from docs/tiny-v2/model --width 1 --head-dim 0` continues it in its own shape); one
+H100/H200 call of ~8 minutes sees ~15x more rows (the rows are built by 14 worker processes, ~90k tokens/s each;
+the model itself is not the bound).
 
 Prepare here (once per session; the carried folders are git-ignored through .git/info/exclude):
 
@@ -55,6 +57,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--width", type=int, default=2, help="hidden 128 x this (2: the issue's hidden 256)")
     ap.add_argument("--head-dim", type=int, default=64)
+    ap.add_argument("--num-layers", type=int, default=8, help="depth v1 is grown to (8: the fifth CPU attempt's, the "
+                    "first whose key-conditioned variants rose; RESULTS.md)")
+    ap.add_argument("--init-from", default="tiny", help="'tiny' (v1) or a v2 directory to continue from")
     ap.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)))
     ap.add_argument("--eval-every", type=int, default=5000, help="progress checks (each ~5-10 s of the budget)")
     ap.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"))
@@ -64,9 +69,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "tiny-v2-gpu"
     shutil.rmtree(work, ignore_errors=True)  # a warm machine keeps an earlier call's run: start anew
-    cfg = TinyBaseV2Config(steps=args.steps, batch_size=args.batch_size, lr=args.lr, width=args.width,
-                           head_dim=args.head_dim, haystacks=64, device=args.device, workers=args.workers,
-                           minutes=args.minutes, save_every=max(1000, args.eval_every))
+    cfg = TinyBaseV2Config(num_layers=args.num_layers, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                           width=args.width, head_dim=args.head_dim, haystacks=64, device=args.device,
+                           workers=args.workers, minutes=args.minutes, save_every=max(1000, args.eval_every))
     env = {"torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
            "cpus": os.cpu_count(), "config": cfg.__dict__}
     log_file = open(out / "train.log", "a", buffering=1)
@@ -77,7 +82,7 @@ def main() -> None:
 
     log(json.dumps(env, default=str))
     t0 = time.time()
-    meta = train_tiny_base_v2("tiny", work / "v2", cfg, eval_every=args.eval_every, essay_dir=args.essay_dir,
+    meta = train_tiny_base_v2(args.init_from, work / "v2", cfg, eval_every=args.eval_every, essay_dir=args.essay_dir,
                               log=log)
     log(f"trained {meta['steps_run']} steps in {time.time() - t0:.0f} s")
     with tarfile.open(out / "tiny-v2.tar.gz", "w:gz") as tar:

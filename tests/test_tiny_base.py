@@ -50,6 +50,22 @@ def test_passkey_at_native_length(tiny):
     assert acc >= 0.85, (acc, preds[:5])
 
 
+def test_kept_v2_work_in_progress_loads_and_retrieves_at_512():
+    """docs/tiny-v2/model (#17 A's best run so far, kept for its continuation): safetensors only, 8 layers, window
+    512, and it does what RESULTS.md says (passkey 100 and niah_single_1 100 at 512 over 50 samples each)."""
+    from longrecipe.base.modeling import greedy_generate, load_model
+    from longrecipe.recipes.tinybase import ruler_accuracy
+
+    kept = Path(__file__).resolve().parents[1] / "docs" / "tiny-v2" / "model"
+    assert not any(p.suffix in (".bin", ".pt", ".pkl") for p in kept.iterdir())
+    model, tok = load_model(kept)
+    assert model.config.num_hidden_layers == 8 and model.config.max_position_embeddings == 512
+    samples = passkey.generate(tok, 512, 20, seed=99)
+    preds = greedy_generate(model, tok, [s["input"] for s in samples], passkey.TOKENS_TO_GENERATE, batch_size=10)
+    assert np.mean([passkey.score(p, s["outputs"][0]) for p, s in zip(preds, samples)]) >= 0.9, preds[:5]
+    assert ruler_accuracy(model, tok, 512, 10, None, seed=7, tasks=("niah_single_1",))["niah_single_1"] >= 80
+
+
 def test_passkey_scoring():
     assert passkey.score(" 12345. Remember", "12345") == 1.0
     assert passkey.score(" 1234", "12345") == 0.0
