@@ -66,6 +66,18 @@ def test_kept_v2_work_in_progress_loads_and_retrieves_at_512():
     assert ruler_accuracy(model, tok, 512, 10, None, seed=7, tasks=("niah_single_1",))["niah_single_1"] >= 80
 
 
+def test_v2_refuses_to_grow_a_deeper_model_shallower(tmp_path):
+    """Continuing the kept 8-layer model without --num-layers 8 would drop half its layers: one line, exit 2,
+    nothing written."""
+    from conftest import run_cli
+
+    kept = Path(__file__).resolve().parents[1] / "docs" / "tiny-v2" / "model"
+    res = run_cli("tiny-base", "--init-from", str(kept), "--out", str(tmp_path / "v"), "--steps", "1")
+    err = [x for x in res.stderr.splitlines() if x.strip()]
+    assert res.returncode == 2 and len(err) == 1 and "--num-layers 8 or more" in err[0], res.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_passkey_scoring():
     assert passkey.score(" 12345. Remember", "12345") == 1.0
     assert passkey.score(" 1234", "12345") == 0.0

@@ -353,8 +353,11 @@ class TinyBaseV2Config:
 def grow(model, num_layers: int, native_length: int):
     """A deeper copy of `model` that computes the same function: layer i of the new model copies old layer
     i * old // new, and every copy after the first of a layer has its output projections (o_proj, down_proj) zeroed,
-    so it adds nothing to the residual stream until training moves it."""
+    so it adds nothing to the residual stream until training moves it. Never shallower: dropping layers would change
+    the function (a continuation of an 8-layer v2 needs --num-layers 8, not the default 4)."""
     old = model.config.num_hidden_layers
+    if num_layers < old:
+        raise ValueError(f"cannot grow a {old}-layer model to {num_layers} layers: give --num-layers {old} or more")
     conf = copy.deepcopy(model.config)
     conf.num_hidden_layers, conf.max_position_embeddings = num_layers, native_length
     new = LlamaForCausalLM._from_config(conf, attn_implementation="sdpa")
@@ -603,12 +606,12 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
     building batches and `cfg.minutes` fitting the schedule to a wall budget: the one-call recipe of
     benchmarks/gpu_tiny_base.py."""
     out, work = Path(out), Path(str(out) + ".stage2")
-    work.mkdir(parents=True, exist_ok=True)
-    init_from = resolve_model(init_from)  # 'tiny' or a directory
-    tok = AutoTokenizer.from_pretrained(init_from, trust_remote_code=False)
-    base = AutoModelForCausalLM.from_pretrained(init_from, dtype=torch.float32, trust_remote_code=False)
+    source = resolve_model(init_from)  # 'tiny' or a directory; meta records `init_from` as given (no machine path)
+    tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, trust_remote_code=False)
     torch.manual_seed(cfg.seed)
     model = widen(grow(base, cfg.num_layers, cfg.native_length), cfg.width, seed=cfg.seed)
+    work.mkdir(parents=True, exist_ok=True)  # after the model is built: a refused --num-layers writes nothing
     if cfg.head_dim:
         model = deepen_heads(model, cfg.head_dim, seed=cfg.seed)
     sampler = DocSampler(tok, TinyBaseConfig(native_length=cfg.native_length), np.random.default_rng(cfg.seed))
