@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=5000, help="progress checks (each ~5-10 s of the budget)")
     ap.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"))
     ap.add_argument("--samples", type=int, default=50, help="acceptance samples per task")
+    ap.add_argument("--follow-ups", type=int, default=4, help="single-key questions after a NIAH row's answer "
+                    "(4: the sixth CPU attempt's; RulerRows)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,7 +73,8 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)  # a warm machine keeps an earlier call's run: start anew
     cfg = TinyBaseV2Config(num_layers=args.num_layers, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                            width=args.width, head_dim=args.head_dim, haystacks=64, device=args.device,
-                           workers=args.workers, minutes=args.minutes, save_every=max(1000, args.eval_every))
+                           workers=args.workers, minutes=args.minutes, follow_ups=args.follow_ups,
+                           save_every=max(1000, args.eval_every))
     env = {"torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
            "cpus": os.cpu_count(), "config": cfg.__dict__}
     log_file = open(out / "train.log", "a", buffering=1)

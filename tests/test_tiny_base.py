@@ -236,6 +236,53 @@ def test_v2_binding_rows_fit_ask_present_keys_and_share_no_evaluation_answer(tin
     assert asked > 40  # several questions per row
 
 
+def test_v2_follow_up_questions_ask_other_needles_of_the_row(tiny):
+    """With follow_ups, a NIAH row is the plain row (RULER's prompt and answer, unchanged) followed by single-key
+    questions in RULER's wording about needles of its context whose value the first answer does not hold; only the
+    answers and their EOS are supervised; multivalue answers follow the needles' order in the context."""
+    import re
+
+    from longrecipe.recipes.tinybase import RulerRows, TinyBaseV2Config
+
+    _, tok = tiny
+    eos = tok.eos_token_id
+    plain, dense = RulerRows(tok, TinyBaseV2Config()), RulerRows(tok, TinyBaseV2Config(follow_ups=4))
+    asked = multivalue = 0
+    for step in range(80):
+        a = plain.row(np.random.default_rng([5, step]), step, 0)
+        b = dense.row(np.random.default_rng([5, step]), step, 0)
+        if a is None:
+            continue
+        assert b[0][: len(a[0])] == a[0] and b[1][: len(a[1])] == a[1]
+        assert len(b[0]) <= 512 + 128 + 4 * 32
+        first = tok.decode([t for t in a[1] if t != -100], skip_special_tokens=True)
+        context = tok.decode(a[0], skip_special_tokens=True)
+        ids, labels = b[0][len(a[0]):], b[1][len(a[1]):]
+        ends = [i for i, t in enumerate(ids) if t == eos]
+        start = 0
+        for end in ends:
+            question = tok.decode(ids[start:end], skip_special_tokens=True)
+            supervised = [t for t, y in zip(ids[start:end + 1], labels[start:end + 1]) if y != -100]
+            m = re.fullmatch(r"\nWhat is the special magic (\w+) for (\S+) mentioned in the provided text\? "
+                             r"The special magic \1 for \2 mentioned in the provided text is (\S+)\.", question)
+            assert m, question
+            kind, key, value = m.groups()
+            assert f"magic {kind}s for {key} is: {value}." in context and value not in first
+            assert tok.decode(supervised, skip_special_tokens=True) == f" {value}." and supervised[-1] == eos
+            start, asked = end + 1, asked + 1
+        assert start == len(ids)
+    assert asked > 60
+    only_mv = RulerRows(tok, TinyBaseV2Config(ruler_mix=(("niah_multivalue", 1.0),)))
+    for step in range(10):
+        ids, labels = only_mv.row(np.random.default_rng([5, step]), step, 0)
+        context = tok.decode(ids, skip_special_tokens=True)
+        values = tok.decode([t for t in labels if t != -100], skip_special_tokens=True).strip(" .").split(", ")
+        positions = [context.find(f"is: {v}.") for v in values]
+        assert len(values) == 4 and min(positions) >= 0 and positions == sorted(positions)
+        multivalue += 1
+    assert multivalue == 10
+
+
 def test_v2_rows_flag_is_checked(tmp_path):
     from conftest import run_cli
 
@@ -305,7 +352,7 @@ def test_v2_gpu_flags_are_checked_in_one_line(tmp_path):
 
     cases = [(["--device", "gpu"], "expected cpu, cuda or cuda:N"), (["--batch-size", "0"], "--batch-size >= 1"),
              (["--minutes", "inf"], "finite number"), (["--workers", "-1"], "--workers >= 0"),
-             (["--num-layers", "1"], "--num-layers >= 2")]
+             (["--num-layers", "1"], "--num-layers >= 2"), (["--follow-ups", "-1"], "--follow-ups >= 0")]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "no CUDA device is visible here"))
     for flags, says in cases:

@@ -37,7 +37,7 @@ def _lengths(text: str) -> list[int]:
 
 # `tiny-base` flags that set TinyBaseV2Config fields (--mix, --rows too)
 STAGE2_KEYS = ("num_layers", "lr", "width", "head_dim", "schedule", "haystacks", "min_ruler_length", "warmup",
-               "device", "workers", "minutes", "batch_size")
+               "follow_ups", "device", "workers", "minutes", "batch_size")
 
 
 def _stage2_overrides(args: argparse.Namespace) -> dict:
@@ -47,9 +47,9 @@ def _stage2_overrides(args: argparse.Namespace) -> dict:
     out = {k: getattr(args, k) for k in STAGE2_KEYS if getattr(args, k) is not None}
     _check_device(out.get("device", "cpu"))
     if not (0 <= out.get("minutes", 0) < float("inf")) or out.get("workers", 0) < 0 or out.get("batch_size", 1) < 1 \
-            or out.get("num_layers", 2) < 2:
+            or out.get("num_layers", 2) < 2 or out.get("follow_ups", 0) < 0:
         raise UsageError("--minutes must be a finite number >= 0, --workers >= 0, --batch-size >= 1 and "
-                         "--num-layers >= 2 (v1's depth)")
+                         "--num-layers >= 2 (v1's depth), --follow-ups >= 0")
     if args.mix:
         mix = dict(RULER_MIX)
         for item in args.mix.split(","):
@@ -388,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--haystacks", type=int, default=None,
                     help="stage 2: RULER rows use this many shuffled corpus haystacks (default 0: the corpus prefix)")
     sp.add_argument("--min-ruler-length", type=int, default=None, help="stage 2: shortest RULER row (default 256)")
+    sp.add_argument("--follow-ups", type=int, default=None, help="stage 2: NIAH rows ask up to N more single-key "
+                    "questions about other needles after their answer (default 0)")
     sp.add_argument("--mix", default="", help="stage 2: RULER task weights, e.g. niah_multikey_1=3,fwe=0.5")
     sp.add_argument("--rows", default="", help="stage 2: shares of row kinds, e.g. ruler=0.35,binding=0.35,"
                     "passkey=0.1,kv=0 (the rest: natural text; binding = dense key-binding rows)")

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -344,6 +345,8 @@ class TinyBaseV2Config:
     schedule: str = "cosine"  # or "constant": warmup then a flat lr (a continuation of a trained stage 2)
     haystacks: int = 0  # > 0: RULER rows draw their haystack from this many shuffles of the corpus (not one prefix)
     min_ruler_length: int = 256  # RULER rows are min_ruler_length..native_length tokens (+ the answer budget)
+    follow_ups: int = 0  # > 0: NIAH rows ask up to this many more single-key questions (RulerRows), rows 32 tokens
+    # longer per follow-up allowed
     ruler_mix: tuple[tuple[str, float], ...] = tuple(RULER_MIX.items())
     device: str = "cpu"  # "cuda": the model and its batches on the GPU, the forward under bf16 autocast
     workers: int = 0  # > 0: processes that build the batches ahead of the model (the same batches as 0)
@@ -489,8 +492,20 @@ def haystack_dirs(root: Path, count: int, seed: int, words: int = 2000) -> list[
     return out
 
 
+FOLLOW_UP_NEEDLE = re.compile(r"One of the special magic (numbers|words|uuids) for (\S+) is: ([^\s.]+)\.")
+FOLLOW_UP = ("\nWhat is the special magic {t} for {key} mentioned in the provided text? "
+             "The special magic {t} for {key} mentioned in the provided text is")
+
+
 class RulerRows:
-    """RULER-format training rows: prompt (template + answer prefix) then the answer (references joined) + EOS."""
+    """RULER-format training rows: prompt (template + answer prefix) then the answer (references joined) + EOS.
+
+    Two deliberate choices: multivalue answers come in the order their needles stand in the context (RULER's
+    reference order is the draw order, which the text does not reveal, so a model trained on it learns to repeat
+    one value; the score ignores order), and with `follow_ups` a NIAH row goes on after its EOS with up to that many
+    single-key questions (RULER's wording, singular) about other needles of its context, each answer + EOS trained:
+    several key lookups per forward instead of one (the row may grow 32 tokens per follow-up allowed past the length
+    it was drawn for, so positions reach native + 128 + 32 * follow_ups). The first question is RULER's, unchanged."""
 
     def __init__(self, tokenizer, cfg: TinyBaseV2Config, haystacks: list[str] | None = None):
         self.tok, self.cfg = tokenizer, cfg
@@ -513,10 +528,37 @@ class RulerRows:
         except ValueError:
             return None
         joiner = " " if task == "fwe" else ", "
+        outputs = list(s["outputs"])
+        if task == "niah_multivalue":
+            outputs.sort(key=s["input"].find)
         prompt = self.tok(s["input"] + s["answer_prefix"])["input_ids"]
-        answer = self.tok(" " + joiner.join(s["outputs"]) + ".", add_special_tokens=False)["input_ids"]
-        answer = answer + [self.tok.eos_token_id]
-        return prompt + answer, [-100] * len(prompt) + answer
+        ids, labels = list(prompt), [-100] * len(prompt)
+        self._answer(ids, labels, " " + joiner.join(outputs) + ".")
+        if self.cfg.follow_ups > 0 and task.startswith("niah_"):
+            self._follow_ups(rng, s["input"], set(outputs), ids, labels, length + 32 * self.cfg.follow_ups)
+        return ids, labels
+
+    def _answer(self, ids: list[int], labels: list[int], text: str) -> None:
+        answer = self.tok(text, add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
+        ids += answer
+        labels += answer
+
+    def _follow_ups(self, rng: np.random.Generator, context: str, answered: set[str], ids: list[int],
+                    labels: list[int], limit: int) -> None:
+        """Up to cfg.follow_ups more questions on keys with exactly one needle in `context` whose value is not in
+        the first answer (else it could be copied from there), while the row stays within `limit` tokens."""
+        found: dict[str, list[tuple[str, str]]] = {}
+        for kind, key, value in FOLLOW_UP_NEEDLE.findall(context):
+            found.setdefault(key, []).append((kind, value))
+        keys = [k for k, v in found.items() if len(v) == 1 and v[0][1] not in answered]
+        for i in rng.permutation(len(keys))[: self.cfg.follow_ups]:
+            kind, value = found[keys[i]][0]
+            q = self.tok(FOLLOW_UP.format(t=kind[:-1], key=keys[i]), add_special_tokens=False)["input_ids"]
+            a = self.tok(f" {value}.", add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
+            if len(ids) + len(q) + len(a) > limit:
+                return
+            ids += q + a
+            labels += [-100] * len(q) + a
 
 
 def _batch_v2(sampler: DocSampler, ruler_rows: RulerRows, cfg: TinyBaseV2Config, step: int):
