@@ -263,11 +263,12 @@ def test_v2_follow_up_questions_ask_other_needles_of_the_row(tiny):
         for end in ends:
             question = tok.decode(ids[start:end], skip_special_tokens=True)
             supervised = [t for t, y in zip(ids[start:end + 1], labels[start:end + 1]) if y != -100]
-            m = re.fullmatch(r"\nWhat is the special magic (\w+) for (\S+) mentioned in the provided text\? "
+            m = re.fullmatch(r"\nWhat is the special magic (\w+) for (.+?) mentioned in the provided text\? "
                              r"The special magic \1 for \2 mentioned in the provided text is (\S+)\.", question)
             assert m, question
             kind, key, value = m.groups()
             assert f"magic {kind}s for {key} is: {value}." in context and value not in first
+            assert context.count(f" for {key} is:") == 1
             assert tok.decode(supervised, skip_special_tokens=True) == f" {value}." and supervised[-1] == eos
             start, asked = end + 1, asked + 1
         assert start == len(ids)

@@ -492,7 +492,7 @@ def haystack_dirs(root: Path, count: int, seed: int, words: int = 2000) -> list[
     return out
 
 
-FOLLOW_UP_NEEDLE = re.compile(r"One of the special magic (numbers|words|uuids) for (\S+) is: ([^\s.]+)\.")
+FOLLOW_UP_NEEDLE = re.compile(r"One of the special magic (numbers|words|uuids) for (.+?) is: ([^\s.]+)\.")
 FOLLOW_UP = ("\nWhat is the special magic {t} for {key} mentioned in the provided text? "
              "The special magic {t} for {key} mentioned in the provided text is")
 
@@ -504,8 +504,10 @@ class RulerRows:
     reference order is the draw order, which the text does not reveal, so a model trained on it learns to repeat
     one value; the score ignores order), and with `follow_ups` a NIAH row goes on after its EOS with up to that many
     single-key questions (RULER's wording, singular) about other needles of its context, each answer + EOS trained:
-    several key lookups per forward instead of one (the row may grow 32 tokens per follow-up allowed past the length
-    it was drawn for, so positions reach native + 128 + 32 * follow_ups). The first question is RULER's, unchanged."""
+    several key lookups per forward instead of one. Follow-ups fill the room the row's 128-token answer budget
+    leaves, plus 32 tokens per follow-up allowed (a follow-up takes ~65 tokens with a number, ~150 with a uuid), so
+    positions reach at most native + 128 + 32 * follow_ups. Only rows with needles the first question did not ask
+    get them (multikey_*). The first question is RULER's, unchanged."""
 
     def __init__(self, tokenizer, cfg: TinyBaseV2Config, haystacks: list[str] | None = None):
         self.tok, self.cfg = tokenizer, cfg
@@ -530,7 +532,7 @@ class RulerRows:
         joiner = " " if task == "fwe" else ", "
         outputs = list(s["outputs"])
         if task == "niah_multivalue":
-            outputs.sort(key=s["input"].find)
+            outputs.sort(key=lambda v: s["input"].find(f" is: {v}."))
         prompt = self.tok(s["input"] + s["answer_prefix"])["input_ids"]
         ids, labels = list(prompt), [-100] * len(prompt)
         self._answer(ids, labels, " " + joiner.join(outputs) + ".")
