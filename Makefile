@@ -39,11 +39,13 @@ models: setup
 test: lint models
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q -rs
 
-# Re-pin the project's own regression gate (tests/test_self_gate.py) after an intended change of scores.
+# Re-pin the project's own regression gates (tests/test_self_gate.py) after an intended change of scores.
 baseline: setup
-	rm -rf runs/self-gate
-	HF_HUB_OFFLINE=1 $(BIN)/longrecipe eval --config evaluate/configs/self_gate.yaml out=runs/self-gate
-	$(BIN)/longrecipe check runs/self-gate --baseline tests/baselines/self_gate.json --update-baseline
+	for g in self_gate self_gate_v2; do \
+	  rm -rf runs/$$g && \
+	  HF_HUB_OFFLINE=1 $(BIN)/longrecipe eval --config evaluate/configs/$$g.yaml out=runs/$$g && \
+	  $(BIN)/longrecipe check runs/$$g --baseline tests/baselines/$$g.json --update-baseline || exit 1; \
+	done
 
 bench-tiny-base: setup
 	$(BIN)/python benchmarks/tiny_base.py
