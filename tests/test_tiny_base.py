@@ -52,7 +52,8 @@ def test_passkey_at_native_length(tiny):
 
 def test_kept_v2_work_in_progress_loads_and_retrieves_at_512():
     """docs/tiny-v2/model (#17 A's best run so far, kept for its continuation): safetensors only, 8 layers, window
-    512, and it does what RESULTS.md says (passkey 100 and niah_single_1 100 at 512 over 50 samples each)."""
+    512, and it does what RESULTS.md says (passkey 100, niah_single_1 100 and niah_multivalue 79 at 512 over 50
+    samples each; multivalue was 34 before the sixth attempt's continuation)."""
     from longrecipe.base.modeling import greedy_generate, load_model
     from longrecipe.recipes.tinybase import ruler_accuracy
 
@@ -63,7 +64,8 @@ def test_kept_v2_work_in_progress_loads_and_retrieves_at_512():
     samples = passkey.generate(tok, 512, 20, seed=99)
     preds = greedy_generate(model, tok, [s["input"] for s in samples], passkey.TOKENS_TO_GENERATE, batch_size=10)
     assert np.mean([passkey.score(p, s["outputs"][0]) for p, s in zip(preds, samples)]) >= 0.9, preds[:5]
-    assert ruler_accuracy(model, tok, 512, 10, None, seed=7, tasks=("niah_single_1",))["niah_single_1"] >= 80
+    scores = ruler_accuracy(model, tok, 512, 10, None, seed=7, tasks=("niah_single_1", "niah_multivalue"))
+    assert scores["niah_single_1"] >= 80 and scores["niah_multivalue"] >= 60, scores
 
 
 def test_v2_refuses_to_grow_a_deeper_model_shallower(tmp_path):
