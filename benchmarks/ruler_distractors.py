@@ -24,6 +24,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from longrecipe.base import models
+    from longrecipe.recipes.tinybase import RULER_NEEDLE
     from longrecipe.tasks import ruler
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,7 +39,7 @@ def main() -> None:
         pieces, others, shared = [], [], {1: 0, 2: 0, 3: 0}
         for s in samples:
             asked = re.search(r"for (.+?) mentioned", s["input"]).group(1)
-            keys = [k for k in re.findall(r"One of the special magic \w+ for (.+?) is:", s["input"]) if k != asked]
+            keys = [k for _, k, _ in RULER_NEEDLE.findall(s["input"]) if k != asked]
             mine = tok.tokenize(" " + asked)
             pieces.append(len(mine))
             others.append(len(keys))

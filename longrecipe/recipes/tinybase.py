@@ -195,7 +195,7 @@ class DocSampler:
         ids = [self.tok.bos_token_id] + self.enc(ruler_niah.TEMPLATE.split("\n")[0].format(type_needle_v=typ))
         for i in order:
             ids += self._filler(int(self.rng.integers(0, 24))) + needles[i]
-        question = ruler_niah.TEMPLATE.rsplit("\n", 1)[1] + ruler_niah.ANSWER_PREFIX
+        question = RULER_QUESTION
         if nv == 1:  # RULER's singular wording when one value is asked for
             question, typ = ruler_niah.singular(question), typ[:-1]
         labels, answered = [-100] * len(ids), False
@@ -345,8 +345,7 @@ class TinyBaseV2Config:
     schedule: str = "cosine"  # or "constant": warmup then a flat lr (a continuation of a trained stage 2)
     haystacks: int = 0  # > 0: RULER rows draw their haystack from this many shuffles of the corpus (not one prefix)
     min_ruler_length: int = 256  # RULER rows are min_ruler_length..native_length tokens (+ the answer budget)
-    follow_ups: int = 0  # > 0: NIAH rows ask up to this many more single-key questions (RulerRows), rows 32 tokens
-    # longer per follow-up allowed
+    follow_ups: int = 0  # > 0: NIAH rows ask up to this many more single-key questions (RulerRows)
     ruler_mix: tuple[tuple[str, float], ...] = tuple(RULER_MIX.items())
     device: str = "cpu"  # "cuda": the model and its batches on the GPU, the forward under bf16 autocast
     workers: int = 0  # > 0: processes that build the batches ahead of the model (the same batches as 0)
@@ -492,9 +491,15 @@ def haystack_dirs(root: Path, count: int, seed: int, words: int = 2000) -> list[
     return out
 
 
-FOLLOW_UP_NEEDLE = re.compile(r"One of the special magic (numbers|words|uuids) for (.+?) is: ([^\s.]+)\.")
-FOLLOW_UP = ("\nWhat is the special magic {t} for {key} mentioned in the provided text? "
-             "The special magic {t} for {key} mentioned in the provided text is")
+def _needle_pattern() -> re.Pattern:
+    """RULER's needle sentence as a regex (groups: value kind, key, value), from the task's own template."""
+    parts = re.split(r"\{(\w+)\}", ruler_niah.NEEDLE)  # literal, field, literal, field, ...
+    fields = {"type_needle_v": r"(numbers|words|uuids)", "key": r"(.+?)", "value": r"([^\s.]+)"}
+    return re.compile("".join(fields[p] if i % 2 else re.escape(p) for i, p in enumerate(parts)))
+
+
+RULER_NEEDLE = _needle_pattern()
+RULER_QUESTION = ruler_niah.TEMPLATE.rsplit("\n", 1)[1] + ruler_niah.ANSWER_PREFIX  # RULER's question + answer prefix
 
 
 class RulerRows:
@@ -550,12 +555,13 @@ class RulerRows:
         """Up to cfg.follow_ups more questions on keys with exactly one needle in `context` whose value is not in
         the first answer (else it could be copied from there), while the row stays within `limit` tokens."""
         found: dict[str, list[tuple[str, str]]] = {}
-        for kind, key, value in FOLLOW_UP_NEEDLE.findall(context):
+        for kind, key, value in RULER_NEEDLE.findall(context):
             found.setdefault(key, []).append((kind, value))
         keys = [k for k, v in found.items() if len(v) == 1 and v[0][1] not in answered]
         for i in rng.permutation(len(keys))[: self.cfg.follow_ups]:
             kind, value = found[keys[i]][0]
-            q = self.tok(FOLLOW_UP.format(t=kind[:-1], key=keys[i]), add_special_tokens=False)["input_ids"]
+            text = "\n" + ruler_niah.singular(RULER_QUESTION).format(type_needle_v=kind[:-1], query=keys[i])
+            q = self.tok(text, add_special_tokens=False)["input_ids"]
             a = self.tok(f" {value}.", add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
             if len(ids) + len(q) + len(a) > limit:
                 return
