@@ -238,6 +238,23 @@ def test_v2_binding_rows_fit_ask_present_keys_and_share_no_evaluation_answer(tin
     assert asked > 40  # several questions per row
 
 
+def test_v2_binding_batches_keep_their_length_bounds(tiny):
+    """--min/--max-binding-length bound the rows of an all-binding batch (short rows: fewer keys to choose among),
+    and the rows of a batch differ in length within those bounds."""
+    from longrecipe.recipes.tinybase import DocSampler, RulerRows, TinyBaseConfig, TinyBaseV2Config, _batch_v2
+
+    _, tok = tiny
+    cfg = TinyBaseV2Config(batch_size=12, mix_ruler=0, mix_passkey=0, mix_kv=0, mix_binding=1.0,
+                           min_binding_length=192, max_binding_length=256)
+    sampler = DocSampler(tok, TinyBaseConfig(native_length=512), np.random.default_rng(1))
+    lengths = []
+    for step in range(3):
+        ids, labels = _batch_v2(sampler, RulerRows(tok, cfg), cfg, step)
+        lengths += (ids != tok.pad_token_id).sum(1).tolist()
+        assert ids.shape[1] <= 256 and (labels != -100).any(1).all()
+    assert min(lengths) < 224 < max(lengths) and max(lengths) <= 256
+
+
 def test_v2_follow_up_questions_ask_other_needles_of_the_row(tiny):
     """With follow_ups, a NIAH row is the plain row (RULER's prompt and answer, unchanged) followed by single-key
     questions in RULER's wording about needles of its context whose value the first answer does not hold; only the
@@ -355,7 +372,9 @@ def test_v2_gpu_flags_are_checked_in_one_line(tmp_path):
 
     cases = [(["--device", "gpu"], "expected cpu, cuda or cuda:N"), (["--batch-size", "0"], "--batch-size >= 1"),
              (["--minutes", "inf"], "finite number"), (["--workers", "-1"], "--workers >= 0"),
-             (["--num-layers", "1"], "--num-layers >= 2"), (["--follow-ups", "-1"], "--follow-ups >= 0")]
+             (["--num-layers", "1"], "--num-layers >= 2"), (["--follow-ups", "-1"], "--follow-ups >= 0"),
+             (["--max-binding-length", "100"], "got 192 and 100"), (["--min-binding-length", "128"], "192 <= "),
+             (["--max-binding-length", "600"], "<= 512; got 192 and 600")]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "no CUDA device is visible here"))
     for flags, says in cases:

@@ -37,7 +37,19 @@ def _lengths(text: str) -> list[int]:
 
 # `tiny-base` flags that set TinyBaseV2Config fields (--mix, --rows too)
 STAGE2_KEYS = ("num_layers", "lr", "width", "head_dim", "schedule", "haystacks", "min_ruler_length", "warmup",
-               "follow_ups", "device", "workers", "minutes", "batch_size")
+               "follow_ups", "min_binding_length", "max_binding_length", "device", "workers", "minutes", "batch_size")
+
+
+def _check_binding_lengths(out: dict) -> None:
+    """A binding row needs ~192 tokens (its header, a needle and a question; a uuid key takes ~100 of them): asked
+    for less, `binding_doc` overflows or falls back to a key-value row (measured: at 160 tokens over half do)."""
+    from longrecipe.recipes.tinybase import TinyBaseV2Config
+
+    low = out.get("min_binding_length", TinyBaseV2Config.min_binding_length)
+    high = out.get("max_binding_length", TinyBaseV2Config.max_binding_length) or TinyBaseV2Config.native_length
+    if not 192 <= low <= high <= TinyBaseV2Config.native_length:
+        raise UsageError(f"binding rows: need 192 <= --min-binding-length <= --max-binding-length <= "
+                         f"{TinyBaseV2Config.native_length}; got {low} and {high}")
 
 
 def _stage2_overrides(args: argparse.Namespace) -> dict:
@@ -50,6 +62,7 @@ def _stage2_overrides(args: argparse.Namespace) -> dict:
             or out.get("num_layers", 2) < 2 or out.get("follow_ups", 0) < 0:
         raise UsageError("--minutes must be a finite number >= 0, --workers >= 0, --batch-size >= 1 and "
                          "--num-layers >= 2 (v1's depth), --follow-ups >= 0")
+    _check_binding_lengths(out)
     if args.mix:
         mix = dict(RULER_MIX)
         for item in args.mix.split(","):
@@ -388,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--haystacks", type=int, default=None,
                     help="stage 2: RULER rows use this many shuffled corpus haystacks (default 0: the corpus prefix)")
     sp.add_argument("--min-ruler-length", type=int, default=None, help="stage 2: shortest RULER row (default 256)")
+    sp.add_argument("--min-binding-length", type=int, default=None, help="stage 2: shortest binding row (default "
+                    "192)")
+    sp.add_argument("--max-binding-length", type=int, default=None, help="stage 2: longest binding row (default: "
+                    "the window)")
     sp.add_argument("--follow-ups", type=int, default=None, help="stage 2: NIAH rows ask up to N more single-key "
                     "questions about other needles after their answer (default 0)")
     sp.add_argument("--mix", default="", help="stage 2: RULER task weights, e.g. niah_multikey_1=3,fwe=0.5")

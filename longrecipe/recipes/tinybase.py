@@ -337,8 +337,9 @@ class TinyBaseV2Config:
     mix_ruler: float = 0.55
     mix_passkey: float = 0.12
     mix_kv: float = 0.08
-    mix_binding: float = 0.0  # dense key-binding rows (DocSampler.binding_doc), min_binding_length..native
+    mix_binding: float = 0.0  # dense key-binding rows (DocSampler.binding_doc), min..max_binding_length tokens
     min_binding_length: int = 192
+    max_binding_length: int = 0  # 0: native_length (both >= 192: shorter rows overflow, see cli._check_binding_lengths)
     save_every: int = 250
     width: int = 1  # > 1: widen the grown model this many times (hidden size, heads, MLP), see `widen`
     head_dim: int = 0  # > 0: grow every head to this dimension (a multiple of the old one), see `deepen_heads`
@@ -583,7 +584,8 @@ def _batch_v2(sampler: DocSampler, ruler_rows: RulerRows, cfg: TinyBaseV2Config,
             length = int(rng.integers(cfg.min_doc_length, cfg.native_length + 1))
             rows.append(sampler.passkey_doc(length) if u < cfg.mix_ruler + cfg.mix_passkey else sampler.kv_doc(length))
         elif u < cfg.mix_ruler + cfg.mix_passkey + cfg.mix_kv + cfg.mix_binding:
-            rows.append(sampler.binding_doc(int(rng.integers(cfg.min_binding_length, cfg.native_length + 1))))
+            top = cfg.max_binding_length or cfg.native_length
+            rows.append(sampler.binding_doc(int(rng.integers(cfg.min_binding_length, top + 1))))
         else:
             rows.append(sampler.text_doc(cfg.native_length))
     return pad_rows(rows, sampler.tok.pad_token_id)
