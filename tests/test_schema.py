@@ -75,3 +75,25 @@ def test_atomic_dir_replaces_whole_or_nothing(tmp_path):
         (tmp / "x").write_text("2")
         raise RuntimeError("crash mid-write")
     assert (d / "x").read_text() == "1" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_atomic_writes_get_the_modes_plain_writes_would(tmp_path):
+    """Temp files are created 0600 and temp folders 0700; a result file or model folder written through them must
+    come out as open()/mkdir() would make it (the process umask applied), and a replaced file keeps its own mode."""
+    io.write_json(tmp_path / "new.json", {"v": 1})
+    (tmp_path / "plain.json").write_text("{}")
+    with io.atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "x").write_text("1")
+    (tmp_path / "plain").mkdir()
+    kept = tmp_path / "kept.json"
+    kept.write_text("{}")
+    kept.chmod(0o640)
+    io.write_json(kept, {"v": 2})
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(tmp_path / "new.json") == mode(tmp_path / "plain.json")
+    assert mode(tmp_path / "model") == mode(tmp_path / "plain")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    if umask == 0o022:  # the usual umask: the modes are group/world readable
+        assert mode(tmp_path / "new.json") == 0o644 and mode(tmp_path / "model") == 0o755
+    assert mode(kept) == 0o640 and json.loads(kept.read_text()) == {"v": 2}

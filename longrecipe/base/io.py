@@ -12,6 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+_UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then restored
+os.umask(_UMASK)
+
+
+def _default_mode(path: Path, full: int) -> int:
+    """The mode `path` keeps (if it exists) or a plain open()/mkdir() would give it: temp files are created 0600
+    and temp folders 0700, which would make every atomically written result private to its writer."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return full & ~_UMASK
+
 
 def write_text(path: str | Path, text: str) -> None:
     """Write `text` to a temp file in the same folder, fsync, then rename over `path` (atomic on POSIX)."""
@@ -19,6 +31,7 @@ def write_text(path: str | Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _default_mode(path, 0o666))
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -51,6 +64,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
+        tmp.chmod(_default_mode(path, 0o777))
         yield tmp
         old = None
         if path.exists():
