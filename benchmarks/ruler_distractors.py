@@ -2,11 +2,16 @@
 often the asked key's last 1/2/3 pieces end another key (what a lookup on the last pieces would confuse).
 
     python benchmarks/ruler_distractors.py [--model docs/tiny-v2/model] [--length 512] [--samples 50] [--predict]
+        [--induction] [--binding]
 
 Why: the tiny base v2 fails multikey_1/2 but not multikey_3 (RESULTS.md, sixth attempt); this separates "the
 tokenizer splits keys into pieces many keys share" from "there are more keys to choose among". Tokenizer only,
 unless --predict: then the model answers (greedy) and each first answer is sorted into the asked key's value,
-another needle's value or neither, beside the share a pick among the keys at random would get right.
+another needle's value or neither, beside the share a pick among the keys at random would get right. --induction
+also checks the model for induction heads, the circuit a lookup by key needs: 8 random token sequences written
+twice; a model with them predicts the second copy (top-1 near 1), one without does not (near 0). --binding: the
+share of answers the model gets exactly right (teacher-forced, every token) on 40 dense key-binding rows
+(`DocSampler.binding_doc`, RULER's needle wording, several keys per row, each asked) of 224, 384 and 512 tokens.
 """
 
 from __future__ import annotations
@@ -36,12 +41,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--essay-dir", default=None, help="RULER's haystack (as benchmarks/tiny_base.py takes it)")
     ap.add_argument("--predict", action="store_true", help="also sort the model's answers (greedy, CPU)")
+    ap.add_argument("--induction", action="store_true", help="also test the model for induction heads")
+    ap.add_argument("--binding", action="store_true", help="also score answers on dense key-binding rows")
     args = ap.parse_args()
     tok = AutoTokenizer.from_pretrained(models.resolve(args.model))
-    if args.predict:
+    if args.predict or args.induction or args.binding:
         from longrecipe.base.modeling import load_model
 
         model, tok = load_model(models.resolve(args.model))
+    if args.induction:
+        print(induction(model, tok, args.seed))
+    if args.binding:
+        print(binding(model, tok, args.seed))
     for task in ("niah_multikey_1", "niah_multikey_2", "niah_multikey_3"):
         samples = ruler.generate(task, tok, args.length, args.samples, seed=args.seed, essay_dir=args.essay_dir)
         pieces, others, shared = [], [], {1: 0, 2: 0, 3: 0}
@@ -59,6 +70,45 @@ def main() -> None:
         if args.predict:
             chance = 100 * sum(1 / (k + 1) for k in others) / n
             print(f"  answers: {picks(model, tok, samples)}; a key picked at random: {chance:.0f}% right")
+
+
+def induction(model, tok, seed: int) -> str:
+    """Top-1 accuracy on the second copy of random token sequences (8 each of 20, 60 and 150 tokens)."""
+    import numpy as np
+    import torch
+
+    rng, out = np.random.default_rng(seed), []
+    for n in (20, 60, 150):
+        seq = torch.from_numpy(rng.integers(3, tok.vocab_size, size=(8, n)))
+        ids = torch.cat([torch.full((8, 1), tok.bos_token_id), seq, seq], 1)
+        with torch.no_grad():
+            top = model(ids).logits[:, n + 1 : -1].argmax(-1)  # predictions of the second copy's tokens 2..n
+        out.append(f"{n} tokens {(top == seq[:, 1:]).float().mean():.2f}")
+    return "induction (top-1 on the second copy of a random sequence): " + ", ".join(out)
+
+
+def binding(model, tok, seed: int) -> str:
+    """Exactly right answers (every answer token the argmax, teacher-forced) on dense key-binding rows."""
+    import numpy as np
+    import torch
+
+    from longrecipe.recipes.tinybase import DocSampler, TinyBaseConfig
+
+    sampler, out = DocSampler(tok, TinyBaseConfig(), np.random.default_rng(seed)), []
+    for length in (224, 384, 512):
+        right = asked = 0
+        for _ in range(40):
+            ids, labels = sampler.binding_doc(length)
+            with torch.no_grad():
+                hit = (model(torch.tensor([ids])).logits[0, :-1].argmax(-1) == torch.tensor(ids[1:])).tolist()
+            span: list[bool] = []
+            for i, y in enumerate([*labels[1:], -100]):  # answers are the runs of supervised labels
+                if y != -100 and ids[i + 1] != tok.eos_token_id:
+                    span.append(hit[i])
+                elif span:
+                    right, asked, span = right + all(span), asked + 1, []
+        out.append(f"{length} tokens {right}/{asked}")
+    return "key binding (answers exactly right, teacher-forced): " + ", ".join(out)
 
 
 def picks(model, tok, samples: list[dict]) -> str:

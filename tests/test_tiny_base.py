@@ -255,6 +255,25 @@ def test_v2_binding_batches_keep_their_length_bounds(tiny):
     assert min(lengths) < 224 < max(lengths) and max(lengths) <= 256
 
 
+def test_v2_repeat_rows_supervise_every_repetition_of_one_random_sequence(tiny):
+    """Induction rows (--rows repeat=...): BOS, a random sequence, then that sequence again and again to the row's
+    length; the loss on every token of the repetitions and none of the first copy (it cannot be predicted)."""
+    from longrecipe.recipes.tinybase import DocSampler, TinyBaseConfig
+
+    _, tok = tiny
+    sampler = DocSampler(tok, TinyBaseConfig(native_length=512), np.random.default_rng(5))
+    spans = set()
+    for length in (192, 256, 512) * 4:
+        ids, labels = sampler.repeat_doc(length)
+        first = labels.index(next(y for y in labels if y != -100))
+        span = first - 1
+        assert len(ids) == len(labels) == length and ids[0] == tok.bos_token_id and 8 <= span <= length // 3
+        assert all(ids[i] == ids[i - span] for i in range(first, length))  # a repetition, token for token
+        assert labels[:first] == [-100] * first and labels[first:] == ids[first:]
+        spans.add(span)
+    assert len(spans) > 6  # the sequence length varies
+
+
 def test_v2_follow_up_questions_ask_other_needles_of_the_row(tiny):
     """With follow_ups, a NIAH row is the plain row (RULER's prompt and answer, unchanged) followed by single-key
     questions in RULER's wording about needles of its context whose value the first answer does not hold; only the

@@ -75,7 +75,7 @@ def _stage2_overrides(args: argparse.Namespace) -> dict:
                 raise UsageError(f"--mix: {item!r} is not TASK=WEIGHT") from None
         out["ruler_mix"] = tuple(mix.items())
     if args.rows:
-        kinds = ("ruler", "passkey", "kv", "binding")
+        kinds = ("ruler", "passkey", "kv", "binding", "repeat")
         for item in args.rows.split(","):
             kind, _, share = item.partition("=")
             if kind not in kinds:
@@ -409,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "questions about other needles after their answer (default 0)")
     sp.add_argument("--mix", default="", help="stage 2: RULER task weights, e.g. niah_multikey_1=3,fwe=0.5")
     sp.add_argument("--rows", default="", help="stage 2: shares of row kinds, e.g. ruler=0.35,binding=0.35,"
-                    "passkey=0.1,kv=0 (the rest: natural text; binding = dense key-binding rows)")
+                    "passkey=0.1,kv=0 (the rest: natural text; binding = dense key-binding rows, repeat = repeated "
+                    "random sequences)")
     sp.add_argument("--device", default=None, help="stage 2: cpu (default) or cuda (bf16 autocast)")
     sp.add_argument("--workers", type=int, default=None, help="stage 2: processes building batches ahead of the "
                     "model (default 0; the batches are the same for any number)")

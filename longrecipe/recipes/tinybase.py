@@ -209,6 +209,23 @@ class DocSampler:
             answered = True
         return ids + [self.tok.eos_token_id], labels + [self.tok.eos_token_id]
 
+    def repeat_doc(self, length: int):
+        """A random sequence (vocabulary pieces or corpus words) written out again and again up to `length` tokens,
+        the loss on every repetition. Why (issue #17): the v2 models had no induction heads (a repeated random
+        sequence was not predicted at all: benchmarks/RESULTS.md, seventh attempt), the circuit that finds an
+        earlier occurrence of the current context and copies what followed it; RULER's multi-key lookups need it,
+        and repeated random sequences are the data that forms it fastest in small transformers."""
+        span = int(self.rng.integers(8, max(9, length // 3)))
+        if self.rng.random() < 0.5:
+            seq = self.rng.integers(3, self.tok.vocab_size, size=span).tolist()
+        else:
+            seq = [t for w in self.rng.integers(len(self.words), size=span) for t in self.words[w]][:span]
+        ids = [self.tok.bos_token_id] + seq
+        while len(ids) < length:
+            ids += seq
+        ids = ids[:length]
+        return ids, [-100] * (1 + len(seq)) + ids[1 + len(seq):]
+
     def text_doc(self, length: int):
         start = int(self.rng.integers(len(self.stream) - length))
         ids = [self.tok.bos_token_id] + self.stream[start : start + length - 1].tolist()
@@ -339,6 +356,7 @@ class TinyBaseV2Config:
     mix_kv: float = 0.08
     mix_binding: float = 0.0  # dense key-binding rows (DocSampler.binding_doc), min..max_binding_length tokens
     min_binding_length: int = 192
+    mix_repeat: float = 0.0  # repeated random sequences (DocSampler.repeat_doc), min_binding_length..max_binding_length
     max_binding_length: int = 0  # 0: native_length (both >= 192: shorter rows overflow, see cli._check_binding_lengths)
     save_every: int = 250
     width: int = 1  # > 1: widen the grown model this many times (hidden size, heads, MLP), see `widen`
@@ -586,6 +604,9 @@ def _batch_v2(sampler: DocSampler, ruler_rows: RulerRows, cfg: TinyBaseV2Config,
         elif u < cfg.mix_ruler + cfg.mix_passkey + cfg.mix_kv + cfg.mix_binding:
             top = cfg.max_binding_length or cfg.native_length
             rows.append(sampler.binding_doc(int(rng.integers(cfg.min_binding_length, top + 1))))
+        elif u < cfg.mix_ruler + cfg.mix_passkey + cfg.mix_kv + cfg.mix_binding + cfg.mix_repeat:
+            top = cfg.max_binding_length or cfg.native_length
+            rows.append(sampler.repeat_doc(int(rng.integers(cfg.min_binding_length, top + 1))))
         else:
             rows.append(sampler.text_doc(cfg.native_length))
     return pad_rows(rows, sampler.tok.pad_token_id)
