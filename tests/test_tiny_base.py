@@ -385,6 +385,18 @@ def test_v2_fitted_step_count_counts_the_steps_already_taken():
     assert _fit_steps(TinyBaseV2Config(steps=600, minutes=10), 520, 2.0, 320.0) == 600  # never above --steps
 
 
+def test_v2_budget_is_refitted_only_when_the_first_fit_was_far_off():
+    """A first fit measured while the machine was busy (a third of the real rate) is corrected at the next save;
+    a fit within 15 % is kept (no re-laid schedule for noise)."""
+    from longrecipe.recipes.tinybase import TinyBaseV2Config, _fit_steps, _refit
+
+    cfg = TinyBaseV2Config(steps=100_000, minutes=60)
+    busy = _fit_steps(cfg, 70, 0.17, 120.0)  # fitted at step 70 while something else ran: 0.17 steps/s
+    refit = _refit(cfg, busy, 500, 0.5, 1100.0)  # at step 500, the rate over all steps is 0.5/s
+    assert busy < 700 < 1600 < refit == _fit_steps(cfg, 500, 0.5, 1100.0)
+    assert _refit(cfg, refit, 750, 0.52, 1600.0) == refit  # 750 + 0.9 x 2000 s x 0.52 = 1686, within 15 %
+
+
 def test_v2_gpu_flags_are_checked_in_one_line(tmp_path):
     import torch
     from conftest import run_cli
