@@ -66,7 +66,14 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=50, help="acceptance samples per task")
     ap.add_argument("--follow-ups", type=int, default=4, help="single-key questions after a NIAH row's answer "
                     "(4: the sixth CPU attempt's; RulerRows)")
+    ap.add_argument("--repeat", type=float, default=0.0, help="share of induction rows (repeated random sequences; "
+                    "the seventh CPU attempt: RESULTS.md); taken from the natural text's share")
+    ap.add_argument("--binding", type=float, default=0.0, help="share of dense key-binding rows; taken from the "
+                    "natural text's share")
     args = ap.parse_args()
+    text = 1 - TinyBaseV2Config.mix_ruler - TinyBaseV2Config.mix_passkey - TinyBaseV2Config.mix_kv
+    if not (args.repeat >= 0 and args.binding >= 0 and args.repeat + args.binding <= text):
+        ap.error(f"--repeat and --binding must be >= 0 and sum to at most {text:.2f} (the natural text's share)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "tiny-v2-gpu"
@@ -74,6 +81,7 @@ def main() -> None:
     cfg = TinyBaseV2Config(num_layers=args.num_layers, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                            width=args.width, head_dim=args.head_dim, haystacks=64, device=args.device,
                            workers=args.workers, minutes=args.minutes, follow_ups=args.follow_ups,
+                           mix_repeat=args.repeat, mix_binding=args.binding,
                            save_every=max(1000, args.eval_every))
     env = {"torch": torch.__version__, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
            "cpus": os.cpu_count(), "config": cfg.__dict__}
