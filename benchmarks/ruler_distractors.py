@@ -21,6 +21,8 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bootstrap import ensure_importable  # noqa: E402
 
@@ -74,22 +76,15 @@ def main() -> None:
 
 def induction(model, tok, seed: int) -> str:
     """Top-1 accuracy on the second copy of random token sequences (8 each of 20, 60 and 150 tokens)."""
-    import numpy as np
-    import torch
+    from longrecipe.recipes.tinybase import induction_accuracy
 
-    rng, out = np.random.default_rng(seed), []
-    for n in (20, 60, 150):
-        seq = torch.from_numpy(rng.integers(3, tok.vocab_size, size=(8, n)))
-        ids = torch.cat([torch.full((8, 1), tok.bos_token_id), seq, seq], 1)
-        with torch.no_grad():
-            top = model(ids).logits[:, n + 1 : -1].argmax(-1)  # predictions of the second copy's tokens 2..n
-        out.append(f"{n} tokens {(top == seq[:, 1:]).float().mean():.2f}")
+    rng = np.random.default_rng(seed)
+    out = [f"{n} tokens {induction_accuracy(model, tok, n, 8, rng):.2f}" for n in (20, 60, 150)]
     return "induction (top-1 on the second copy of a random sequence): " + ", ".join(out)
 
 
 def binding(model, tok, seed: int) -> str:
     """Exactly right answers (every answer token the argmax, teacher-forced) on dense key-binding rows."""
-    import numpy as np
     import torch
 
     from longrecipe.recipes.tinybase import DocSampler, TinyBaseConfig

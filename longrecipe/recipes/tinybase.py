@@ -299,6 +299,17 @@ def passkey_accuracy(model, tokenizer, length: int, num_samples: int = 100, seed
     return float(np.mean([passkey.score(p, s["outputs"][0]) for p, s in zip(preds, samples)]))
 
 
+def induction_accuracy(model, tokenizer, span: int, rows: int = 8, seed: int | np.random.Generator = 0) -> float:
+    """Top-1 accuracy on the second copy of `rows` random token sequences of `span` tokens (tokens 2..span: the
+    first cannot be known): near 1 with induction heads, the circuit a lookup by key builds on, near 0 without.
+    `seed` may be a generator, to draw several spans from one stream."""
+    seq = torch.from_numpy(np.random.default_rng(seed).integers(3, tokenizer.vocab_size, size=(rows, span)))
+    ids = torch.cat([torch.full((rows, 1), tokenizer.bos_token_id), seq, seq], 1).to(model.device)
+    with torch.no_grad():
+        top = model(ids).logits[:, span + 1 : -1].argmax(-1).cpu()
+    return float((top == seq[:, 1:]).float().mean())
+
+
 def train_tiny_base(out: str | Path, cfg: TinyBaseConfig = TinyBaseConfig(), eval_every: int = 1000,
                     log=print) -> dict:
     """Train tokenizer and model from scratch, deterministically, and save a Hugging Face directory at `out`."""
@@ -601,12 +612,10 @@ def _batch_v2(sampler: DocSampler, ruler_rows: RulerRows, cfg: TinyBaseV2Config,
         elif u < cfg.mix_ruler + cfg.mix_passkey + cfg.mix_kv:
             length = int(rng.integers(cfg.min_doc_length, cfg.native_length + 1))
             rows.append(sampler.passkey_doc(length) if u < cfg.mix_ruler + cfg.mix_passkey else sampler.kv_doc(length))
-        elif u < cfg.mix_ruler + cfg.mix_passkey + cfg.mix_kv + cfg.mix_binding:
-            top = cfg.max_binding_length or cfg.native_length
-            rows.append(sampler.binding_doc(int(rng.integers(cfg.min_binding_length, top + 1))))
         elif u < cfg.mix_ruler + cfg.mix_passkey + cfg.mix_kv + cfg.mix_binding + cfg.mix_repeat:
-            top = cfg.max_binding_length or cfg.native_length
-            rows.append(sampler.repeat_doc(int(rng.integers(cfg.min_binding_length, top + 1))))
+            length = int(rng.integers(cfg.min_binding_length, (cfg.max_binding_length or cfg.native_length) + 1))
+            binding = u < cfg.mix_ruler + cfg.mix_passkey + cfg.mix_kv + cfg.mix_binding
+            rows.append(sampler.binding_doc(length) if binding else sampler.repeat_doc(length))
         else:
             rows.append(sampler.text_doc(cfg.native_length))
     return pad_rows(rows, sampler.tok.pad_token_id)
