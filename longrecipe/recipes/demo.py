@@ -6,9 +6,10 @@ stopped) is what makes the comparison repeatable on a laptop CPU. Layout of `out
 
     demo_config.json              the resolved settings of this run
     data/long.jsonl               the long training documents (retrieval documents in the base's formats)
-    train/<method>/               one `longrecipe train` run per training stage (config.yaml, train_log.jsonl, model/)
+    train/<method>/               one `longrecipe train` run per method (config.yaml, train_log.jsonl, model/: its
+                                  final model); LongRecipe's stages in train/longrecipe-<pct>/extension, replay and
+                                  merged/ (its final model: after replay and the merge with the base)
     longrecipe/analysis/          impactful-token analysis of the base vs the PoSE-extended model
-    models/<run>/                 the final model of every run (LongRecipe: after replay and merge)
     eval/<run>/                   predictions and results.json of every evaluated model
     report/                       tables (md, tex, csv) and plots (png, svg); report/seeds/seed-K/<run>/ the
                                   results.json of every evaluated model (small: committed with a report)
