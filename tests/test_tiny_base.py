@@ -51,7 +51,7 @@ def test_passkey_at_native_length(tiny):
 
 
 def test_kept_v2_work_in_progress_loads_and_retrieves_at_512():
-    """docs/tiny-v2/model (#17 A's best run so far, kept for its continuation): safetensors only, 8 layers, window
+    """docs/tiny-v2/model (#17 A's v2, kept here until it is embedded): safetensors only, 8 layers, window
     512, and it does what RESULTS.md says (passkey 100, niah_single_1 100, niah_multikey_1 100 and niah_multivalue
     90 at 512 over 50 samples each; multivalue was 34 before the sixth attempt, multikey_1 30 before the eighth, a
     random pick among its 4 keys 25), and it has induction heads (the seventh attempt's repeated sequences formed
