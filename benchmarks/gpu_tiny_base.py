@@ -1,8 +1,8 @@
 """Issue #17 A on a lent GPU, in one call: train the tiny base v2 (native window 512) and run its acceptance.
 
 Why a GPU: five CPU attempts (benchmarks/RESULTS.md, "Tiny base v2 ...") saw 32-67k training rows in 1.5-2.5 h on
-2 cores and stopped with the multi-needle variants rising only at the end (the fifth, 8 layers deep, is kept in
-docs/tiny-v2/: `--init-from docs/tiny-v2/model --width 1 --head-dim 0` continues it in its own shape); one
+2 cores and stopped with the multi-needle variants rising only at the end (the eighth's weights are embedded as
+`tiny-v2`: `--init-from tiny-v2 --width 1 --head-dim 0` continues it in its own shape); one
 H100/H200 call of ~8 minutes sees ~15x more rows (the rows are built by 14 worker processes, ~90k tokens/s each;
 the model itself is not the bound).
 
@@ -18,7 +18,7 @@ The call (device tool `run`, carry [".essays", ".whl"], timeout_s 600):
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site;
     PYTHONUNBUFFERED=1 python3 benchmarks/gpu_tiny_base.py --minutes 5 --essay-dir .essays --out $OUT
 
-It writes into --out: `tiny-v2.tar.gz` (the Hugging Face directory: unpack into longrecipe/assets/tiny-base to
+It writes into --out: `tiny-v2.tar.gz` (the Hugging Face directory: unpack into longrecipe/assets/tiny-v2 to
 embed it, after reading the acceptance), `train.log` (progress checks every --eval-every steps) and
 `acceptance.log` (python benchmarks/tiny_base.py --ruler --samples 50 at 512 and 2048, its last line the #17 A
 targets). On CPU (`--device cpu --minutes 1 --workers 1`) the same script runs end to end, slowly: what a test
@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--num-layers", type=int, default=8, help="depth v1 is grown to (8: the fifth CPU attempt's, the "
                     "first whose key-conditioned variants rose; RESULTS.md)")
-    ap.add_argument("--init-from", default="tiny", help="'tiny' (v1) or a v2 directory to continue from")
+    ap.add_argument("--init-from", default="tiny", help="'tiny' (v1), or 'tiny-v2' or a v2 directory to continue from")
     ap.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)))
     ap.add_argument("--eval-every", type=int, default=5000, help="progress checks (each ~5-10 s of the budget)")
     ap.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"))

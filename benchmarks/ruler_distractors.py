@@ -1,7 +1,7 @@
 """How hard a RULER multi-key sample is for a given tokenizer: pieces per key, other keys in the haystack, and how
 often the asked key's last 1/2/3 pieces end another key (what a lookup on the last pieces would confuse).
 
-    python benchmarks/ruler_distractors.py [--model docs/tiny-v2/model] [--length 512] [--samples 50] [--predict]
+    python benchmarks/ruler_distractors.py [--model tiny-v2] [--length 512] [--samples 50] [--predict]
         [--induction] [--binding]
 
 Why: the tiny base v2 fails multikey_1/2 but not multikey_3 (RESULTS.md, sixth attempt); this separates "the
@@ -37,7 +37,7 @@ def main() -> None:
     from longrecipe.tasks import ruler
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="docs/tiny-v2/model")
+    ap.add_argument("--model", default="tiny-v2")
     ap.add_argument("--length", type=int, default=512)
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--seed", type=int, default=1234)

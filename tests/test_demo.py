@@ -37,39 +37,44 @@ def test_flops_grow_quadratically_only_in_attention():
 
 
 def test_long_documents(tiny):
-    """Retrieval documents: episodes in the base model's row formats; every answer is the value of the needle it
-    names, which comes before it in the same episode; needle-to-question distances cover the whole target window;
-    answers are most of the targets."""
+    """Retrieval documents: episodes in the base model's row formats (passkey; RULER's needle sentence with number,
+    word and uuid values, asked one key at a time, all values of one key, or several keys at once); every answer
+    value is the value of the needle it names, which comes before it in the same episode; needle-to-question
+    distances cover the whole target window; answers are most of the targets."""
     import re
 
-    from longrecipe.recipes.longdocs import KV_NEEDLE, retrieval_document
-    from longrecipe.recipes.tinybase import KV_INTRO
+    from longrecipe.recipes.longdocs import INTRO, retrieval_document
     from longrecipe.tasks import passkey
 
     _, tok = tiny
     rng = np.random.default_rng(0)
-    dist, answer_chars, prose_chars, kv, pk = [], 0, 0, 0, 0
-    for _ in range(16):
+    dist, answer_chars, prose_chars, kinds, pk, multi = [], 0, 0, {}, 0, 0
+    intro = INTRO.split("{")[0]  # "Some special magic "
+    for _ in range(24):
         doc, spans = retrieval_document(tok, 1152, rng, target=1024)
         assert len(tok(doc, add_special_tokens=False)["input_ids"]) >= 1152
-        assert doc.startswith((KV_INTRO, passkey.PREFIX))
-        needles = {m.group(1): m.group(2) for m in re.finditer(KV_NEEDLE.replace(".", r"\.").format(
-            key=r"(\S+)", value=r"(\d+)"), doc)}
-        for q in re.finditer(r"for (\S+) mentioned in the provided text is (\d+)\.", doc):
-            assert needles[q.group(1)] == q.group(2)
+        assert doc.startswith((intro, passkey.PREFIX))
+        needles = dict(re.findall(r"One of the special magic \w+ for (\S+) is: (\S+)\.", doc))
+        for key, value in re.findall(r"for (\S+) mentioned in the provided text is (\S+)\.", doc):
+            assert needles[key] == value
         for span in spans:
             if len(span) == 2:  # a prose target
                 prose_chars += span[1] - span[0]
                 continue
             a, b, n0, n1 = span
             answer, needle, between = doc[a:b], doc[n0:n1], doc[n1:a]
-            assert re.fullmatch(r"\d+\.", answer) and n1 <= a and answer[:-1] in needle
-            assert KV_INTRO not in between and passkey.PREFIX not in between  # the same episode
-            kv += needle.startswith("One of the special magic numbers")
+            assert re.fullmatch(r"[\w-]+[.,]", answer) and n1 <= a
+            assert needle.endswith(f" is: {answer[:-1]}.") or needle.startswith(f"The pass key is {answer[:-1]}.")
+            assert intro not in between and passkey.PREFIX not in between  # the same episode
+            kind = re.match(r"One of the special magic (\w+)", needle)
+            if kind:
+                kinds[kind.group(1)] = kinds.get(kind.group(1), 0) + 1
             pk += needle.startswith("The pass key is")
+            multi += answer.endswith(",")
             answer_chars += b - a
             dist.append(len(tok(between, add_special_tokens=False)["input_ids"]))
-    assert kv > 10 and pk > 10 and kv + pk == len(dist)
+    assert sorted(kinds) == ["numbers", "uuids", "words"] and min(kinds.values()) > 5 and pk > 5 and multi > 5
+    assert sum(kinds.values()) + pk == len(dist)
     assert answer_chars > 2 * prose_chars
     # questions come from right after their needle to as far as the whole window
     assert min(dist) < 100 and max(dist) > 850 and 150 < float(np.median(dist)) < 700
@@ -102,13 +107,13 @@ def test_every_method_takes_its_view_of_the_same_windows(tmp_path, tiny):
 
     _, tok = tiny
     path = tmp_path / "long.jsonl"
-    write_corpus(path, tok, 512, retrieval_docs=12, seed=3)
-    flt = build(tok, DataConfig(source=str(path)), TrainConfig(method="flt", target_length=512, train_length=512))
+    write_corpus(path, tok, 2048, retrieval_docs=24, seed=3)  # the demo's scale: 2048, its methods at 614
+    flt = build(tok, DataConfig(source=str(path)), TrainConfig(method="flt", target_length=2048, train_length=2048))
     ref = flt.batch(5, 2, 0, 0, 6)["input_ids"].tolist()
     for method, selection in (("pose", "none"), ("randpos", "none"), ("longrecipe", "impactful"),
                               ("longrecipe", "random")):
         b = build(tok, DataConfig(source=str(path), selection=selection, anchor_mode="digit"),
-                  TrainConfig(method=method, target_length=512, train_length=154))
+                  TrainConfig(method=method, target_length=2048, train_length=614))
         pieces: list[list[int]] = []  # LongRecipe's segment lengths (a zero gap can join two sentences' positions)
         positions = b._positions
         b._positions = lambda lengths, rng: (pieces.append(list(lengths)), positions(lengths, rng))[1]
@@ -184,7 +189,7 @@ def test_table3_and_token_ratio_tables(tmp_path):
     rep = _results(tmp_path / "longrecipe-replay", general(55.0))
 
     def ruler(values):
-        rows = [("ruler", "average", "mean_over_tasks", v, 1, n, None, 11) for n, v in zip((256, 512), values)]
+        rows = [("ruler", "average", "mean_over_tasks", v, 1, n, None, 11) for n, v in zip((256, 512, 1024), values)]
         return rows + [("passkey", "passkey", "exact_match", values[0], 1, 256, None, 20)]
 
     merged = _results(tmp_path / "longrecipe", general(65.0) + ruler((50.0, 30.0)))
@@ -192,10 +197,53 @@ def test_table3_and_token_ratio_tables(tmp_path):
     assert list(t3.index) == ["original", "before replay", "after replay", "after merge"]
     assert list(t3["longrecipe_cloze (acc)"]) == [70.0, 40.0, 55.0, 65.0]
     r10 = _results(tmp_path / "longrecipe-10pct", ruler((20.0, 10.0)))
-    flt = _results(tmp_path / "flt", ruler((60.0, 40.0)))
+    flt = _results(tmp_path / "flt", ruler((60.0, 40.0, 5.0)))  # FLT also beyond the ratio runs' lengths
     tr = token_ratio_table([(0.3, merged), (0.1, r10)], flt)
     assert list(tr.index) == ["LongRecipe 10%", "LongRecipe 30%", "FLT 100%"]
     assert list(tr[512]) == [10.0, 30.0, 40.0] and list(tr["passkey@256"]) == [20.0, 50.0, 60.0]
+    # only the lengths every row has, and the mean over them (FLT's 1024 would bias its average)
+    assert 1024 not in tr.columns and list(tr["Avg"]) == [15.0, 40.0, 50.0]
+
+
+def test_kept_study_rebuilds_the_per_study_tables(tmp_path):
+    """A seed keeps the inputs of Table 3, the token-ratio and compute tables (demo.keep_study), so that seeds run
+    on other days are joined by `longrecipe report --seeds` with those tables too (from the seed that ran the
+    fullest study), identical to the study's own."""
+    from longrecipe.recipes.demo import keep_seed, keep_study
+    from longrecipe.recipes.study import write_study_tables
+
+    def rows(cloze, ruler):
+        return [("general", "longrecipe_cloze", "acc", cloze, 1, None, None, 60),
+                ("passkey", "passkey", "exact_match", ruler, 1, 512, None, 20),
+                *[("ruler", "average", "mean_over_tasks", ruler - k, 1, n, None, 9)
+                  for k, n in enumerate((512, 1024))]]
+
+    ev = tmp_path / "eval"
+    runs = [_results(ev / name, rows(c, r)) for name, c, r in (("base", 70.0, 90.0), ("flt", 60.0, 80.0),
+                                                                 ("longrecipe", 65.0, 70.0))]
+    stages = [_results(ev / "longrecipe-extension", rows(40.0, 60.0)), runs[-1]]
+    ratios = [(0.1, _results(ev / "longrecipe-10pct", rows(50.0, 30.0))), (0.3, runs[-1])]
+    compute = {"flt": {"sequences": 8, "seq_len": 2048, "tokens": 16384, "flops": 100.0, "wall_s": 10.0},
+               "longrecipe-30pct/extension": {"sequences": 8, "seq_len": 614, "tokens": 4912, "flops": 25.0,
+                                              "wall_s": 3.0}}
+    direct = write_study_tables(compute, 0.3, runs, stages, ratios, tmp_path / "direct")
+    plain, seed = tmp_path / "seeds" / "seed-0", tmp_path / "seeds" / "seed-1"  # the extras ran with seed 1 only
+    keep_seed(runs, plain)
+    keep_study(plain, compute, 0.3, runs, [], [])
+    keep_seed(runs, seed)
+    keep_study(seed, compute, 0.3, runs, stages, ratios)
+    assert sorted(p.name for p in (seed / "study").iterdir()) == ["longrecipe-10pct", "longrecipe-extension",
+                                                                 "study.json"]
+    res = run_cli("report", "--seeds", str(plain), str(seed), "--out", str(tmp_path / "rep"))
+    assert res.returncode == 0, res.stderr
+    for f in direct:
+        assert (tmp_path / "rep" / f.name).read_text() == f.read_text(), f.name
+    assert "| LongRecipe 10% |" in (tmp_path / "rep" / "token_ratio.md").read_text()
+    # a kept study naming a run that is not there: one line, exit 2
+    (seed / "study" / "study.json").write_text(json.dumps({"compute": {}, "ratio": 0.3, "stage_runs": ["gone"],
+                                                           "ratio_runs": []}))
+    bad = run_cli("report", "--seeds", str(plain), str(seed), "--out", str(tmp_path / "rep2"))
+    assert bad.returncode == 2 and "not a kept study" in bad.stderr and bad.stderr.strip().count("\n") == 0
 
 
 def test_lower_is_better_columns_bold_their_minimum():
@@ -234,22 +282,27 @@ def test_demo_quick_end_to_end(tmp_path):
     # every run wrote its resolved config (target 4x the base's window); LongRecipe used the analysis' anchors
     # and the same sample count
     conf = json.loads((out / "demo_config.json").read_text())
-    assert conf["quick"] is True and conf["seed"] == 1 and conf["target"] == 1024 and conf["lengths"] == [256, 512]
+    assert conf["quick"] is True and conf["seed"] == 1 and conf["target"] == 2048 and conf["lengths"] == [512, 1024]
+    assert conf["base"] == "tiny-v2" and "vt" not in conf["ruler_tasks"]  # the study's base: the embedded v2
     import yaml
 
     lr = yaml.safe_load((out / "train" / "longrecipe-30pct" / "extension" / "config.yaml").read_text())
     assert lr["data"]["selection"] == "impactful" and lr["data"]["anchors_from"].endswith("token_types.json")
     flt = yaml.safe_load((out / "train" / "flt" / "config.yaml").read_text())
-    assert flt["train"]["train_length"] == 1024 and lr["train"]["train_length"] == 307 and flt["train"]["seed"] == 1
+    assert flt["train"]["train_length"] == 2048 and lr["train"]["train_length"] == 614 and flt["train"]["seed"] == 1
     assert flt["train"]["steps"] * flt["train"]["batch_size"] == lr["train"]["steps"] * lr["train"]["batch_size"]
     merged = json.loads((out / "train" / "longrecipe-30pct" / "merged" / "config.json").read_text())
-    assert merged["max_position_embeddings"] == 1024
+    assert merged["max_position_embeddings"] == 2048
     # the seed's results are kept; a report over seeds is rebuilt from those folders alone
-    assert sorted(p.name for p in (rep / "seeds" / "seed-1").iterdir()) == sorted(methods)
-    again = run_cli("report", "--seeds", str(rep / "seeds" / "seed-1"), "--out", str(tmp_path / "r"))
+    kept = rep / "seeds" / "seed-1"
+    assert sorted(p.name for p in kept.iterdir()) == sorted([*methods, "study"])
+    assert sorted(p.name for p in (kept / "study").iterdir()) == ["longrecipe-extension", "longrecipe-replay",
+                                                                 "study.json"]
+    again = run_cli("report", "--seeds", str(kept), "--out", str(tmp_path / "r"))
     assert again.returncode == 0, again.stderr
     one = (tmp_path / "r" / "passkey_by_length.md").read_text()
     assert "over 1 seed." in one and all(f"| {m} |" in one for m in methods)
+    assert (tmp_path / "r" / "table3.md").read_text() == (rep / "table3.md").read_text()
     # a second run resumes: nothing is retrained or re-evaluated, the report is rebuilt identically
     before = (rep / "table1.md").read_text()
     res2 = run_cli("demo", "--quick", "--out", str(out), "--stages", "--seed", "1", timeout=600)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from longrecipe.base import models
 from longrecipe.tasks import passkey
 
 
@@ -50,8 +51,8 @@ def test_passkey_at_native_length(tiny):
     assert acc >= 0.85, (acc, preds[:5])
 
 
-def test_kept_v2_work_in_progress_loads_and_retrieves_at_512():
-    """docs/tiny-v2/model (#17 A's v2, kept here until it is embedded): safetensors only, 8 layers, window
+def test_embedded_v2_loads_and_retrieves_at_512():
+    """The embedded v2 (`tiny-v2`, #17 A; longrecipe/assets/tiny-v2): safetensors only, 8 layers, window
     512, and it does what RESULTS.md says (passkey 100, niah_single_1 100, niah_multikey_1 100 and niah_multivalue
     90 at 512 over 50 samples each; multivalue was 34 before the sixth attempt, multikey_1 30 before the eighth, a
     random pick among its 4 keys 25), and it has induction heads (the seventh attempt's repeated sequences formed
@@ -59,7 +60,7 @@ def test_kept_v2_work_in_progress_loads_and_retrieves_at_512():
     from longrecipe.base.modeling import greedy_generate, load_model
     from longrecipe.recipes.tinybase import induction_accuracy, ruler_accuracy
 
-    kept = Path(__file__).resolve().parents[1] / "docs" / "tiny-v2" / "model"
+    kept = models.resolve("tiny-v2")
     assert not any(p.suffix in (".bin", ".pt", ".pkl") for p in kept.iterdir())
     model, tok = load_model(kept)
     assert model.config.num_hidden_layers == 8 and model.config.max_position_embeddings == 512
@@ -74,12 +75,11 @@ def test_kept_v2_work_in_progress_loads_and_retrieves_at_512():
 
 
 def test_v2_refuses_to_grow_a_deeper_model_shallower(tmp_path):
-    """Continuing the kept 8-layer model without --num-layers 8 would drop half its layers: one line, exit 2,
+    """Continuing the embedded 8-layer v2 without --num-layers 8 would drop half its layers: one line, exit 2,
     nothing written."""
     from conftest import run_cli
 
-    kept = Path(__file__).resolve().parents[1] / "docs" / "tiny-v2" / "model"
-    res = run_cli("tiny-base", "--init-from", str(kept), "--out", str(tmp_path / "v"), "--steps", "1")
+    res = run_cli("tiny-base", "--init-from", "tiny-v2", "--out", str(tmp_path / "v"), "--steps", "1")
     err = [x for x in res.stderr.splitlines() if x.strip()]
     assert res.returncode == 2 and len(err) == 1 and "--num-layers 8 or more" in err[0], res.stderr
     assert not list(tmp_path.iterdir())

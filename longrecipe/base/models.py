@@ -9,24 +9,26 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-EMBEDDED = Path(__file__).resolve().parents[1] / "assets" / "tiny-base"
-ALIASES = ("tiny", "tiny-base")
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+EMBEDDED = ASSETS / "tiny-base"  # v1: 2 layers, window 256 (the plumbing tests' model: seconds per run)
+EMBEDDED_V2 = ASSETS / "tiny-v2"  # v2: 8 layers, window 512, solves RULER's NIAH at 512 (the demo's base)
+ALIASES = {"tiny": EMBEDDED, "tiny-base": EMBEDDED, "tiny-v2": EMBEDDED_V2}
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 
 
 def resolve(path: str | Path) -> Path:
-    """'tiny' -> the committed tiny base model; a name of NAMED -> its cached conversion; else a local directory
-    holding config.json and safetensors weights the way transformers looks for them (model.safetensors, or an
+    """'tiny' / 'tiny-v2' -> an embedded tiny base model; a name of NAMED -> its cached conversion; else a local
+    directory holding config.json and safetensors weights the way transformers looks for them (model.safetensors, or an
     index and every shard it names), each file whole."""
     if str(path) in ALIASES:
-        path = EMBEDDED
+        path = ALIASES[str(path)]
     elif str(path) in NAMED:
         path = _resolve_named(str(path))
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no model at {path}: expected a Hugging Face directory with config.json "
-                                f"(or 'tiny' for the embedded base model)")
+                                f"(or 'tiny' / 'tiny-v2' for an embedded base model)")
     for f in weight_files(path):
         check_safetensors(f)
     return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -239,14 +240,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     kw.update(seeds=args.seeds, seed=args.seed, target=args.target)
-    if args.base != "tiny":
-        from longrecipe.base import models
+    from longrecipe.base import models
 
-        try:
-            models.resolve(args.base)
-        except (FileNotFoundError, ValueError) as err:
-            raise UsageError(f"--base: {err}") from None
-        kw["base"] = args.base
+    try:
+        models.resolve(args.base)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(f"--base: {err}") from None
+    kw["base"] = args.base
     cfg = DemoConfig.quick_config(**kw) if args.quick else DemoConfig(**kw)
     report = run_demo(cfg)
     print(f"report: {report}")
@@ -330,7 +330,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             path = models.named_dir(spec.name)
             state = f"cached at {path}" if (path / "longrecipe_model.json").is_file() else "not pulled"
             print(f"{spec.name:14} {spec.license:10} {state}\n{'':14} {spec.about}")
-        print(f"{'tiny':14} {'Apache-2.0':10} embedded ({models.EMBEDDED})")
+        print(f"{'tiny':14} {'Apache-2.0':10} embedded ({models.EMBEDDED}): 2 layers, window 256")
+        print(f"{'tiny-v2':14} {'Apache-2.0':10} embedded ({models.EMBEDDED_V2}): 8 layers, window 512")
         return 0
     if not args.name:
         raise UsageError("models pull needs a model name; see `longrecipe models list`")
@@ -346,9 +347,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     try:
         if args.seeds:
+            from longrecipe.recipes.study import write_kept_study
             from longrecipe.reports.seeds import build_seed_report
 
             paths = build_seed_report(args.runs, args.out, args.target, ref=args.reference)
+            # the per-study tables (compute, Table 3, token ratio) from the seeds that ran those studies
+            paths += write_kept_study([pathlib.Path(r) for r in args.runs], pathlib.Path(args.out))
         else:
             paths = build_report(args.runs, args.out, args.target, fmt=args.format)
     except ReportError as err:
@@ -387,8 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--eval-every", type=int, default=1000, help="passkey check every N steps (0: never)")
     sp.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
-    sp.add_argument("--init-from", default=None, help="stage 2 (v2, window 512): grow this v1 directory and train it "
-                    "on RULER's formats")
+    sp.add_argument("--init-from", default=None, help="stage 2 (v2, window 512): grow 'tiny' (v1) or a v1 directory, "
+                    "or continue 'tiny-v2' or a v2 directory, on RULER's formats")
     sp.add_argument("--essay-dir", default=None, help="essays for the stage-2 progress checks (never trained on)")
     sp.add_argument("--lr", type=float, default=None, help="stage 2: peak learning rate (default 1e-3)")
     sp.add_argument("--warmup", type=int, default=None, help="stage 2: warmup steps (default 100)")
@@ -419,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=int, default=None, help="stage 2: rows per step (default 16)")
 
     sp = add("passkey", cmd_passkey, "passkey retrieval accuracy of a model at several lengths")
-    sp.add_argument("--model", default="tiny", help="model directory, or 'tiny' (default)")
+    sp.add_argument("--model", default="tiny", help="model directory, 'tiny' (default) or 'tiny-v2'")
     sp.add_argument("--lengths", type=_lengths, default=None, help="comma list (default: 1x and 4x native)")
     sp.add_argument("--samples", type=int, default=100)
     sp.add_argument("--seed", type=int, default=1234)
@@ -438,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("tokenize", cmd_tokenize, "tokenize a corpus (JSONL, Parquet, hub:NAME) once into a memory-mapped token "
                                          "store (resumable)")
     sp.add_argument("source", help="JSONL file, Parquet file or folder, or hub:NAME[@SPLIT] (a Hugging Face dataset)")
-    sp.add_argument("--model", required=True, help="model (or tokenizer) directory, or 'tiny'")
+    sp.add_argument("--model", required=True, help="model (or tokenizer) directory, 'tiny' or 'tiny-v2'")
     sp.add_argument("--out", required=True, help="store folder (re-running resumes an interrupted build)")
     sp.add_argument("--text-field", default="text")
 
@@ -451,8 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", default=None, help="YAML eval config (evaluate/configs/*.yaml); every flag is a key")
     sp.add_argument("overrides", nargs="*", help="key=value overrides of the config, e.g. suites=ruler "
                     "lengths=4096,8192")
-    sp.add_argument("--model", default=None, help="model directory, 'tiny', a pulled name (smollm2-135m), or the "
-                    "served model name with --backend openai")
+    sp.add_argument("--model", default=None, help="model directory, 'tiny' or 'tiny-v2', a pulled name "
+                    "(smollm2-135m), or the served model name with --backend openai")
     sp.add_argument("--suite", default="ruler", help=f"comma list of {', '.join(REGISTRY)}")
     sp.add_argument("--lengths", type=_lengths, default=[256], help="comma list of context lengths")
     sp.add_argument("--backend", choices=tuple(BACKENDS), default="hf",
@@ -514,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("analyze", cmd_analyze, "impactful-token analysis: token types whose next-token score changes most "
              "between a base and an extended model")
-    sp.add_argument("--base", required=True, help="base model H (directory or 'tiny')")
+    sp.add_argument("--base", required=True, help="base model H (directory, 'tiny' or 'tiny-v2')")
     sp.add_argument("--extended", required=True, help="context-extended model H' (same tokenizer)")
     sp.add_argument("--data", default="python", help="JSONL with a 'text' field, or 'python' (built-in text)")
     sp.add_argument("--out", required=True)
@@ -540,7 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--full-study", action="store_true", help="--stages and --ratios 0.1,0.2,0.3,0.4")
     sp.add_argument("--lengths", type=_lengths, default=None, help="evaluation lengths (default: the base's window "
                     "x 1, 2, 4, 8)")
-    sp.add_argument("--base", default="tiny", help="the model extended: 'tiny' (default) or a directory")
+    sp.add_argument("--base", default="tiny-v2", help="the model extended: 'tiny-v2' (default: 8 layers, window 512), "
+                    "'tiny' (v1: 2 layers, window 256) or a directory")
     sp.add_argument("--target", type=int, default=0, help="target window (default 4x the base's)")
     sp.add_argument("--seeds", type=int, default=1, help="seeds --seed .. --seed + N - 1, one study each; the report "
                     "gives mean +/- std and the differences that pass the rule (README)")

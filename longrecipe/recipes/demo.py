@@ -1,4 +1,4 @@
-"""`longrecipe demo`: the paper's study at toy scale, on the embedded tiny base model (native window -> 4x).
+"""`longrecipe demo`: the paper's study at toy scale, on the embedded tiny base model v2 (native 512 -> 4x).
 
 Why one command: the study is only comparable when every method trains on the same data, sees the same number of
 training samples and is evaluated by the same harness; one command that does all of it (and resumes where it
@@ -12,7 +12,9 @@ stopped) is what makes the comparison repeatable on a laptop CPU. Layout of `out
     longrecipe/analysis/          impactful-token analysis of the base vs the PoSE-extended model
     eval/<run>/                   predictions and results.json of every evaluated model
     report/                       tables (md, tex, csv) and plots (png, svg); report/seeds/seed-K/<run>/ the
-                                  results.json of every evaluated model (small: committed with a report)
+                                  results.json of every main model, report/seeds/seed-K/study/ those of the
+                                  Table-3 and ratio runs with study.json (compute, which run is which): small,
+                                  committed with a report, enough to rebuild it
 
 With `--seeds N` each seed is one such study in OUT/seed-K, and OUT/report holds the tables over the seeds (mean
 ± std, error bars, the differences that pass the rule in reports/seeds.py); a report can be rebuilt from the
@@ -37,7 +39,7 @@ from longrecipe.base.io import write_json, write_text
 from longrecipe.base.schema import read_jsonl
 from longrecipe.evaluate.runner import build_config, run_eval
 from longrecipe.recipes.longdocs import write_corpus
-from longrecipe.recipes.study import write_study_tables
+from longrecipe.recipes.study import write_kept_study, write_study_tables
 from longrecipe.reports.report import build_report
 from longrecipe.reports.seeds import build_seed_report
 from longrecipe.train import analysis
@@ -46,13 +48,22 @@ from longrecipe.train.merge import merge_models
 from longrecipe.train.positions import BASELINES, METHODS
 from longrecipe.train.recipe import load_config, run_training
 
+# RULER as the study runs it: the tasks the base is taught and solves at its window (8 NIAH variants and fwe). vt and
+# cwe are left out (a documented deviation from RULER's 13): their shortest prompts (~764 and ~1,119 tokens with the
+# tiny tokenizer) do not fit the 512 window, so the base has no score to recover, it was never taught them, and at
+# 4x they would cost about a fifth of the evaluation. `longrecipe eval` runs all of RULER on any model.
+RULER_TASKS = ("niah_single_1", "niah_single_2", "niah_single_3", "niah_multikey_1", "niah_multikey_2",
+               "niah_multikey_3", "niah_multivalue", "niah_multiquery", "fwe")
+
 
 @dataclass(frozen=True)
 class DemoConfig:
+    """The study's settings (written to OUT/demo_config.json; a re-run with other settings is refused)."""
+
     out: str = "runs/demo"
     report: str | None = None  # where the report goes (default: OUT/report)
     quick: bool = False
-    base: str = "tiny"  # the model extended: 'tiny' or a directory
+    base: str = "tiny-v2"  # the model extended: 'tiny-v2' (window 512), 'tiny' (v1, window 256) or a directory
     target: int = 0  # 0: 4x the base's native window
     ratio: float = 0.3  # training length of PoSE, RandPos and LongRecipe as a fraction of the target
     ratios: tuple[float, ...] = ()  # token-ratio study: LongRecipe at each ratio (FLT is the 100 % point)
@@ -67,6 +78,7 @@ class DemoConfig:
     retrieval_docs: int = 256
     analysis_windows: int = 32
     lengths: tuple[int, ...] = ()  # () : the native window x 1, 2, 4 and 8
+    ruler_tasks: tuple[str, ...] = RULER_TASKS
     samples: int = 20
     niah_depths: int = 11
     general_limit: int | None = None
@@ -181,15 +193,18 @@ class Demo:
         return {"extension": ext, "replay": rep, "merged": merged}
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate(self, name: str, model: Path | str, suites: tuple[str, ...]) -> Path:
+    def evaluate(self, name: str, model: Path | str, suites: tuple[str, ...],
+                 lengths: tuple[int, ...] | None = None) -> Path:
         out = self.out / "eval" / name
         if not (out / "results.json").exists():
             c = self.cfg
+            lengths = lengths or c.lengths
             self.log(f"eval {name}: {', '.join(suites)}")
             ecfg = build_config(dict(
-                model=str(model), out=str(out), suites=suites, lengths=c.lengths, backend=c.backend,
+                model=str(model), out=str(out), suites=suites, lengths=lengths, backend=c.backend,
                 allow_extrapolation=True, samples=c.samples, seed=c.seed + 42, essay_dir=c.essay_dir,
                 niah_depths=c.niah_depths, general_max_length=self.native, general_limit=c.general_limit,
+                ruler_tasks=c.ruler_tasks,
                 general_tasks=("longrecipe_cloze", "longrecipe_passkey_short", "longrecipe_heldout")))
             run_eval(ecfg, command="longrecipe demo" + (" --quick" if c.quick else ""), log=self.log)
         return out
@@ -221,12 +236,13 @@ class Demo:
                 stage_runs.append(self.evaluate(f"longrecipe-{stage}", main[stage], ("passkey", "ppl", "general")))
             stage_runs.append(runs[-1])
         ratio_runs = []
+        within = tuple(n for n in c.lengths if n <= c.target)  # the ratio study: how much of the target is recovered
         for r in c.ratios:
             if abs(r - c.ratio) < 1e-9:
                 ratio_runs.append((r, runs[-1]))
                 continue
             ratio_runs.append((r, self.evaluate(_label(r), self.longrecipe(r, anchors)["merged"],
-                                                ("ruler", "passkey", "ppl"))))
+                                                ("ruler", "passkey", "ppl"), within)))
         self.compute["analysis"] = {"flops": self._analysis_flops(), "wall_s": self._analysis_wall()}
         write_json(self.out / "compute.json", self.compute)
         report = Path(c.report) if c.report else self.out / "report"
@@ -251,7 +267,9 @@ class Demo:
         logs = {name: self.out / "train" / stage / "train_log.jsonl" for name, stage in stages.items()}
         build_report(runs, out, target=self.cfg.target, train_logs=logs)
         write_study_tables(self.compute, self.cfg.ratio, runs, stage_runs, ratio_runs, out)
-        keep_seed(runs, out / "seeds" / f"seed-{self.cfg.seed}")
+        folder = out / "seeds" / f"seed-{self.cfg.seed}"
+        keep_seed(runs, folder)
+        keep_study(folder, self.compute, self.cfg.ratio, runs, stage_runs, ratio_runs)
 
 
 def keep_seed(runs: list[Path], folder: Path) -> None:
@@ -260,6 +278,20 @@ def keep_seed(runs: list[Path], folder: Path) -> None:
         dest = folder / run.name / "results.json"
         dest.parent.mkdir(parents=True, exist_ok=True)
         write_text(dest, (run / "results.json").read_text())
+
+
+def keep_study(folder: Path, compute: dict, ratio: float, runs: list[Path], stage_runs: list[Path],
+               ratio_runs: list[tuple[float, Path]]) -> None:
+    """The per-study tables' inputs in folder/study/: the results of the stage and ratio runs that are not main
+    runs, and study.json (the compute record, which run is which). Why: seeds run on other days and machines
+    are joined from their kept folders alone (`longrecipe report --seeds`), Table 3 and the token-ratio table
+    included."""
+    main = {r.name for r in runs}
+    extra = [r for r in [*stage_runs, *(p for _, p in ratio_runs)] if r.name not in main]
+    keep_seed(extra, folder / "study")
+    write_json(folder / "study" / "study.json", {
+        "compute": compute, "ratio": ratio, "stage_runs": [r.name for r in stage_runs],
+        "ratio_runs": [[r, p.name] for r, p in ratio_runs]})
 
 
 def run_demo(cfg: DemoConfig, log=print) -> Path:
@@ -274,15 +306,13 @@ def run_demo(cfg: DemoConfig, log=print) -> Path:
         log(f"seed {k}")
         Demo(one, log).run()
         folders.append(out / f"seed-{k}" / "report")
-    first = folders[0]
     if report.exists() and cfg.report is None:
         shutil.rmtree(report)  # derived data: rebuilt whole
     for folder in folders:  # every seed's small results, then the tables over them
         shutil.copytree(folder / "seeds", report / "seeds", dirs_exist_ok=True)
-    for name in ("compute", "table3", "token_ratio"):  # per-study tables: the first seed's
-        for path in first.glob(f"{name}.*"):
-            shutil.copy2(path, report / path.name)
     resolved = Demo(cfg, log).cfg
-    build_seed_report(sorted((report / "seeds").glob("seed-*")), report, target=resolved.target)
+    seed_dirs = sorted((report / "seeds").glob("seed-*"))
+    build_seed_report(seed_dirs, report, target=resolved.target)
+    write_kept_study(seed_dirs, report)  # per-study tables: from the seeds that ran those studies
     log(f"report over {cfg.seeds} seeds in {report}")
     return report

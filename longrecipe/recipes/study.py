@@ -6,12 +6,14 @@ belong with the other tables, which never import torch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from longrecipe.reports import load, tables
+from longrecipe.tasks.views import Table
 from longrecipe.train.positions import BASELINES
 
 STAGE_NAMES = {"longrecipe-extension": "before replay", "longrecipe-replay": "after replay",
@@ -59,19 +61,25 @@ def table3(base: Path | None, stage_runs: Sequence[Path]) -> pd.DataFrame:
 
 
 def token_ratio_table(ratio_runs: Sequence[tuple[float, Path]], flt: Path | None) -> pd.DataFrame:
-    """Rows = LongRecipe at each token ratio (and FLT at 100 %); columns = RULER by length and its average."""
+    """Rows = LongRecipe at each token ratio (and FLT at 100 %); columns = RULER at each length every row was
+    evaluated at (the demo evaluates the ratio runs up to the target only; FLT also beyond), their mean, passkey."""
     pairs = [(f"LongRecipe {round(100 * r)}%", p) for r, p in sorted(ratio_runs)]
     if flt is not None:
         pairs.append(("FLT 100%", flt))
     df = load.frame([p for _, p in pairs])
-    wide = tables.by_length(df, "ruler", tables.view("ruler").tables[0])  # RULER by length with its summary
+    wide = tables.by_length(df, "ruler", Table("", "", tasks=("average",)))  # RULER (mean over tasks) by length
     wide = wide.reindex([load.label(p) for _, p in pairs])
+    wide = wide[[c for c in wide.columns if wide[c].notna().all()]]  # lengths shared by every row
+    wide["Avg"] = wide.mean(axis=1)
     wide.index = [name for name, _ in pairs]
     wide.index.name = "training tokens"
     passkey = df[df.suite == "passkey"].pivot_table(index="run", columns="context_length", values="value")
     for n in passkey.columns:
-        wide[f"passkey@{int(n)}"] = [passkey[n].get(load.label(p), float("nan")) for _, p in pairs]
+        col = [passkey[n].get(load.label(p), float("nan")) for _, p in pairs]
+        if not any(pd.isna(col)):
+            wide[f"passkey@{int(n)}"] = col
     ppl = df[df.suite == "ppl"].pivot_table(index="run", columns="context_length", values="value")
+    ppl = ppl.reindex([load.label(p) for _, p in pairs]).dropna(axis=1)
     if not ppl.empty:
         n = max(ppl.columns)
         wide[f"perplexity@{int(n)}"] = [ppl[n].get(load.label(p), float("nan")) for _, p in pairs]
@@ -82,11 +90,53 @@ def write_study_tables(compute: Mapping[str, Mapping[str, float]], ratio: float,
                        stage_runs: Sequence[Path], ratio_runs: Sequence[tuple[float, Path]], out: Path) -> list[Path]:
     """compute.{md,tex,csv}, and table3 / token_ratio when the demo ran those studies."""
     by_name = {load.label(r): Path(r) for r in runs}
-    written = tables.write(compute_table(compute, ratio), out, "compute", "Training compute per method", bold=False)
+    written = _write_compute(compute, ratio, out)
     if stage_runs:
-        written += tables.write(table3(by_name.get("base"), stage_runs), out, "table3",
-                                "General ability before replay, after replay and after merge")
+        written += _write_table3(by_name.get("base"), stage_runs, out)
     if ratio_runs:
-        written += tables.write(token_ratio_table(ratio_runs, by_name.get("flt")), out, "token_ratio",
-                                "RULER by context length vs the share of target-length tokens trained on")
+        written += _write_token_ratio(ratio_runs, by_name.get("flt"), out)
     return written
+
+
+def _write_compute(compute: Mapping[str, Mapping[str, float]], ratio: float, out: Path) -> list[Path]:
+    return tables.write(compute_table(compute, ratio), out, "compute", "Training compute per method", bold=False)
+
+
+def _write_table3(base: Path | None, stage_runs: Sequence[Path], out: Path) -> list[Path]:
+    return tables.write(table3(base, stage_runs), out, "table3",
+                        "General ability before replay, after replay and after merge")
+
+
+def _write_token_ratio(ratio_runs: Sequence[tuple[float, Path]], flt: Path | None, out: Path) -> list[Path]:
+    return tables.write(token_ratio_table(ratio_runs, flt), out, "token_ratio",
+                        "RULER by context length vs the share of target-length tokens trained on")
+
+
+def write_kept_study(seed_dirs: Sequence[Path], out: Path) -> list[Path]:
+    """compute / table3 / token_ratio of a report over seeds, rebuilt from the seeds' kept studies
+    (`demo.keep_study`) alone: each table from the first seed folder (name order) that ran its study, compute from
+    the one with the most ratio runs. Why per table: the extras (Table 3, the token-ratio study) may have run with
+    one seed only, not necessarily the first, and not both with the same one. None kept: nothing written."""
+    kept = [_kept_study(Path(d)) for d in sorted(map(Path, seed_dirs)) if (Path(d) / "study" / "study.json").is_file()]
+    if not kept:
+        return []
+    fullest = max(kept, key=lambda k: len(k["ratio_runs"]))  # max keeps the first of the fullest
+    written = _write_compute(fullest["compute"], fullest["ratio"], out)
+    if staged := next((k for k in kept if k["stage_runs"]), None):
+        written += _write_table3(staged["main"].get("base"), staged["stage_runs"], out)
+    if ratios := next((k for k in kept if k["ratio_runs"]), None):
+        written += _write_token_ratio(ratios["ratio_runs"], ratios["main"].get("flt"), out)
+    return written
+
+
+def _kept_study(folder: Path) -> dict:
+    """One seed's kept study with its run names resolved to folders (main runs, then folder/study/<run>)."""
+    try:
+        study = json.loads((folder / "study" / "study.json").read_text())
+        main = {p.parent.name: p.parent for p in folder.glob("*/results.json")}
+        run = {**main, **{p.parent.name: p.parent for p in (folder / "study").glob("*/results.json")}}
+        return {"compute": study["compute"], "ratio": float(study["ratio"]), "main": main,
+                "stage_runs": [run[n] for n in study["stage_runs"]],
+                "ratio_runs": [(float(r), run[n]) for r, n in study["ratio_runs"]]}
+    except (ValueError, KeyError, TypeError) as err:
+        raise load.ReportError(f"{folder / 'study'}: not a kept study ({type(err).__name__}: {err})") from None

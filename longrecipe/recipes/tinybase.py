@@ -698,7 +698,7 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
     building batches and `cfg.minutes` fitting the schedule to a wall budget: the one-call recipe of
     benchmarks/gpu_tiny_base.py."""
     out, work = Path(out), Path(str(out) + ".stage2")
-    source = resolve_model(init_from)  # 'tiny' or a directory; meta records `init_from` as given (no machine path)
+    source = resolve_model(init_from)  # 'tiny', 'tiny-v2' or a directory; meta records `init_from` as given
     tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, trust_remote_code=False)
     torch.manual_seed(cfg.seed)
