@@ -63,8 +63,10 @@ def test_long_documents(tiny):
                 continue
             a, b, n0, n1 = span
             answer, needle, between = doc[a:b], doc[n0:n1], doc[n1:a]
-            assert re.fullmatch(r"[\w-]+[.,]", answer) and n1 <= a
-            assert needle.endswith(f" is: {answer[:-1]}.") or needle.startswith(f"The pass key is {answer[:-1]}.")
+            # " value." with its space: after "is" a byte-level BPE model emits " " before digits, and " word" is
+            # one token; without the space as a target, word answers taught "is -> a word" and numbers were lost
+            assert re.fullmatch(r" [\w-]+[.,]", answer) and n1 <= a
+            assert needle.endswith(f" is:{answer[:-1]}.") or needle.startswith(f"The pass key is{answer[:-1]}.")
             assert intro not in between and passkey.PREFIX not in between  # the same episode
             kind = re.match(r"One of the special magic (\w+)", needle)
             if kind:

@@ -66,6 +66,9 @@ def test_golden_markdown(runs, tmp_path):
     # wAvg(dec) = (4*85 + 3*35 + 2*5 + 0) / 10 = 45.5; no length scores > 85.6, so no effective length
     # at 256 both runs score 85.0: a tie is not bolded
     assert by_len[2] == "| base | 85.0 | 35.0 | 5.0 | 0.0 | 31.2 | 17.0 | 45.5 | - |"
+    # the NIAH variants alone (here multikey_1 and multivalue: the same per-length means), no summary columns
+    niah = (tmp_path / "rep" / "ruler_niah_by_length.md").read_text().splitlines()
+    assert niah[0] == "| run | 256 | 512 | 1024 | 2048 |" and niah[2] == "| base | 85.0 | 35.0 | 5.0 | 0.0 |"
     tex = (tmp_path / "rep" / "table1.tex").read_text()
     assert "\\toprule" in tex and "\\textbf{76.2}" in tex and "longrecipe\\_cloze" in tex
     assert (tmp_path / "rep" / "table1.csv").read_text().startswith("run,NIAH(M),RULER,")
@@ -213,10 +216,10 @@ def test_committed_reports_follow_from_their_committed_results(tmp_path):
     edit, an aggregation changed without rebuilding the report) fails here."""
     from longrecipe.reports.seeds import build_seed_report
 
-    seeds = sorted((ROOT / "docs" / "demo" / "seeds").glob("seed-*"))
+    seeds = sorted((ROOT / "docs" / "demo-v1" / "seeds").glob("seed-*"))
     assert len(seeds) >= 2
     build_seed_report(seeds, tmp_path / "over-seeds", target=1024)
-    committed = sorted((ROOT / "docs" / "demo" / "over-seeds").glob("*.md"))
+    committed = sorted((ROOT / "docs" / "demo-v1" / "over-seeds").glob("*.md"))
     assert len(committed) >= 5
     for f in committed:
         assert (tmp_path / "over-seeds" / f.name).read_text() == f.read_text(), f.name

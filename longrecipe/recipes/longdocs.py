@@ -61,7 +61,7 @@ def retrieval_document(tokenizer: Any, min_tokens: int, rng: np.random.Generator
     ~d tokens before its questions, d ~ U(`shortest`, `target` - 100), so needle-to-question distances cover the
     whole target window (its other needles fall in between).
     Returns the text and its loss spans: per answer value [start, end, needle_start, needle_end] (character offsets
-    of the value with its "." or "," and of the needle it is retrieved from), and [start, end] for the prose chosen
+    of " value" with its "." or "," and of the needle it is retrieved from), and [start, end] for the prose chosen
     as targets (~`prose_weight` prose tokens per answer token)."""
     target = target or min_tokens
     sentences, words = corpus.sentences(), corpus.words()
@@ -179,10 +179,10 @@ def _join(parts: list[tuple[str, Any, bool]], rng: np.random.Generator, prose_we
     at, answer_tokens = 0, 0
     for text, tag, is_prose in parts:
         end = at + len(text)
-        if isinstance(tag, tuple):  # an ask: the question, a space, then the values joined by ", " and a "."
-            a = at + tag[0] + 1
-            for value, j in tag[1]:
-                spans.append([a, a + len(value) + 1, *needle_at[j]])
+        if isinstance(tag, tuple):  # an ask: the question, then " value" joined by "," and a "."
+            a = at + tag[0]
+            for value, j in tag[1]:  # the space is part of the target: the model must learn to start the answer
+                spans.append([a, a + len(value) + 2, *needle_at[j]])
                 answer_tokens += ntok(value + ".")
                 a += len(value) + 2
         elif 0 <= tag < FILL:

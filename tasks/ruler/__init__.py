@@ -171,6 +171,7 @@ def aggregate(scores_by_length: Mapping[int, float | Mapping[str, float]]) -> di
 
 # ---------------------------------------------------------------------------------------------------- the suite
 NIAH_M = ("niah_multikey_1", "niah_multikey_2", "niah_multikey_3", "niah_multivalue", "niah_multiquery")
+NIAH_ALL = ("niah_single_1", "niah_single_2", "niah_single_3", *NIAH_M)
 SUMMARY_TASKS = ("average", "summary")
 
 
@@ -193,7 +194,8 @@ class Ruler(TaskBase):
         columns=(Column("NIAH(M)", tasks=NIAH_M), Column("RULER", tasks=("average",), with_length=True)),
         tables=(Table("ruler_by_length", "RULER by context length", tasks=("average",), summary_task="summary",
                       summary=(("avg", "Avg"), ("wavg_inc", "wAvg(inc)"), ("wavg_dec", "wAvg(dec)"),
-                               ("effective_length", "Effective")), integer_columns=("Effective",)),),
+                               ("effective_length", "Effective")), integer_columns=("Effective",)),
+                Table("ruler_niah_by_length", "RULER's eight NIAH variants (mean) by context length", tasks=NIAH_ALL)),
         plots=(Plot("ruler_vs_length", "RULER score (mean over tasks)", tasks=("average",)),),
         gate_tasks=SUMMARY_TASKS, ungated_metrics=("effective_length",), summary_csv=True, lm_eval_names="task")
 
