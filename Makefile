@@ -32,8 +32,8 @@ demo: setup
 
 # One seed of the committed report (docs/demo: 50 samples per cell), kept in docs/demo/seeds/seed-$(SEED), then
 # docs/demo rebuilt from every kept seed (its Table 3 / token-ratio tables from the seed that ran the fullest
-# study: STUDY=--full-study adds the token-ratio study). ~2-2.5 h per seed on 2 cores; seeds may run on different
-# days and machines.
+# study: STUDY=--full-study adds the token-ratio study). ~2.5 h per seed on 2 cores (~3 h with the ratio study);
+# seeds may run on different days and machines.
 SEED ?= 0
 STUDY ?= --stages
 demo-seed: setup
