@@ -31,8 +31,8 @@ demo: setup
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/longrecipe demo --stages --samples 20 --out runs/demo
 
 # One seed of the committed report (docs/demo: 50 samples per cell), kept in docs/demo/seeds/seed-$(SEED), then
-# docs/demo rebuilt from every kept seed (its Table 3 / token-ratio tables from the seed that ran the fullest
-# study: STUDY=--full-study adds the token-ratio study). ~2.5 h per seed on 2 cores (~3 h with the ratio study);
+# docs/demo rebuilt from every kept seed (Table 3 and the token-ratio table from the seeds that ran those studies:
+# STUDY=--full-study adds the token-ratio study). ~2.5 h per seed on 2 cores (~3 h with the ratio study);
 # seeds may run on different days and machines.
 SEED ?= 0
 STUDY ?= --stages

@@ -172,7 +172,7 @@ FILL = 10**9  # the part id of filler
 def _join(parts: list[tuple[str, Any, bool]], rng: np.random.Generator, prose_weight: float, ntok: Any
           ) -> tuple[str, list[list[int]]]:
     """The parts joined by spaces and the loss spans (see retrieval_document): an ask's answer is one span per
-    value (the value and the ',' or '.' after it), each tied to the needle that holds that value."""
+    value (" value" with the ',' or '.' after it), each tied to the needle that holds that value."""
     spans: list[list[int]] = []
     needle_at: dict[int, tuple[int, int]] = {}
     prose: list[tuple[int, int, str]] = []
