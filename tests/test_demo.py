@@ -335,6 +335,13 @@ def test_demo_rejects_bad_ratios():
     assert res.returncode == 2 and "fractions in (0, 1]" in res.stderr
 
 
+def test_demo_rejects_a_ratio_study_with_no_length_within_the_target(tmp_path):
+    """The ratio runs are evaluated up to the target only; with no such length they had nothing to be scored on."""
+    res = run_cli("demo", "--quick", "--ratios", "0.1", "--lengths", "4096", "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and "has none" in res.stderr and res.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "o").exists()
+
+
 def test_loss_spans_make_completion_only_labels(tmp_path, tiny):
     """A JSONL row's loss_spans: only tokens overlapping them are targets, in every method's rows."""
     from longrecipe.train.config import DataConfig, TrainConfig

@@ -225,6 +225,23 @@ def test_committed_reports_follow_from_their_committed_results(tmp_path):
         assert (tmp_path / "over-seeds" / f.name).read_text() == f.read_text(), f.name
 
 
+def test_committed_v2_study_follows_from_its_kept_seeds(tmp_path):
+    """docs/demo (the v2 study) is `longrecipe report --seeds docs/demo/seeds/seed-* --target 2048`: every table in
+    it, the per-study ones (compute, Table 3, token ratio) included, must come back from the kept seeds alone, or
+    a seed run on another day could not be added to it."""
+    from longrecipe.recipes.study import write_kept_study
+    from longrecipe.reports.seeds import build_seed_report
+
+    seeds = sorted((ROOT / "docs" / "demo" / "seeds").glob("seed-*"))
+    assert seeds and any((s / "study" / "study.json").is_file() for s in seeds)
+    build_seed_report(seeds, tmp_path, target=2048)
+    write_kept_study(seeds, tmp_path)
+    committed = sorted((ROOT / "docs" / "demo").glob("*.md"))
+    assert {"compute.md", "table3.md"} <= {f.name for f in committed}
+    for f in committed:
+        assert (tmp_path / f.name).read_text() == f.read_text(), f.name
+
+
 def test_committed_results_name_no_machine_path():
     """Committed results are read on other machines (seeds run on other days, resumed runs): an absolute path in
     them (an essay dir, an output folder) names one machine's layout and says nothing true elsewhere."""

@@ -212,6 +212,9 @@ class Demo:
     # ---------------------------------------------------------------- the whole study
     def run(self) -> Path:
         c = self.cfg
+        if any(abs(r - c.ratio) > 1e-9 for r in c.ratios) and not any(n <= c.target for n in c.lengths):
+            raise ValueError(f"the token-ratio study evaluates lengths up to the target ({c.target}); "
+                             f"--lengths {','.join(map(str, c.lengths))} has none")
         saved = self.out / "demo_config.json"
         if saved.exists():
             old = json.loads(saved.read_text())
@@ -242,7 +245,7 @@ class Demo:
                 ratio_runs.append((r, runs[-1]))
                 continue
             ratio_runs.append((r, self.evaluate(_label(r), self.longrecipe(r, anchors)["merged"],
-                                                ("ruler", "passkey", "ppl"), within)))
+                                                ("ruler", "passkey", "ppl"), within)))  # non-empty: run() checked
         self.compute["analysis"] = {"flops": self._analysis_flops(), "wall_s": self._analysis_wall()}
         write_json(self.out / "compute.json", self.compute)
         report = Path(c.report) if c.report else self.out / "report"
