@@ -52,7 +52,7 @@ models: setup
 	$(BIN)/longrecipe models pull smollm2-135m || echo "note: smollm2-135m could not be pulled; its tests will skip"
 
 test: lint models
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q -rs
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q -rs --durations=15
 
 # Re-pin the project's own regression gates (tests/test_self_gate.py) after an intended change of scores.
 baseline: setup

@@ -91,6 +91,11 @@ def cell_samples(df: pd.DataFrame, suite: str) -> pd.DataFrame:
     return r.pivot_table(index="run", columns="context_length", values="n", aggfunc="sum")
 
 
+def _verdict(real: bool, pooled: float) -> str:
+    """Why a third verdict: with one seed there is no seed std, so the rule cannot call anything noise either."""
+    return "difference" if real else "not judged (1 seed)" if math.isnan(pooled) else "within noise"
+
+
 def differences(df: pd.DataFrame, suite: str, ref: str) -> pd.DataFrame:
     """Per context length, every run against `ref`: the difference of seed means and whether it passes RULE."""
     mean, std = per_seed(df, lambda d: tables.by_length(d, suite))
@@ -111,7 +116,7 @@ def differences(df: pd.DataFrame, suite: str, ref: str) -> pd.DataFrame:
             real = not math.isnan(pooled) and abs(diff) > 2 * pooled and abs(diff) > 2 * se
             rows.append({"run": run, "context_length": int(length), "mean": round(a, 1), f"{ref} mean": round(b, 1),
                          "difference": round(diff, 1), "2x pooled std": round(2 * pooled, 1),
-                         "2 binomial SE": round(2 * se, 1), "verdict": "difference" if real else "within noise"})
+                         "2 binomial SE": round(2 * se, 1), "verdict": _verdict(real, pooled)})
     return pd.DataFrame(rows).set_index("run")
 
 

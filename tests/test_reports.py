@@ -204,6 +204,11 @@ def test_seed_report_mean_std_and_the_difference_rule(tmp_path):
     assert (out / "passkey_vs_length.png").stat().st_size > 5_000
     csv = (out / "passkey_by_length.csv").read_text().splitlines()
     assert csv[0] == "run,512,512 std,1024,1024 std"
+    # one seed has no seed std: the rule calls nothing, not even noise (seed 0: 60 vs 80 at 1024)
+    res = run_cli("report", "--seeds", dirs[0], "--out", str(tmp_path / "one"), "--target", "1024")
+    one = (tmp_path / "one" / "differences.md").read_text()
+    assert res.returncode == 0 and "| -20.0 | - | " in one and "within noise" not in one
+    assert one.count("not judged (1 seed)") == 2
     # seeds that do not hold the same runs: one line, exit 2
     (tmp_path / "seeds" / "seed-2" / "flt" / "results.json").unlink()
     bad = run_cli("report", "--seeds", *dirs, "--out", str(tmp_path / "rep2"))
