@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -59,6 +60,9 @@ def test_niah_and_ruler_rows(tmp_path):
             ("summary", "avg"), ("summary", "effective_length")} <= tasks
     assert all(r["context_length"] == 512 for r in scores if r["task"] in ("niah_single_1", "fwe"))
     assert (tmp_path / "eval_config.json").exists()
+    # the run record names the absolute --out relative to where the command ran (committed results travel)
+    config = json.loads((tmp_path / "results.json").read_text())["run"]["config"]
+    assert config["out"] == os.path.relpath(tmp_path, ROOT) and config["model"] == "tiny"
 
 
 @pytest.mark.parametrize("args,message", [

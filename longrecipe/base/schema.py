@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import platform
 import subprocess
 import types
@@ -199,6 +200,16 @@ def hardware() -> dict[str, Any]:
     return info
 
 
+def portable_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """Absolute paths that exist here, made relative to the working directory. Why: results are committed and read
+    on other machines (seeds run apart, `longrecipe report --seeds`); a path taken from the environment
+    (LONGRECIPE_ESSAYS_DIR) or typed absolute names one machine's layout, a relative one the layout of the run."""
+    def one(v: Any) -> Any:
+        return os.path.relpath(v) if isinstance(v, str) and os.path.isabs(v) and os.path.exists(v) else v
+
+    return {k: [one(x) for x in v] if isinstance(v, list) else one(v) for k, v in config.items()}
+
+
 def run_info(command: str, config: dict[str, Any], seed: int | None = None) -> RunInfo:
     """Metadata of the current run: id, time, git sha and dirty flag of this checkout, versions, hardware."""
     repo = Path(__file__).resolve().parent
@@ -206,7 +217,8 @@ def run_info(command: str, config: dict[str, Any], seed: int | None = None) -> R
     dirty = None if sha is None else bool(_git("status", "--porcelain", cwd=repo))
     now = dt.datetime.now(dt.timezone.utc)
     return RunInfo(id=f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}", created=now.isoformat(timespec="seconds"),
-                   command=command, git_sha=sha, git_dirty=dirty, config=config, versions=library_versions(),
+                   command=command, git_sha=sha, git_dirty=dirty, config=portable_paths(config),
+                   versions=library_versions(),
                    seed=seed, hardware=hardware())
 
 
