@@ -32,8 +32,8 @@ demo: setup
 
 # One seed of the committed report (docs/demo: 50 samples per cell), kept in docs/demo/seeds/seed-$(SEED), then
 # docs/demo rebuilt from every kept seed (Table 3 and the token-ratio table from the seeds that ran those studies:
-# STUDY=--full-study adds the token-ratio study). ~2 h per seed on 2 cores (117.6 min measured; the ratio study adds 34 min);
-# seeds may run on different days and machines.
+# STUDY=--full-study adds the token-ratio study). ~2 h per seed on 2 cores (117.6 min measured; the ratio
+# study adds 34 min); seeds may run on different days and machines.
 SEED ?= 0
 STUDY ?= --stages
 demo-seed: setup

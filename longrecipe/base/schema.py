@@ -218,8 +218,7 @@ def run_info(command: str, config: dict[str, Any], seed: int | None = None) -> R
     now = dt.datetime.now(dt.timezone.utc)
     return RunInfo(id=f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}", created=now.isoformat(timespec="seconds"),
                    command=command, git_sha=sha, git_dirty=dirty, config=portable_paths(config),
-                   versions=library_versions(),
-                   seed=seed, hardware=hardware())
+                   versions=library_versions(), seed=seed, hardware=hardware())
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:

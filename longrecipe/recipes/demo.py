@@ -101,6 +101,11 @@ class DemoConfig:
         return dataclasses.replace(self, target=target, lengths=lengths)
 
     @property
+    def ratio_lengths(self) -> tuple[int, ...]:
+        """The ratio study's evaluation lengths: up to the target, i.e. how much of it each ratio recovers."""
+        return tuple(n for n in self.lengths if n <= self.target)
+
+    @property
     def train_length(self) -> int:
         return max(2, round(self.ratio * self.target))
 
@@ -212,7 +217,7 @@ class Demo:
     # ---------------------------------------------------------------- the whole study
     def run(self) -> Path:
         c = self.cfg
-        if any(abs(r - c.ratio) > 1e-9 for r in c.ratios) and not any(n <= c.target for n in c.lengths):
+        if any(abs(r - c.ratio) > 1e-9 for r in c.ratios) and not c.ratio_lengths:
             raise ValueError(f"the token-ratio study evaluates lengths up to the target ({c.target}); "
                              f"--lengths {','.join(map(str, c.lengths))} has none")
         saved = self.out / "demo_config.json"
@@ -239,13 +244,12 @@ class Demo:
                 stage_runs.append(self.evaluate(f"longrecipe-{stage}", main[stage], ("passkey", "ppl", "general")))
             stage_runs.append(runs[-1])
         ratio_runs = []
-        within = tuple(n for n in c.lengths if n <= c.target)  # the ratio study: how much of the target is recovered
         for r in c.ratios:
             if abs(r - c.ratio) < 1e-9:
                 ratio_runs.append((r, runs[-1]))
                 continue
             ratio_runs.append((r, self.evaluate(_label(r), self.longrecipe(r, anchors)["merged"],
-                                                ("ruler", "passkey", "ppl"), within)))  # non-empty: run() checked
+                                                ("ruler", "passkey", "ppl"), c.ratio_lengths)))
         self.compute["analysis"] = {"flops": self._analysis_flops(), "wall_s": self._analysis_wall()}
         write_json(self.out / "compute.json", self.compute)
         report = Path(c.report) if c.report else self.out / "report"
