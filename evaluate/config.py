@@ -8,10 +8,13 @@ import dataclasses
 import json
 import typing
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from longrecipe.base import config as C
-from longrecipe.base.config import ConfigError, bounded
+from longrecipe.base import models
+from longrecipe.base.config import ConfigError, bounded, check
+from longrecipe.evaluate.backends import BACKENDS
 from longrecipe.tasks.base import Task, option_fields
 from longrecipe.tasks.suites import REGISTRY
 
@@ -121,3 +124,64 @@ def flat(cfg: EvalConfig) -> dict[str, Any]:
         for key, f in option_fields(task):
             out.setdefault(key, getattr(inst, f.name))
     return json.loads(json.dumps(out))
+
+
+def check_input(cfg: EvalConfig) -> tuple[Path, int]:
+    """Refuse bad input in one line (unknown key, backend or dtype, a missing model, a length above the window, a
+    bad suite option) without importing torch or transformers: the CLI runs it first, so a typo costs a fraction
+    of a second rather than the ~5 s those imports take. Returns the model (or tokenizer) folder and its window;
+    the runner adds the model tasks' own checks."""
+    check(cfg)
+    if not cfg.suites or not cfg.lengths:
+        raise ConfigError("give at least one suite and one length")
+    if min(cfg.lengths) < 1:
+        raise ConfigError(f"lengths must be positive, got {list(cfg.lengths)}")
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {cfg.backend!r}; choose from {', '.join(BACKENDS)}")
+    unknown = [k for k in cfg.options if k not in option_keys()]
+    if unknown:
+        raise ConfigError(f"unknown config key '{unknown[0]}'")
+    local = BACKENDS[cfg.backend].local_model
+    if not local and (not cfg.base_url or not cfg.tokenizer):
+        raise ConfigError(f"--backend {cfg.backend} needs --base-url (e.g. http://127.0.0.1:8000/v1) and "
+                          f"--tokenizer DIR (the served model's tokenizer, to build and fit prompts); --model is "
+                          f"the served name")
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {cfg.dtype!r}; choose from {', '.join(DTYPES)}")
+    _check_parallel(cfg)
+    path = models.resolve(cfg.model if local else cfg.tokenizer)
+    for suite in cfg.suites:
+        if suite not in REGISTRY:
+            raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(REGISTRY)}")
+    window = int(json.loads((path / "config.json").read_text()).get("max_position_embeddings", 0))
+    too_long = [n for n in cfg.lengths if n > window]
+    if too_long and not cfg.allow_extrapolation:
+        raise ValueError(f"length {max(too_long)} is above the model's max_position_embeddings ({window}); pass "
+                         f"--allow-extrapolation to measure beyond the window")
+    for name, task in REGISTRY.items():
+        if name in cfg.suites:
+            task.check(suite_options(cfg, task))
+    return path, window
+
+
+def _gpu_count() -> int:
+    import torch  # only when a parallel run is asked for: the other checks stay torch-free
+
+    return torch.cuda.device_count()
+
+
+def _check_parallel(cfg: EvalConfig) -> None:
+    if cfg.tensor_parallel_size > 1:
+        gpus = _gpu_count()
+        if cfg.backend != "vllm" or cfg.tensor_parallel_size > gpus:
+            raise ConfigError(f"--tensor-parallel-size {cfg.tensor_parallel_size} needs --backend vllm and as many "
+                              f"GPUs ({gpus} visible)")
+    if cfg.data_parallel_size > 1:
+        if not BACKENDS[cfg.backend].local_model:
+            raise ConfigError(f"--data-parallel-size runs local engines; --backend {cfg.backend} sends requests to a "
+                              f"server (use --concurrency, and the server's own data parallelism)")
+        gpus = _gpu_count()
+        need = cfg.data_parallel_size * cfg.tensor_parallel_size
+        if gpus and need > gpus:
+            raise ConfigError(f"--data-parallel-size {cfg.data_parallel_size} x --tensor-parallel-size "
+                              f"{cfg.tensor_parallel_size} needs {need} GPUs ({gpus} visible)")

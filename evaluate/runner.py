@@ -21,8 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from longrecipe.base import models
-from longrecipe.base.config import ConfigError, check
+from longrecipe.base.config import ConfigError
 from longrecipe.base.io import write_json, write_text
 from longrecipe.base.schema import ModelInfo, Results, ScoreRow, append_jsonl, read_jsonl, run_info
 from longrecipe.base.tokenization import load_tokenizer
@@ -31,12 +30,11 @@ from longrecipe.evaluate.backends import BACKENDS, Request
 from longrecipe.evaluate.config import (  # noqa: F401  (build_config: the API callers use with run_eval)
     ADDITIVE,
     COMMON,
-    DTYPES,
     NEUTRAL,
     EvalConfig,
     build_config,
+    check_input,
     flat,
-    option_keys,
     suite_options,
 )
 from longrecipe.tasks import chat
@@ -66,46 +64,12 @@ def _selected(cfg: EvalConfig) -> list[Task]:
 
 
 def validate(cfg: EvalConfig) -> tuple[Path, int]:
-    """One-line errors for bad input before anything is computed or written."""
-    check(cfg)
-    if not cfg.suites or not cfg.lengths:
-        raise ConfigError("give at least one suite and one length")
-    if min(cfg.lengths) < 1:
-        raise ConfigError(f"lengths must be positive, got {list(cfg.lengths)}")
-    if cfg.backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {cfg.backend!r}; choose from {', '.join(BACKENDS)}")
-    unknown = [k for k in cfg.options if k not in option_keys()]
-    if unknown:
-        raise ConfigError(f"unknown config key '{unknown[0]}'")
-    if not BACKENDS[cfg.backend].local_model:
-        if not cfg.base_url or not cfg.tokenizer:
-            raise ConfigError(f"--backend {cfg.backend} needs --base-url (e.g. http://127.0.0.1:8000/v1) and "
-                              f"--tokenizer DIR (the served model's tokenizer, to build and fit prompts); --model is "
-                              f"the served name")
-    if cfg.dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {cfg.dtype!r}; choose from {', '.join(DTYPES)}")
-    if cfg.tensor_parallel_size > 1:
-        gpus = torch.cuda.device_count()
-        if cfg.backend != "vllm" or cfg.tensor_parallel_size > gpus:
-            raise ConfigError(f"--tensor-parallel-size {cfg.tensor_parallel_size} needs --backend vllm and as many "
-                              f"GPUs ({gpus} visible)")
-    if cfg.data_parallel_size > 1:
-        _check_data_parallel(cfg)
-    path = models.resolve(cfg.model if BACKENDS[cfg.backend].local_model else cfg.tokenizer)
-    for suite in cfg.suites:
-        if suite not in REGISTRY:
-            raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(REGISTRY)}")
-    conf = json.loads((path / "config.json").read_text())
-    window = int(conf.get("max_position_embeddings", 0))
-    too_long = [n for n in cfg.lengths if n > window]
-    if too_long and not cfg.allow_extrapolation:
-        raise ValueError(f"length {max(too_long)} is above the model's max_position_embeddings ({window}); pass "
-                         f"--allow-extrapolation to measure beyond the window")
+    """One-line errors for bad input before anything is computed or written: the input checks that need no model
+    code (`check_input`, which the CLI runs before it imports this module), then each model task's own."""
+    path, window = check_input(cfg)
     for task in _selected(cfg):
-        options = suite_options(cfg, task)
-        task.check(options)
         if task.evaluator:
-            EVALUATORS[task.evaluator].check(cfg, options)
+            EVALUATORS[task.evaluator].check(cfg, suite_options(cfg, task))
     return path, window
 
 
@@ -326,17 +290,6 @@ def predict_pooled(jobs: list[Job], backend: Any, out: Path, batch_size: int, lo
     bar.close()
     for job, n, dt, new_tokens in spent.values():  # each job's share of the batches' time
         _log_job(job, n, dt, new_tokens, log)
-
-
-def _check_data_parallel(cfg: EvalConfig) -> None:
-    if not BACKENDS[cfg.backend].local_model:
-        raise ConfigError(f"--data-parallel-size runs local engines; --backend {cfg.backend} sends requests to a "
-                          f"server (use --concurrency, and the server's own data parallelism)")
-    gpus = torch.cuda.device_count()
-    need = cfg.data_parallel_size * cfg.tensor_parallel_size
-    if gpus and need > gpus:
-        raise ConfigError(f"--data-parallel-size {cfg.data_parallel_size} x --tensor-parallel-size "
-                          f"{cfg.tensor_parallel_size} needs {need} GPUs ({gpus} visible)")
 
 
 def cpu_share(i: int, n: int) -> list[int]:

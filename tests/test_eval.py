@@ -79,6 +79,19 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
     assert len(err) == 1 and message in err[0], res.stderr
 
 
+@pytest.mark.parametrize("args", [["--model", "/no/such/model"], ["--model", "tiny", "--lengths", "1024"],
+                                  ["--model", "tiny", "--ruler-tasks", "niah_single_9"]])
+def test_bad_input_is_refused_before_torch_is_imported(tmp_path, args):
+    """A typo costs a fraction of a second: the CLI checks the input before it imports the model code (torch and
+    transformers take ~5 s to import on 2 cores)."""
+    code = ("import sys\nfrom longrecipe.recipes import cli\ncode = cli.main(sys.argv[1:])\n"
+            "print(code, 'torch' in sys.modules, 'transformers.modeling_utils' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code, "eval", *args, "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.stdout.split() == ["2", "False", "False"], res.stdout + res.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_corrupt_predictions_keep_previous_results(tmp_path):
     args = ["eval", "--model", "tiny", "--suite", "passkey", "--lengths", "256", "--samples", "6", "--out",
             str(tmp_path)]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 # The flags and choices come from the registries (torch-free); each command imports its implementation when it runs,
 # so that `report` and `check` never import torch.
 from longrecipe.evaluate.backends import BACKENDS
-from longrecipe.evaluate.config import COMMON, DTYPES, option_owners
+from longrecipe.evaluate.config import COMMON, DTYPES, build_config, check_input, option_owners
 from longrecipe.tasks.suites import REGISTRY
 
 EXIT_USAGE = 2
@@ -162,6 +162,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _print_plan(args)
     if not args.config:
         raise UsageError("give --config CONFIG (or --plan CONFIG for the memory estimate only)")
+    from longrecipe.base import config as C
+    from longrecipe.train.config import RunConfig
+
+    C.load(RunConfig, args.config, args.overrides).validate()  # a bad config is refused before torch is imported
     from longrecipe.train.recipe import run_training
 
     run_training(args.config, args.overrides)
@@ -299,7 +303,6 @@ def eval_config(args: argparse.Namespace):
     """The eval settings, lowest first: the flags' defaults, the YAML file, `key=value` overrides, then the flags
     given on the command line. Every flag is a config key (`--suite` is `suites`), validated by the config loader."""
     from longrecipe.base import config as C
-    from longrecipe.evaluate.runner import build_config
 
     parser = args.eval_parser
     key = {"suite": "suites"}
@@ -315,9 +318,11 @@ def eval_config(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    cfg = eval_config(args)
+    check_input(cfg)  # bad input is refused before torch and transformers are imported
     from longrecipe.evaluate.runner import run_eval
 
-    path = run_eval(eval_config(args), command="longrecipe " + " ".join(sys.argv[1:]))
+    path = run_eval(cfg, command="longrecipe " + " ".join(sys.argv[1:]))
     print(f"wrote {path}")
     return 0
 
