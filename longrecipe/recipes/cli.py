@@ -213,6 +213,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from longrecipe.base import config as C
+    from longrecipe.train.config import RunConfig
+
+    C.load(RunConfig, args.config, args.overrides).validate()  # a bad config is refused before torch is imported
     from longrecipe.recipes.run import run_all
 
     out = run_all(args.config, args.overrides)
