@@ -157,15 +157,20 @@ def cmd_passkey(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_run_config(args: argparse.Namespace) -> None:
+    """A bad train/run config is refused before torch is imported (train.config is torch-free)."""
+    from longrecipe.base import config as C
+    from longrecipe.train.config import RunConfig
+
+    C.load(RunConfig, args.config, args.overrides).validate()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.plan:
         return _print_plan(args)
     if not args.config:
         raise UsageError("give --config CONFIG (or --plan CONFIG for the memory estimate only)")
-    from longrecipe.base import config as C
-    from longrecipe.train.config import RunConfig
-
-    C.load(RunConfig, args.config, args.overrides).validate()  # a bad config is refused before torch is imported
+    _check_run_config(args)
     from longrecipe.train.recipe import run_training
 
     run_training(args.config, args.overrides)
@@ -213,10 +218,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from longrecipe.base import config as C
-    from longrecipe.train.config import RunConfig
-
-    C.load(RunConfig, args.config, args.overrides).validate()  # a bad config is refused before torch is imported
+    _check_run_config(args)
     from longrecipe.recipes.run import run_all
 
     out = run_all(args.config, args.overrides)
