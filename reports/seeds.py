@@ -47,7 +47,12 @@ def frame(seed_dirs: Sequence[str | Path]) -> pd.DataFrame:
 
 def per_seed(df: pd.DataFrame, build: Callable[[pd.DataFrame], pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(mean, std) over seeds of a table `build` makes from one seed's rows (std NaN with one seed)."""
-    tabs = [build(g.drop(columns="seed")) for _, g in df.groupby("seed", sort=True)]
+    return mean_std([build(g.drop(columns="seed")) for _, g in df.groupby("seed", sort=True)])
+
+
+def mean_std(tabs: Sequence[pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(mean, std) cell by cell of tables with the same rows and columns, one per seed, in the first one's row
+    order (empty tables are skipped; std NaN with one table)."""
     tabs = [t.apply(pd.to_numeric, errors="coerce") for t in tabs if not t.empty]
     if not tabs:
         return pd.DataFrame(), pd.DataFrame()

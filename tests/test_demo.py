@@ -248,6 +248,34 @@ def test_kept_study_rebuilds_the_per_study_tables(tmp_path):
     assert bad.returncode == 2 and "not a kept study" in bad.stderr and bad.stderr.strip().count("\n") == 0
 
 
+def test_table3_over_seeds_is_mean_and_std_of_every_staged_seed(tmp_path):
+    """Two seeds that both ran the Table-3 stages: Table 3 of the report over seeds is their mean ± std cell by
+    cell (sample std, ddof 1), not the first seed's table; a seed without the stages does not count."""
+    from longrecipe.recipes.demo import keep_seed, keep_study
+
+    def cloze(v):
+        return [("general", "longrecipe_cloze", "acc", v, 1, None, None, 60)]
+
+    folders = []
+    for seed, (orig, ext, merged) in enumerate([(70.0, 40.0, 60.0), (80.0, 50.0, 60.0), (0.0, 0.0, 0.0)]):
+        ev = tmp_path / f"eval-{seed}"
+        runs = [_results(ev / "base", cloze(orig)), _results(ev / "longrecipe", cloze(merged))]
+        stages = [_results(ev / "longrecipe-extension", cloze(ext)), runs[-1]] if seed < 2 else []
+        folder = tmp_path / "seeds" / f"seed-{seed}"
+        keep_seed(runs, folder)
+        keep_study(folder, {}, 0.3, runs, stages, [])
+        folders.append(str(folder))
+    res = run_cli("report", "--seeds", *folders, "--out", str(tmp_path / "rep"))
+    assert res.returncode == 0, res.stderr
+    md = (tmp_path / "rep" / "table3.md").read_text()
+    # original: 70, 80 -> 75 ± 7.07; before replay: 40, 50 -> 45 ± 7.07; after merge: 60, 60 -> 60 ± 0
+    assert md.startswith("Mean ± std over 2 seeds.")
+    assert "| original | **75.0 ± 7.07** |" in md and "| before replay | 45.0 ± 7.07 |" in md
+    assert "| after merge | 60.0 ± 0.0 |" in md
+    csv = pd.read_csv(tmp_path / "rep" / "table3.csv", index_col=0)
+    assert csv.loc["before replay", "longrecipe_cloze (acc) std"] == pytest.approx(50**0.5)
+
+
 def test_lower_is_better_columns_bold_their_minimum():
     from longrecipe.reports.tables import to_markdown
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from longrecipe.reports import load, tables
+from longrecipe.reports import load, seeds, tables
 from longrecipe.tasks.views import Table
 from longrecipe.train.positions import BASELINES
 
+TABLE3_CAPTION = "General ability before replay, after replay and after merge"
 STAGE_NAMES = {"longrecipe-extension": "before replay", "longrecipe-replay": "after replay",
                "longrecipe": "after merge"}
 
@@ -103,8 +104,7 @@ def _write_compute(compute: Mapping[str, Mapping[str, float]], ratio: float, out
 
 
 def _write_table3(base: Path | None, stage_runs: Sequence[Path], out: Path) -> list[Path]:
-    return tables.write(table3(base, stage_runs), out, "table3",
-                        "General ability before replay, after replay and after merge")
+    return tables.write(table3(base, stage_runs), out, "table3", TABLE3_CAPTION)
 
 
 def _write_token_ratio(ratio_runs: Sequence[tuple[float, Path]], flt: Path | None, out: Path) -> list[Path]:
@@ -114,16 +114,21 @@ def _write_token_ratio(ratio_runs: Sequence[tuple[float, Path]], flt: Path | Non
 
 def write_kept_study(seed_dirs: Sequence[Path], out: Path) -> list[Path]:
     """compute / table3 / token_ratio of a report over seeds, rebuilt from the seeds' kept studies
-    (`demo.keep_study`) alone: each table from the first seed folder (name order) that ran its study, compute from
-    the one with the most ratio runs. Why per table: the extras (Table 3, the token-ratio study) may have run with
-    one seed only, not necessarily the first, and not both with the same one. None kept: nothing written."""
+    (`demo.keep_study`) alone: Table 3 as mean ± std over every seed that ran the stages (as the study's own table
+    when one did), the token-ratio table from the first seed folder (name order) that ran it, compute from the one
+    with the most ratio runs. Why per table: the extras may have run with some seeds only, not necessarily the
+    first, and not both with the same ones. None kept: nothing written."""
     kept = [_kept_study(Path(d)) for d in sorted(map(Path, seed_dirs)) if (Path(d) / "study" / "study.json").is_file()]
     if not kept:
         return []
     fullest = max(kept, key=lambda k: len(k["ratio_runs"]))  # max keeps the first of the fullest
     written = _write_compute(fullest["compute"], fullest["ratio"], out)
-    if staged := next((k for k in kept if k["stage_runs"]), None):
-        written += _write_table3(staged["main"].get("base"), staged["stage_runs"], out)
+    staged = [k for k in kept if k["stage_runs"]]
+    if len(staged) == 1:
+        written += _write_table3(staged[0]["main"].get("base"), staged[0]["stage_runs"], out)
+    elif staged:
+        mean, std = seeds.mean_std([table3(k["main"].get("base"), k["stage_runs"]) for k in staged])
+        written += seeds.write_pm(mean, std, out, "table3", TABLE3_CAPTION, len(staged))
     if ratios := next((k for k in kept if k["ratio_runs"]), None):
         written += _write_token_ratio(ratios["ratio_runs"], ratios["main"].get("flt"), out)
     return written
