@@ -143,6 +143,37 @@ def test_every_method_takes_its_view_of_the_same_windows(tmp_path, tiny):
         assert int((batch["labels"] != IGNORE).sum()) <= int(keep.size) * 6
 
 
+def test_plain_rows_are_the_same_rows_for_every_method_and_leave_flt_unchanged(tmp_path, tiny):
+    """data.plain_fraction: the rows drawn plain are the same for every method (the window stream decides), a plain
+    row is contiguous tokens of its window at positions 0..n-1, the other rows are the method's own view, and FLT
+    (plain already) trains on exactly the rows it had without the option."""
+    from longrecipe.recipes.longdocs import write_corpus
+    from longrecipe.train.config import DataConfig, TrainConfig
+    from longrecipe.train.data import build
+
+    _, tok = tiny
+    path = tmp_path / "long.jsonl"
+    write_corpus(path, tok, 1024, retrieval_docs=8, seed=4)
+    full = TrainConfig(method="flt", target_length=1024, train_length=1024)
+    flt = [build(tok, DataConfig(source=str(path), plain_fraction=f), full).batch(1, 3, 0, 0, 16) for f in (0, .5)]
+    assert all(torch.equal(flt[0][k], flt[1][k]) for k in flt[0])
+    plain_rows = {}
+    for method in ("pose", "randpos"):
+        train = TrainConfig(method=method, target_length=1024, train_length=307)
+        off = build(tok, DataConfig(source=str(path)), train).batch(1, 3, 0, 0, 16)
+        on = build(tok, DataConfig(source=str(path), plain_fraction=0.5), train).batch(1, 3, 0, 0, 16)
+        plain = [r for r, pos in enumerate(on["position_ids"].tolist()) if pos == list(range(307))]
+        plain_rows[method] = plain
+        for r in range(16):
+            row, window = on["input_ids"][r].tolist(), flt[0]["input_ids"][r].tolist()
+            if r in plain:
+                assert " " + " ".join(map(str, row)) + " " in " " + " ".join(map(str, window)) + " "
+            else:
+                assert torch.equal(on["input_ids"][r], off["input_ids"][r])
+                assert torch.equal(on["position_ids"][r], off["position_ids"][r])
+    assert plain_rows["pose"] == plain_rows["randpos"] and 3 <= len(plain_rows["pose"]) <= 13
+
+
 def test_heldout_text_is_not_in_the_training_corpus():
     from longrecipe.base import corpus
 
@@ -340,6 +371,41 @@ def test_demo_quick_end_to_end(tmp_path):
     assert (rep / "table1.md").read_text() == before
 
 
+def test_same_post_training_replays_and_merges_a_baseline_and_counts_its_compute(tmp_path):
+    """--same-post-training: a baseline gets LongRecipe's replay (native length, replay lr) and the merge with the
+    original model: the merged weights are merge_weight x replayed + (1 - merge_weight) x base, and the compute
+    table counts the replay in the baseline's FLOPs."""
+    from safetensors.torch import load_file
+
+    from longrecipe.base import models
+    from longrecipe.recipes.demo import Demo, DemoConfig
+    from longrecipe.recipes.study import compute_table
+
+    d = Demo(DemoConfig.quick_config(out=str(tmp_path / "demo"), same_post_training=True))
+    base = models.resolve("tiny-v2")
+    post = d.post_train("pose-post", base)  # the base stands in for an extended model
+    conf = yaml_load(tmp_path / "demo" / "train" / "pose-post" / "replay" / "config.yaml")
+    assert conf["train"]["stage"] == "replay" and conf["train"]["train_length"] == 512
+    assert conf["train"]["steps"] == 2 and conf["train"]["lr"] == d.cfg.replay_lr
+    rep, merged, orig = (load_file(str(p / "model.safetensors")) for p in (post["replay"], post["merged"], base))
+    moved = [k for k in orig if not torch.equal(rep[k], orig[k])]
+    assert moved
+    for k in moved:
+        torch.testing.assert_close(merged[k], 0.5 * rep[k] + 0.5 * orig[k], rtol=1e-5, atol=1e-6)
+    d.compute["pose"] = {"sequences": 8, "seq_len": 614, "tokens": 4912, "flops": 1e12, "wall_s": 1.0}
+    d.compute["flt"] = {"sequences": 8, "seq_len": 2048, "tokens": 16384, "flops": 5e12, "wall_s": 4.0}
+    table = compute_table(d.compute, 0.3)
+    replay = d.compute["pose-post/replay"]
+    assert table.loc["pose", "FLOPs"] == 1e12 + replay["flops"] and replay["flops"] > 0
+    assert table.loc["pose", "train tokens"] == 4912 + 2 * 4 * 512 and table.loc["flt", "FLOPs"] == 5e12
+
+
+def yaml_load(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
 def test_demo_refuses_a_run_directory_with_other_settings(tmp_path):
     out = tmp_path / "demo"
     out.mkdir()
@@ -351,7 +417,8 @@ def test_demo_refuses_a_run_directory_with_other_settings(tmp_path):
 
 
 def test_demo_rejects_bad_seeds_and_base(tmp_path):
-    bad = ((["--seeds", "0"], "--seeds must be >= 1"), (["--base", str(tmp_path / "none")], "--base: no model"))
+    bad = ((["--seeds", "0"], "--seeds must be >= 1"), (["--base", str(tmp_path / "none")], "--base: no model"),
+           (["--plain-fraction", "1.5"], "--plain-fraction must be in [0, 1]"))
     for args, message in bad:
         res = run_cli("demo", "--quick", "--out", str(tmp_path / "o"), *args)
         assert res.returncode == 2 and message in res.stderr and res.stderr.strip().count("\n") == 0

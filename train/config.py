@@ -40,6 +40,9 @@ class DataConfig:
     anchor_mode: Literal["types", "digit"] = "types"
     keep_other: float = bounded(0.3, ge=0, le=1)
     max_gap: int | None = bounded(None, ge=0)  # None: the reference's budget form; M: the paper's gaps ~ U{0..M}
+    # share of rows a 30 % method (not FLT) takes as plain contiguous tokens with positions 0..n-1: the same rows
+    # for every method (drawn from the window stream); keeps the native window's local order exercised
+    plain_fraction: float = bounded(0.0, ge=0, le=1)
 
 
 @dataclass(frozen=True)

@@ -138,15 +138,19 @@ class SampleBuilder:
         index = int(long[int(rng.integers(len(long)))])
         return index, int(rng.integers(0, int(self.lengths[index]) - length + 1))
 
-    def sample(self, rng: np.random.Generator, window: tuple[int, int] | None = None
+    def sample(self, rng: np.random.Generator, window: tuple[int, int] | None = None, plain: bool = False
                ) -> tuple[list[int], list[int], list[int] | None, list[bool] | None]:
         """(input ids, position ids, document ids or None, loss mask or None) of one row; `window` (document, start)
-        from `_draw_window` (drawn from `rng` when not given)."""
+        from `_draw_window` (drawn from `rng` when not given). A `plain` row of a position-transform method is
+        train_length contiguous tokens of the window at positions 0..n-1 (FLT's rows are plain already)."""
         if self.train.stage == "replay":
             return (*self._packed(rng), None)
         index, lo = window if window is not None else self._draw_window(rng)
         doc = self.docs[index]
-        idx, pos = self.BUILDERS[self.train.method](self, rng, doc, index, lo)
+        if plain and not P.METHODS[self.train.method].full_length:
+            idx, pos = self._contiguous(rng, lo), P.flt_positions(self.train.train_length)
+        else:
+            idx, pos = self.BUILDERS[self.train.method](self, rng, doc, index, lo)
         keep = row_targets(doc, idx)
         return doc.ids[idx].tolist(), pos, None, keep.tolist() if keep is not None else None
 
@@ -264,9 +268,13 @@ class SampleBuilder:
         rows = []
         for i in range(size):
             rng = np.random.default_rng([seed, step, micro, rank, i, 1])  # the method's own choices
-            window = None if self.train.stage == "replay" else \
-                self._draw_window(np.random.default_rng([seed, step, micro, rank, i, 0]))
-            rows.append(self.sample(rng, window))
+            if self.train.stage == "replay":
+                rows.append(self.sample(rng))
+                continue
+            shared = np.random.default_rng([seed, step, micro, rank, i, 0])  # the same for every method
+            window = self._draw_window(shared)
+            plain = self.data.plain_fraction > 0 and bool(shared.random() < self.data.plain_fraction)
+            rows.append(self.sample(rng, window, plain))
         ids = torch.tensor([r[0] for r in rows], dtype=torch.long)
         labels = ids.clone()
         for i, r in enumerate(rows):

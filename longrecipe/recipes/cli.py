@@ -241,6 +241,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     kw = {k: v for k, v in (("out", args.out), ("report", args.report), ("essay_dir", args.essay_dir),
                             ("backend", args.backend), ("stages", args.stages or args.full_study),
+                            ("same_post_training", args.same_post_training),
                             ("ratios", args.ratios if args.ratios else (0.1, 0.2, 0.3, 0.4) if args.full_study
                              else ()))}
     if args.lengths:
@@ -249,6 +250,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         kw["samples"] = args.samples
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.plain_fraction is not None:
+        if not 0 <= args.plain_fraction <= 1:
+            raise UsageError(f"--plain-fraction must be in [0, 1], got {args.plain_fraction}")
+        kw["plain_fraction"] = args.plain_fraction
     kw.update(seeds=args.seeds, seed=args.seed, target=args.target)
     from longrecipe.base import models
 
@@ -558,6 +563,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--base", default="tiny-v2", help="the model extended: 'tiny-v2' (default: 8 layers, window 512), "
                     "'tiny' (v1: 2 layers, window 256) or a directory")
     sp.add_argument("--target", type=int, default=0, help="target window (default 4x the base's)")
+    sp.add_argument("--plain-fraction", type=float, default=None, help="share of the 30 %% methods' rows taken plain "
+                    "(contiguous tokens, positions 0..n-1; the same rows for each method; default: the study's)")
+    sp.add_argument("--same-post-training", action="store_true", help="give every method LongRecipe's replay and "
+                    "merge with the base (the paper gives them to LongRecipe alone)")
     sp.add_argument("--seeds", type=int, default=1, help="seeds --seed .. --seed + N - 1, one study each; the report "
                     "gives mean +/- std and the differences that pass the rule (README)")
     sp.add_argument("--seed", type=int, default=0, help="first seed (default 0)")

@@ -66,6 +66,7 @@ class DemoConfig:
     base: str = "tiny-v2"  # the model extended: 'tiny-v2' (window 512), 'tiny' (v1, window 256) or a directory
     target: int = 0  # 0: 4x the base's native window
     ratio: float = 0.3  # training length of PoSE, RandPos and LongRecipe as a fraction of the target
+    plain_fraction: float = 0.0  # share of their rows kept plain (contiguous, positions 0..n-1): data.plain_fraction
     ratios: tuple[float, ...] = ()  # token-ratio study: LongRecipe at each ratio (FLT is the 100 % point)
     stages: bool = False  # Table-3 view: general ability before replay, after replay, after merge
     steps: int = 300
@@ -75,6 +76,8 @@ class DemoConfig:
     replay_steps: int = 40
     replay_lr: float = 5e-5
     merge_weight: float = 0.5  # weight of the extended model; the original model gets 1 - merge_weight
+    # LongRecipe's post-training (replay, then the merge) for every method; the paper gives it to LongRecipe alone
+    same_post_training: bool = False
     retrieval_docs: int = 256
     analysis_windows: int = 32
     lengths: tuple[int, ...] = ()  # () : the native window x 1, 2, 4 and 8
@@ -159,16 +162,31 @@ class Demo:
         c = self.cfg
         return [f"data.source={self.data()}", f"train.target_length={c.target}", f"train.train_length={length}",
                 f"train.steps={c.steps}", f"train.batch_size={c.batch_size}", f"train.lr={c.lr}",
-                f"train.seed={c.seed}", f"rope.method={c.rope}", "train.save_every=25", f"model.path={c.base}"]
+                f"train.seed={c.seed}", f"rope.method={c.rope}", "train.save_every=25", f"model.path={c.base}",
+                f"data.plain_fraction={c.plain_fraction}"]
 
     def baselines(self) -> dict[str, Path]:
-        """FLT at the target length; PoSE and RandPos at `ratio` of it: the same number of samples each."""
+        """FLT at the target length; PoSE and RandPos at `ratio` of it: the same number of samples each (their
+        extension stage: the PoSE one is also the analysis' extended model)."""
         c = self.cfg
         out = {}
         for method in BASELINES:
             length = c.target if METHODS[method].full_length else c.train_length
             out[method] = self.train(method, f"tiny_{method}.yaml", self._extension_overrides(length))
         return out
+
+    def post_train(self, name: str, extended: Path) -> dict[str, Path]:
+        """LongRecipe's training optimizations: replay at the native length, then the merge with the original model
+        (train/<name>/replay, train/<name>/merged)."""
+        c = self.cfg
+        rep = self.train(f"{name}/replay", "tiny_replay.yaml", [
+            f"model.path={extended}", f"train.steps={c.replay_steps}", f"train.batch_size={c.batch_size}",
+            f"train.lr={c.replay_lr}", f"train.seed={c.seed}", f"train.train_length={self.native}",
+            f"train.target_length={self.native}"])
+        merged = self.out / "train" / name / "merged"
+        if not (merged / "config.json").exists():
+            merge_models([str(rep), str(self.base)], [c.merge_weight, 1 - c.merge_weight], merged)
+        return {"replay": rep, "merged": merged}
 
     def analysis(self, extended: Path) -> Path:
         """Impactful tokens: base vs an extended model of the same family (here the PoSE-extended one)."""
@@ -188,14 +206,7 @@ class Demo:
         length = max(2, round(ratio * c.target))
         ext = self.train(f"{name}/extension", "tiny_longrecipe.yaml", [
             *self._extension_overrides(length), "data.selection=impactful", f"data.anchors_from={anchors}"])
-        rep = self.train(f"{name}/replay", "tiny_replay.yaml", [
-            f"model.path={ext}", f"train.steps={c.replay_steps}", f"train.batch_size={c.batch_size}",
-            f"train.lr={c.replay_lr}", f"train.seed={c.seed}", f"train.train_length={self.native}",
-            f"train.target_length={self.native}"])
-        merged = self.out / "train" / name / "merged"
-        if not (merged / "config.json").exists():
-            merge_models([str(rep), str(self.base)], [c.merge_weight, 1 - c.merge_weight], merged)
-        return {"extension": ext, "replay": rep, "merged": merged}
+        return {"extension": ext, **self.post_train(name, ext)}
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self, name: str, model: Path | str, suites: tuple[str, ...],
@@ -232,8 +243,11 @@ class Demo:
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(saved, dataclasses.asdict(c))
         t0 = time.time()
-        models: dict[str, Path | str] = {"base": c.base, **self.baselines()}
-        anchors = self.analysis(models["pose"])
+        extended = self.baselines()
+        models: dict[str, Path | str] = {"base": c.base, **extended}
+        if c.same_post_training:
+            models.update({m: self.post_train(f"{m}-post", p)["merged"] for m, p in extended.items()})
+        anchors = self.analysis(extended["pose"])
         main = self.longrecipe(c.ratio, anchors)
         models["longrecipe"] = main["merged"]
         long_suites = ("ruler", "niah", "passkey", "ppl", "general")

@@ -23,9 +23,10 @@ STAGE_NAMES = {"longrecipe-extension": "before replay", "longrecipe-replay": "af
 
 def compute_table(compute: Mapping[str, Mapping[str, float]], ratio: float) -> pd.DataFrame:
     """Rows = methods; tokens, FLOPs (counted) and wall time of all their training, and FLOPs relative to FLT.
-    LongRecipe's row adds its stages (extension, replay) and the analysis forward passes."""
+    LongRecipe's row adds its stages (extension, replay) and the analysis forward passes; a baseline's, its replay
+    when the study gave every method LongRecipe's post-training."""
     label = f"longrecipe-{round(100 * ratio)}pct"
-    groups: dict[str, list[str]] = {m: [m] for m in BASELINES if m in compute}
+    groups: dict[str, list[str]] = {m: [m, f"{m}-post/replay"] for m in BASELINES if m in compute}
     groups["longrecipe"] = [f"{label}/extension", f"{label}/replay", "analysis"]
     for name in compute:
         if name.startswith("longrecipe-") and name.endswith("/extension") and not name.startswith(label):
