@@ -416,6 +416,21 @@ def test_demo_refuses_a_run_directory_with_other_settings(tmp_path):
     assert json.loads((out / "demo_config.json").read_text()) == {"steps": 999}  # untouched
 
 
+def test_a_run_saved_before_a_setting_existed_resumes_with_its_default():
+    """demo_config.json written before plain_fraction / same_post_training existed: missing = default, so the run
+    resumes; a different value, or another changed setting, is named."""
+    import dataclasses
+
+    from longrecipe.recipes.demo import DemoConfig, changed_settings
+
+    cfg = DemoConfig.quick_config(seed=1).resolved(512)
+    saved = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    old = {k: v for k, v in saved.items() if k not in ("plain_fraction", "same_post_training")}
+    assert changed_settings(cfg, saved) == [] and changed_settings(cfg, old) == []
+    assert changed_settings(dataclasses.replace(cfg, plain_fraction=0.25), old) == ["plain_fraction"]
+    assert changed_settings(cfg, {**saved, "steps": 999, "stages": True}) == ["steps"]
+
+
 def test_demo_rejects_bad_seeds_and_base(tmp_path):
     bad = ((["--seeds", "0"], "--seeds must be >= 1"), (["--base", str(tmp_path / "none")], "--base: no model"),
            (["--plain-fraction", "1.5"], "--plain-fraction must be in [0, 1]"))

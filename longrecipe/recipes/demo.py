@@ -233,10 +233,7 @@ class Demo:
                              f"--lengths {','.join(map(str, c.lengths))} has none")
         saved = self.out / "demo_config.json"
         if saved.exists():
-            old = json.loads(saved.read_text())
-            keep = ("report", "ratios", "stages")  # studies may be added to a finished run
-            diff = [k for k, v in dataclasses.asdict(c).items()
-                    if k not in keep and json.loads(json.dumps(v)) != old.get(k)]
+            diff = changed_settings(c, json.loads(saved.read_text()))
             if diff:
                 raise ValueError(f"{self.out} holds a demo run with other settings ({diff[0]} differs); "
                                  f"use a new --out")
@@ -291,6 +288,19 @@ class Demo:
         folder = out / "seeds" / f"seed-{self.cfg.seed}"
         keep_seed(runs, folder)
         keep_study(folder, self.compute, self.cfg.ratio, runs, stage_runs, ratio_runs)
+
+
+def changed_settings(cfg: DemoConfig, saved: dict[str, Any]) -> list[str]:
+    """The settings in which `cfg` differs from a run's saved demo_config.json. Studies may be added to a finished
+    run (report, ratios, stages); a setting the saved file lacks (written before the setting existed) counts as its
+    default, so that such a run still resumes."""
+    keep = ("report", "ratios", "stages")
+    defaults = {f.name: f.default for f in dataclasses.fields(DemoConfig)}
+    def plain(v: Any) -> Any:  # tuples as the saved lists
+        return json.loads(json.dumps(v))
+
+    return [k for k, v in dataclasses.asdict(cfg).items()
+            if k not in keep and plain(v) != saved.get(k, plain(defaults.get(k)))]
 
 
 def keep_seed(runs: list[Path], folder: Path) -> None:
