@@ -375,6 +375,7 @@ def test_same_post_training_replays_and_merges_a_baseline_and_counts_its_compute
     """--same-post-training: a baseline gets LongRecipe's replay (native length, replay lr) and the merge with the
     original model: the merged weights are merge_weight x replayed + (1 - merge_weight) x base, and the compute
     table counts the replay in the baseline's FLOPs."""
+    import yaml
     from safetensors.torch import load_file
 
     from longrecipe.base import models
@@ -384,7 +385,7 @@ def test_same_post_training_replays_and_merges_a_baseline_and_counts_its_compute
     d = Demo(DemoConfig.quick_config(out=str(tmp_path / "demo"), same_post_training=True))
     base = models.resolve("tiny-v2")
     post = d.post_train("pose-post", base)  # the base stands in for an extended model
-    conf = yaml_load(tmp_path / "demo" / "train" / "pose-post" / "replay" / "config.yaml")
+    conf = yaml.safe_load((tmp_path / "demo" / "train" / "pose-post" / "replay" / "config.yaml").read_text())
     assert conf["train"]["stage"] == "replay" and conf["train"]["train_length"] == 512
     assert conf["train"]["steps"] == 2 and conf["train"]["lr"] == d.cfg.replay_lr
     rep, merged, orig = (load_file(str(p / "model.safetensors")) for p in (post["replay"], post["merged"], base))
@@ -398,12 +399,6 @@ def test_same_post_training_replays_and_merges_a_baseline_and_counts_its_compute
     replay = d.compute["pose-post/replay"]
     assert table.loc["pose", "FLOPs"] == 1e12 + replay["flops"] and replay["flops"] > 0
     assert table.loc["pose", "train tokens"] == 4912 + 2 * 4 * 512 and table.loc["flt", "FLOPs"] == 5e12
-
-
-def yaml_load(path: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load(path.read_text())
 
 
 def test_demo_refuses_a_run_directory_with_other_settings(tmp_path):

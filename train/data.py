@@ -273,7 +273,7 @@ class SampleBuilder:
                 continue
             shared = np.random.default_rng([seed, step, micro, rank, i, 0])  # the same for every method
             window = self._draw_window(shared)
-            plain = self.data.plain_fraction > 0 and bool(shared.random() < self.data.plain_fraction)
+            plain = bool(shared.random() < self.data.plain_fraction)  # never with 0; the window is drawn first
             rows.append(self.sample(rng, window, plain))
         ids = torch.tensor([r[0] for r in rows], dtype=torch.long)
         labels = ids.clone()
