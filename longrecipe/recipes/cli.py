@@ -363,9 +363,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     try:
         if args.seeds:
-            from longrecipe.recipes.study import write_kept_study
+            from longrecipe.recipes.study import read_kept_studies, write_kept_study
             from longrecipe.reports.seeds import build_seed_report
 
+            read_kept_studies([pathlib.Path(r) for r in args.runs])  # a broken kept study: refused before writing
             paths = build_seed_report(args.runs, args.out, args.target, ref=args.reference)
             # the per-study tables (compute, Table 3, token ratio) from the seeds that ran those studies
             paths += write_kept_study([pathlib.Path(r) for r in args.runs], pathlib.Path(args.out))
@@ -388,10 +389,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse under the project's bad-input contract: a usage error is one line (`longrecipe CMD: error: ...`,
+    exit 2) instead of the usage block and then the error; `--help` prints the usage as before."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from longrecipe import __version__
 
-    p = argparse.ArgumentParser(prog="longrecipe", description="Efficient context extension (LongRecipe) and "
+    p = Parser(prog="longrecipe", description="Efficient context extension (LongRecipe) and "
                                 "long-context evaluation.")
     p.add_argument("--version", action="version", version=f"longrecipe {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -119,7 +119,7 @@ def write_kept_study(seed_dirs: Sequence[Path], out: Path) -> list[Path]:
     when one did), the token-ratio table from the first seed folder (name order) that ran it, compute from the one
     with the most ratio runs. Why per table: the extras may have run with some seeds only, not necessarily the
     first, and not both with the same ones. None kept: nothing written."""
-    kept = [_kept_study(Path(d)) for d in sorted(map(Path, seed_dirs)) if (Path(d) / "study" / "study.json").is_file()]
+    kept = read_kept_studies(seed_dirs)
     if not kept:
         return []
     fullest = max(kept, key=lambda k: len(k["ratio_runs"]))  # max keeps the first of the fullest
@@ -133,6 +133,12 @@ def write_kept_study(seed_dirs: Sequence[Path], out: Path) -> list[Path]:
     if ratios := next((k for k in kept if k["ratio_runs"]), None):
         written += _write_token_ratio(ratios["ratio_runs"], ratios["main"].get("flt"), out)
     return written
+
+
+def read_kept_studies(seed_dirs: Sequence[Path]) -> list[dict]:
+    """The kept studies of these seed folders (those that have one), in name order; a broken one is a ReportError.
+    `report --seeds` reads them before it writes any table, so that a broken study leaves no half report."""
+    return [_kept_study(Path(d)) for d in sorted(map(Path, seed_dirs)) if (Path(d) / "study" / "study.json").is_file()]
 
 
 def _kept_study(folder: Path) -> dict:

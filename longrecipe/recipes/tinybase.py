@@ -17,6 +17,7 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -692,11 +693,13 @@ def _refit(cfg: TinyBaseV2Config, steps: int, done: int, rate: float, spent: flo
 
 
 def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Config = TinyBaseV2Config(),
-                       eval_every: int = 500, essay_dir: str | None = None, log=print) -> dict:
+                       eval_every: int = 500, essay_dir: str | None = None, log=print,
+                       clock: Callable[[], float] = time.monotonic) -> dict:
     """Stage 2, resumable (`out`.stage2 every `save_every` steps; the rows of step s depend on (seed, s) alone, so a
     resumed run sees the rows an uninterrupted one would). On a GPU (`cfg.device`), with `cfg.workers` processes
     building batches and `cfg.minutes` fitting the schedule to a wall budget: the one-call recipe of
-    benchmarks/gpu_tiny_base.py."""
+    benchmarks/gpu_tiny_base.py. `clock` (seconds) is what the budget reads: a test gives it a clock of its own, so
+    that the fitted step count does not depend on how busy the machine is."""
     out, work = Path(out), Path(str(out) + ".stage2")
     source = resolve_model(init_from)  # 'tiny', 'tiny-v2' or a directory; meta records `init_from` as given
     tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
@@ -727,18 +730,18 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
     if plan["steps"] != cfg.steps:
         sched.lr_lambdas[0] = _schedule(cfg.warmup, plan["steps"], cfg.schedule)
     gpu = cfg.device.startswith("cuda")
-    t0 = time.time() - plan["spent"]
+    t0 = clock() - plan["spent"]
     timing = {"train_s": 0.0, "steps": 0, "eval_s": 0.0}  # training-step time after warmup (the rate), last check
 
     def evaluate(step: int, loss: float) -> None:
         model.eval()
-        e0 = time.time()
+        e0 = clock()
         with torch.no_grad():
             scores = ruler_accuracy(model, tok, cfg.native_length, 10, essay_dir)
             pk = passkey_accuracy(model, tok, cfg.native_length, 20)
-        timing["eval_s"] = time.time() - e0
+        timing["eval_s"] = clock() - e0
         history.append({"step": step, "loss": round(loss, 4), "ruler@512": scores, "passkey@512": pk,
-                        "minutes": round((time.time() - t0) / 60, 1)})
+                        "minutes": round((clock() - t0) / 60, 1)})
         log(json.dumps(history[-1]))
 
     def save(done: int) -> None:
@@ -747,7 +750,7 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
             save_file(sd, str(tmp / "model.safetensors"))
             torch.save(opt.state_dict(), tmp / "opt.pt")
             write_json(tmp / "state.json", {"step": done, "sched": sched.state_dict(), "history": history,
-                                            "fitted_steps": plan["fitted"], "seconds": round(time.time() - t0, 1)})
+                                            "fitted_steps": plan["fitted"], "seconds": round(clock() - t0, 1)})
 
     if start == 0 and eval_every:
         evaluate(0, float("nan"))
@@ -756,12 +759,12 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
     for step, ids, labels in batches(sampler, ruler_rows, cfg, start, cfg.steps):  # a refit may move the end
         if step >= plan["steps"]:
             break
-        s0 = time.time()
+        s0 = clock()
         loss = train_step(model, opt, sched, ids.to(cfg.device, non_blocking=gpu),
                           labels.to(cfg.device, non_blocking=gpu), autocast=gpu)
         done = step + 1
         if done > max(cfg.warmup, start + 1):  # the first step after a start or resume pays one-off costs
-            timing["train_s"] += time.time() - s0
+            timing["train_s"] += clock() - s0
             timing["steps"] += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
@@ -769,18 +772,18 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
                 timing["train_s"] >= min(30.0, 0.02 * 60 * cfg.minutes):
             rate = timing["steps"] / timing["train_s"]
             plan["steps"] = plan["fitted"] = bar.total = _fit_steps(
-                cfg, done, rate, time.time() - t0, eval_every, timing["eval_s"])
+                cfg, done, rate, clock() - t0, eval_every, timing["eval_s"])
             sched.lr_lambdas[0] = _schedule(cfg.warmup, plan["steps"], cfg.schedule)
             log(f"{cfg.minutes} min budget: {plan['steps']} steps ({rate:.1f} training steps/s)")
         elif cfg.minutes and plan["fitted"] is not None and done % cfg.save_every == 0 and done < plan["steps"] \
                 and timing["steps"] >= 20:
-            steps = _refit(cfg, plan["steps"], done, timing["steps"] / timing["train_s"], time.time() - t0,
+            steps = _refit(cfg, plan["steps"], done, timing["steps"] / timing["train_s"], clock() - t0,
                            eval_every, timing["eval_s"])
             if steps != plan["steps"]:
                 plan["steps"] = plan["fitted"] = bar.total = steps
                 sched.lr_lambdas[0] = _schedule(cfg.warmup, steps, cfg.schedule)
                 log(f"{cfg.minutes} min budget: refitted to {steps} steps")
-        if cfg.minutes and time.time() - t0 > 60 * cfg.minutes and done < plan["steps"]:  # the budget is a limit
+        if cfg.minutes and clock() - t0 > 60 * cfg.minutes and done < plan["steps"]:  # the budget is a limit
             log(f"{cfg.minutes} min budget spent: stopping at step {done} of {plan['steps']}")
             plan["steps"], plan["budget_stop"] = done, True
         if eval_every and (done % eval_every == 0 or done == plan["steps"]):
@@ -794,7 +797,7 @@ def train_tiny_base_v2(init_from: str | Path, out: str | Path, cfg: TinyBaseV2Co
             "stopped_by_budget": plan["budget_stop"], "init_from": str(init_from), "history": history,
             "python": sys.version.split()[0], "torch": torch.__version__, "machine": platform.machine(),
             "device": torch.cuda.get_device_name() if gpu else platform.processor() or platform.machine(),
-            "train_minutes": round((time.time() - t0) / 60, 1)}
+            "train_minutes": round((clock() - t0) / 60, 1)}
     with atomic_dir(out) as tmp:
         model.to("cpu").save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)

@@ -1,0 +1,62 @@
+"""The package: import shadowing of Hugging Face `evaluate`, the subpackages, and the layering contracts checked by
+import-linter (base <- tasks <- {train, evaluate} <- reports <- recipes; tasks and reports without torch).
+
+import-linter (grimp) reads packages with an `__init__.py`; `evaluate/` has none on purpose (so that `import
+evaluate` from the repository root still finds Hugging Face's evaluate), so the check runs on a mirror of the
+package made of symlinks in which `longrecipe/evaluate` gets an empty `__init__.py`. The contracts are in
+pyproject.toml ([tool.importlinter])."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import ROOT
+
+
+def mirror(dest: Path) -> Path:
+    pkg = dest / "longrecipe"
+    pkg.mkdir(parents=True)
+    for item in (ROOT / "longrecipe").iterdir():
+        (pkg / item.name).symlink_to(item)
+    for sub in ("train", "tasks", "reports"):
+        (pkg / sub).symlink_to(ROOT / sub)
+    (pkg / "evaluate").mkdir()
+    for item in (ROOT / "evaluate").iterdir():
+        (pkg / "evaluate" / item.name).symlink_to(item)
+    (pkg / "evaluate" / "__init__.py").write_text("")
+    return dest
+
+
+@pytest.mark.integration
+def test_import_evaluate_from_repo_root_is_huggingface():
+    # The repo has a top-level evaluate/ folder; it must not shadow Hugging Face `evaluate` (lm-eval imports it).
+    out = subprocess.run([sys.executable, "-c", "import evaluate, sys; print(evaluate.__file__); "
+                          "print(hasattr(evaluate, 'load'))"], cwd=ROOT, capture_output=True, text=True, check=True)
+    path, has_load = out.stdout.split()
+    assert "site-packages" in path and not path.startswith(str(ROOT / "evaluate")), path
+    assert has_load == "True"
+
+
+def test_packages_import_as_longrecipe_subpackages():
+    import longrecipe.evaluate.hf_backend as hf
+    import longrecipe.tasks.passkey as pk
+    import longrecipe.train.positions as pos
+
+    assert hf.__file__.startswith(str(ROOT / "evaluate")) or "longrecipe/evaluate" in hf.__file__
+    assert callable(pos.longrecipe_positions) and callable(pk.generate)
+
+
+@pytest.mark.integration
+def test_import_contracts_hold(tmp_path):
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("import-linter is not installed (the dev extra installs it)")
+    work = mirror(tmp_path / "src")
+    res = subprocess.run([exe, str(ROOT / "pyproject.toml")], cwd=work, capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(work)})
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "4 kept, 0 broken" in res.stdout

@@ -1,0 +1,166 @@
+"""What many test modules share: the command line in process and as a real process, the one-line refusal contract,
+and the small training setup. Tests import it as `helpers` (pytest's `pythonpath` puts tests/ on the path); no
+test module imports another test module."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LONGRECIPE = str(Path(sys.executable).parent / "longrecipe")  # the console script of this environment
+TORCHRUN = str(Path(sys.executable).parent / "torchrun")
+
+# The tiny training setup of the trainer tests: the committed tiny model extended 256 -> 512 on 128-token rows.
+TRAIN_CONFIG = str(ROOT / "train" / "configs" / "tiny_longrecipe.yaml")
+SMALL = ("train.batch_size=2", "train.train_length=128", "train.target_length=512", "train.warmup=2",
+         "train.threads=1", "train.lr=1e-3")
+TORCHRUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@dataclass
+class Ran:
+    """What a run of the command gives back, in process or not: exit code and the two streams."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> Ran:
+    """`longrecipe ARGS` run in this process through `main()`, its output captured: the same code path as the console
+    script without ~8 s of interpreter and torch start-up per call. What the command changes in the process (the
+    environment, working directory, torch threads, the global RNGs) is put back afterwards, so that one test's
+    command cannot steer the next test. An exception that escapes main() is exit 1 with its traceback on stderr, as
+    the shell would see it."""
+    import numpy as np
+    import torch
+
+    from longrecipe.recipes.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd, threads = dict(os.environ), os.getcwd(), torch.get_num_threads()
+    rng = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        os.environ.update(env or {})
+        os.chdir(cwd or ROOT)
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as stop:  # argparse's usage errors and --help
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            except Exception:  # noqa: BLE001 - what the shell would show: a traceback and exit 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        torch.set_num_threads(threads)
+        torch.random.set_rng_state(rng[0])
+        np.random.set_state(rng[1])
+        random.setstate(rng[2])
+    return Ran(int(code), out.getvalue(), err.getvalue())
+
+
+def cli_process(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 900,
+                input: str | None = None) -> subprocess.CompletedProcess:
+    """The real console command in its own process: for what only a process shows (the exit code the shell sees,
+    the imports a command pays, signals and kills, vLLM engines that start workers)."""
+    return subprocess.run([LONGRECIPE, *map(str, args)], cwd=cwd or ROOT, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout, input=input)
+
+
+def err_lines(res) -> list[str]:
+    return [x for x in res.stderr.splitlines() if x.strip()]
+
+
+def one_line_exit_2(res, *needles: str) -> str:
+    """The contract for bad input: exit 2 and exactly one non-empty line on stderr holding every needle."""
+    err = err_lines(res)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert len(err) == 1, res.stderr[-3000:]
+    assert all(n in err[0] for n in needles), err[0]
+    return err[0]
+
+
+def train_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def weights(out: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "model" / "model.safetensors"))
+
+
+def torchrun(out: Path, *args: str, nproc: int = 2) -> list[str]:
+    """`torchrun` of `longrecipe train` on `nproc` CPU processes (gloo)."""
+    return [TORCHRUN, "--standalone", "--nproc_per_node", str(nproc), "-m", "longrecipe", "train", "--config",
+            TRAIN_CONFIG, f"out={out}", *args]
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def essays() -> str | None:
+    """The essay folder for RULER's essay haystacks: $LONGRECIPE_ESSAYS_DIR (set by .ci/run), else ../shared's copy
+    beside the checkout, else None (the built-in text)."""
+    env = os.environ.get("LONGRECIPE_ESSAYS_DIR")
+    candidates = [env] if env else [str(ROOT.parent / "shared" / "data" / "paul_graham_essays")]
+    return next((c for c in candidates if c and Path(c).is_dir()), None)
+
+
+def results_json(scores: list[dict]) -> dict:
+    """A results.json document (schema version 1) holding `scores`, with a placeholder run record."""
+    return {"schema_version": 1, "run": {"id": "r", "created": "now", "command": "c", "git_sha": None,
+                                         "git_dirty": None, "config": {}, "versions": {}, "seed": 1, "hardware": {}},
+            "model": {"path": "m"}, "backend": "hf", "scores": scores}
+
+
+def score_row(value, length: int = 512, task: str = "passkey", suite: str = "passkey", **kw) -> dict:
+    return {"suite": suite, "task": task, "metric": "exact_match", "value": value, "context_length": length,
+            "depth": None, "n": 10, **kw}
+
+
+# Two fixture runs of known scores (a base with a 256 window, a model extended to 2048) for the report tests.
+LENGTHS = (256, 512, 1024, 2048)
+
+FIXTURE = {
+    "base": {"niah_multikey_1": (90, 40, 10, 0), "niah_multivalue": (80, 30, 0, 0), "cloze": 60.0, "window": 256},
+    "longrecipe": {"niah_multikey_1": (88, 85, 80, 70), "niah_multivalue": (82, 75, 70, 60), "cloze": 58.0,
+                   "window": 2048},
+}
+
+def write_run(folder: Path, spec: dict) -> Path:
+    """A results.json of RULER, NIAH and general rows from a FIXTURE spec, in `folder`."""
+    from longrecipe.base.schema import ModelInfo, Results, ScoreRow, run_info
+    from longrecipe.tasks import ruler
+
+    rows = []
+    for task in ("niah_multikey_1", "niah_multivalue"):
+        rows += [ScoreRow("ruler", task, "string_match_all", float(v), 1, n, None, 10)
+                 for n, v in zip(LENGTHS, spec[task])]
+    per_len = {n: (a + b) / 2 for n, a, b in zip(LENGTHS, spec["niah_multikey_1"], spec["niah_multivalue"])}
+    rows += [ScoreRow("ruler", "average", "mean_over_tasks", v, 1, n, None, 2) for n, v in per_len.items()]
+    agg = ruler.aggregate(per_len)
+    rows += [ScoreRow("ruler", "summary", m, round(agg[m], 2), 1, None, None, 4) for m in ("avg", "wavg_inc",
+                                                                                          "wavg_dec")]
+    rows.append(ScoreRow("ruler", "summary", "effective_length", float(agg["effective_length"] or 0), 1))
+    for n in LENGTHS:
+        for depth in (0.0, 50.0, 100.0):
+            rows.append(ScoreRow("niah", "needle", "substring", 100.0 if n <= spec["window"] else 0.0, 1, n, depth, 1))
+    rows.append(ScoreRow("general", "longrecipe_cloze", "acc", spec["cloze"], 1, None, None, 60))
+    res = Results(run_info("fixture", {}), ModelInfo("tiny", None, spec["window"]), "hf", tuple(rows))
+    folder.mkdir(parents=True, exist_ok=True)
+    res.save(folder / "results.json")
+    return folder

@@ -1,0 +1,53 @@
+"""The regression gate `longrecipe check` (reports/check.py): its three exit codes, the tolerance, an empty run and
+the table it prints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from helpers import cli, one_line_exit_2, results_json, score_row
+
+
+def _write(path: Path, data) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_check_tolerance_empty_run_and_table(tmp_path):
+    base = _write(tmp_path / "base.json", results_json([score_row(64.9), score_row(40.0, length=1024)]))
+    run = _write(tmp_path / "run" / "results.json", results_json([score_row(63.9), score_row(39.0, length=1024)]))
+    res = cli("check", str(run.parent), "--baseline", str(base), "--tolerance", "1.0")
+    assert res.returncode == 0, res.stdout  # both dropped exactly 1.0 point
+    worse = _write(tmp_path / "worse" / "results.json", results_json([score_row(63.8)]))
+    res = cli("check", str(worse.parent), "--baseline", str(base))
+    assert res.returncode == 1
+    table = res.stdout.splitlines()
+    assert any(" 512 " in x and "-1.10" in x for x in table) and any(" 1024 " in x and "missing" in x for x in table)
+    assert "512.0" not in res.stdout and "nan" not in res.stdout
+    empty = _write(tmp_path / "empty" / "results.json", results_json([]))
+    res = cli("check", str(empty.parent), "--baseline", str(base))
+    assert res.returncode == 1 and "2 of 2 tracked scores" in res.stdout
+    one_line_exit_2(cli("check", str(run.parent), "--baseline", str(empty)), "no tracked scores")
+
+
+def test_check_exit_codes(runs, tmp_path):
+    base, new = runs[0] / "results.json", runs[1] / "results.json"
+    ok = cli("check", str(runs[0]), "--baseline", str(base))
+    assert ok.returncode == 0 and "none got worse" in ok.stdout
+    drop = cli("check", str(runs[1]), "--baseline", str(base))
+    assert drop.returncode == 1
+    assert "longrecipe_cloze" in drop.stdout and "-2.00" in drop.stdout and "60.00" in drop.stdout
+    assert cli("check", str(runs[1]), "--baseline", str(base), "--tolerance", "2.5").returncode == 0
+    per_task = cli("check", str(runs[0]), "--baseline", str(new), "--per-task")
+    assert per_task.returncode == 1 and "niah_multikey_1" in per_task.stdout
+    bad = cli("check", str(tmp_path / "nowhere"), "--baseline", str(base))
+    assert bad.returncode == 2 and "no results file" in bad.stderr
+    (tmp_path / "broken.json").write_text("{")
+    assert cli("check", str(runs[0]), "--baseline", str(tmp_path / "broken.json")).returncode == 2
+    copy = tmp_path / "baseline.json"
+    copy.write_text(base.read_text())
+    assert cli("check", str(runs[1]), "--baseline", str(copy), "--update-baseline").returncode == 0
+    assert json.loads(copy.read_text()) == json.loads(new.read_text())
+    assert cli("check", str(runs[1]), "--baseline", str(copy)).returncode == 0
