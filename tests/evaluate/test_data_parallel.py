@@ -42,7 +42,7 @@ def test_two_workers_give_one_workers_predictions(tmp_path):
 @pytest.mark.integration
 def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "run"
-    args = [*ARGS, "--samples", "60", "--batch-size", "1"]
+    args = [*ARGS, "--samples", "30", "--batch-size", "1"]
     assert cli("eval", *args, "--out", str(ref)).returncode == 0
     cmd = [str(Path(sys.executable).parent / "longrecipe"), "eval", *args, "--out", str(out), "--data-parallel-size",
            "2"]

@@ -50,7 +50,8 @@ def _alive(pid: int) -> bool:
 def test_loss_and_gradients_match_one_process():
     # position gaps, ignored labels, packed documents, grouped-query attention (2 kv heads: one per process) and
     # activation checkpointing (the attention is recomputed in backward, with its exchanges)
-    res = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", str(ROOT / "tests" / "sp_worker.py"),
+    worker = str(ROOT / "tests" / "train" / "sp_worker.py")
+    res = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", worker,
                           "256"], cwd=ROOT, capture_output=True, text=True, timeout=1800, env=TORCHRUN_ENV)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = json.loads(res.stdout.strip().splitlines()[-1])
@@ -119,9 +120,10 @@ def test_sequence_parallel_composes_with_fsdp2_data_parallel(tmp_path, trained):
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["plain", "fsdp2"])
 def test_background_save_holds_the_state_of_its_step(tmp_path, mode):
-    # the files are written only after 20 more optimizer steps (tests/async_save_worker.py holds the writer):
+    # the files are written only after 20 more optimizer steps (tests/train/async_save_worker.py holds the writer):
     # the checkpoint still restores the weights of the step it was asked for, and is not one before it is written
-    res = subprocess.run([sys.executable, str(ROOT / "tests" / "async_save_worker.py"), str(tmp_path), mode],
+    worker = str(ROOT / "tests" / "train" / "async_save_worker.py")
+    res = subprocess.run([sys.executable, worker, str(tmp_path), mode],
                          cwd=ROOT, capture_output=True, text=True, timeout=1800, env=TORCHRUN_ENV)
     assert res.returncode == 0 and res.stdout.startswith("ok"), res.stderr[-3000:]
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, cli_process
+from helpers import ROOT, cli, cli_process
 
 from longrecipe.train.config import RunConfig
 from longrecipe.train.plan import GIB, SHAPES, estimate, parse_size, plan_for
@@ -64,6 +64,12 @@ def test_plan_command_prints_the_estimate_without_torch():
     out = res.stdout
     assert "built-in shape of Meta-Llama-3-8B" in out and "tokens per step: 2,359,296" in out
     assert "fits:" in out and out.strip().endswith("False 0")
+
+
+def test_plan_that_does_not_fit_exits_2():
+    """Not a bad input: the plan is printed in full and the verdict is the exit code (a launcher can test it)."""
+    res = cli("train", "--plan", BIG, "--gpus", "8", "--gpu-mem", "24GiB")
+    assert res.returncode == 2 and "does NOT fit" in res.stdout
 
 
 def test_parse_size():

@@ -1,4 +1,4 @@
-"""Run under torchrun by test_sequence_parallel.py: one loss and its gradients computed by one process and by the
+"""Run under torchrun by test_distributed.py: one loss and its gradients computed by one process and by the
 torchrun processes as one sequence-parallel group (train/ulysses.py), compared; rank 0 prints one JSON line."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A background checkpoint save holds the state of the step it was asked for, not of the steps that ran while it
-was being written (run by tests/test_train.py in its own process: FSDP2 needs a process group)."""
+was being written (run by tests/train/test_distributed.py in its own process: FSDP2 needs a process group)."""
 
 from __future__ import annotations
 
