@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import random
 import subprocess
 import sys
 import traceback
+import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,18 +51,29 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> Ran:
     out, err = io.StringIO(), io.StringIO()
     saved_env, saved_cwd, threads = dict(os.environ), os.getcwd(), torch.get_num_threads()
     rng = torch.random.get_rng_state(), np.random.get_state(), random.getstate()
+    # stderr as a process has it: warnings (pytest would record them instead) and library log lines (their handlers
+    # keep the stream they were made with) go to the captured stream too, so a one-line check sees every line
+    handlers = [h for name in ("", "transformers") for h in logging.getLogger(name).handlers
+                if type(h) is logging.StreamHandler]
+    streams = [h.setStream(err) for h in handlers]
     try:
         os.environ.update(env or {})
         os.chdir(cwd or ROOT)
-        with redirect_stdout(out), redirect_stderr(err):
+        with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _warning_to_stderr
             try:
                 code = main([str(a) for a in args])
             except SystemExit as stop:  # argparse's usage errors and --help
+                if isinstance(stop.code, str):
+                    print(stop.code, file=sys.stderr)
                 code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
             except Exception:  # noqa: BLE001 - what the shell would show: a traceback and exit 1
                 traceback.print_exc()
                 code = 1
     finally:
+        for handler, stream in zip(handlers, streams):
+            handler.setStream(stream)
         os.environ.clear()
         os.environ.update(saved_env)
         os.chdir(saved_cwd)
@@ -69,6 +82,10 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> Ran:
         np.random.set_state(rng[1])
         random.setstate(rng[2])
     return Ran(int(code), out.getvalue(), err.getvalue())
+
+
+def _warning_to_stderr(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def cli_process(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 900,

@@ -268,7 +268,13 @@ def test_v2_minutes_budget_fits_the_schedule_and_saves(tmp_path, monkeypatch):
     import torch
 
     from longrecipe.recipes import tinybase
+    from longrecipe.recipes.cli import _stage2_overrides, build_parser
 
+    flags = build_parser().parse_args(["tiny-base", "--init-from", "tiny", "--out", "x", "--steps", "5000", "--warmup",
+                                       "2", "--minutes", "0.4", "--workers", "1", "--batch-size", "2"])
+    given = _stage2_overrides(flags)  # what the command line gives stage 2
+    assert {k: given[k] for k in ("minutes", "workers", "batch_size", "warmup")} == \
+        {"minutes": 0.4, "workers": 1, "batch_size": 2, "warmup": 2}
     trained = [0]
     real_step = tinybase.train_step
 
@@ -279,7 +285,7 @@ def test_v2_minutes_budget_fits_the_schedule_and_saves(tmp_path, monkeypatch):
     monkeypatch.setattr(tinybase, "train_step", counted)
     said: list[str] = []
     out = tmp_path / "v2"
-    cfg = tinybase.TinyBaseV2Config(steps=5000, warmup=2, minutes=0.4, batch_size=2)
+    cfg = tinybase.TinyBaseV2Config(steps=5000, **given)  # one worker process builds the batches, as on a GPU
     meta = tinybase.train_tiny_base_v2("tiny", out, cfg, eval_every=0, log=said.append, clock=lambda: 0.5 * trained[0])
     state = json.loads((tmp_path / "v2.stage2" / "state.json").read_text())
     assert said == ["0.4 min budget: 45 steps (2.0 training steps/s)"] and not meta["stopped_by_budget"]
