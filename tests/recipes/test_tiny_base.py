@@ -285,7 +285,8 @@ def test_v2_minutes_budget_fits_the_schedule_and_saves(tmp_path, monkeypatch):
     monkeypatch.setattr(tinybase, "train_step", counted)
     said: list[str] = []
     out = tmp_path / "v2"
-    cfg = tinybase.TinyBaseV2Config(steps=5000, **given)  # one worker process builds the batches, as on a GPU
+    # batches built in this process: worker processes build the same batches (test_v2_batches_are_the_same_...)
+    cfg = tinybase.TinyBaseV2Config(steps=5000, **{**given, "workers": 0})
     meta = tinybase.train_tiny_base_v2("tiny", out, cfg, eval_every=0, log=said.append, clock=lambda: 0.5 * trained[0])
     state = json.loads((tmp_path / "v2.stage2" / "state.json").read_text())
     assert said == ["0.4 min budget: 45 steps (2.0 training steps/s)"] and not meta["stopped_by_budget"]
