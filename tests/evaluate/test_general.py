@@ -27,7 +27,7 @@ def test_general_suite_through_lm_eval(tmp_path):
     assert got["longrecipe_cloze", "acc"]["value"] > 25  # 4 choices: chance is 25 %
     assert got["longrecipe_passkey_short", "exact_match"]["value"] >= 80  # the model retrieves at 128 tokens
     code = cli("eval", "--model", "tiny", "--suite", "general", "--general-tasks", "humaneval",
-                   "--out", str(tmp_path / "c"))
+               "--out", str(tmp_path / "c"))
     assert code.returncode == 2 and "--allow-code-execution" in code.stderr
 
 

@@ -100,7 +100,7 @@ def test_answers_agree_with_hf(server, tmp_path):
     res = cli(*eval_args(tmp_path / "openai", server.url))
     assert res.returncode == 0, res.stderr[-3000:]
     hf = cli("eval", "--model", "tiny", "--suite", "passkey,ruler", "--ruler-tasks", "niah_single_1",
-                 "--lengths", "256,512", "--allow-extrapolation", "--samples", "40", "--out", str(tmp_path / "hf"))
+             "--lengths", "256,512", "--allow-extrapolation", "--samples", "40", "--out", str(tmp_path / "hf"))
     assert hf.returncode == 0, hf.stderr[-3000:]
     a, b = predictions(tmp_path / "openai"), predictions(tmp_path / "hf")
     assert a.keys() == b.keys()
@@ -160,7 +160,7 @@ def test_general_suite_through_the_server(server, tmp_path):
     # on the same weights: multiple choice, generation and rolling log-likelihood agree
     common = ["--suite", "general", "--general-limit", "20"]
     res = cli("eval", "--model", SERVED, "--backend", "openai", "--base-url", server.url, "--tokenizer", "tiny",
-                  "--out", str(tmp_path / "openai"), *common)
+              "--out", str(tmp_path / "openai"), *common)
     assert res.returncode == 0, res.stderr[-3000:]
     hf = cli("eval", "--model", "tiny", "--out", str(tmp_path / "hf"), *common)
     assert hf.returncode == 0, hf.stderr[-3000:]
@@ -174,7 +174,7 @@ def test_general_suite_through_the_server(server, tmp_path):
 
 def test_served_model_refuses_the_local_ppl_suite(server, tmp_path):
     res = cli("eval", "--model", SERVED, "--backend", "openai", "--base-url", server.url, "--tokenizer", "tiny",
-                  "--suite", "ppl", "--out", str(tmp_path / "o"))
+              "--suite", "ppl", "--out", str(tmp_path / "o"))
     err = [x for x in res.stderr.splitlines() if x.strip()]
     assert res.returncode == 2 and len(err) == 1 and "--suite general" in err[0], res.stderr[-2000:]
     assert not (tmp_path / "o").exists()

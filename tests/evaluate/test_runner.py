@@ -82,8 +82,8 @@ def test_resume_after_kill_recomputes_nothing(tmp_path):
 
 def test_niah_and_ruler_rows(tmp_path):
     res = cli("eval", "--model", "tiny", "--suite", "niah,ruler", "--lengths", "512", "--samples", "2",
-                  "--niah-depths", "3", "--ruler-tasks", "niah_single_1,fwe", "--allow-extrapolation",
-                  "--out", str(tmp_path))
+              "--niah-depths", "3", "--ruler-tasks", "niah_single_1,fwe", "--allow-extrapolation",
+              "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr[-2000:]
     scores = json.loads((tmp_path / "results.json").read_text())["scores"]
     niah = [r for r in scores if r["suite"] == "niah"]
@@ -110,7 +110,7 @@ def test_corrupt_predictions_keep_previous_results(tmp_path):
     assert res.returncode == 2 and "256.jsonl:3: malformed JSON line" in res.stderr
     assert (tmp_path / "results.json").read_text() == results
     other = cli("eval", "--model", "tiny", "--suite", "passkey", "--lengths", "256", "--samples", "7",
-                    "--out", str(tmp_path))
+                "--out", str(tmp_path))
     assert other.returncode == 2 and "different run (samples differs)" in other.stderr
 
 
@@ -133,7 +133,7 @@ def test_longbench_suites(tmp_path):
            "choice_C": "c", "choice_D": "d", "answer": "B", "context": "text " * 50} for i in range(4)]
     (data / "longbench_v2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in v2))
     res = cli("eval", "--model", "tiny", "--suite", "longbench,longbench_e,longbench_v2", "--longbench-dir",
-                  str(data), "--out", str(tmp_path / "run"))
+              str(data), "--out", str(tmp_path / "run"))
     assert res.returncode == 0, res.stderr[-3000:]
     scores = json.loads((tmp_path / "run" / "results.json").read_text())["scores"]
     v1 = {r["task"]: r for r in scores if r["suite"] == "longbench" and r["metric"] in ("qa_f1", "count",
@@ -153,20 +153,20 @@ def test_longbench_suites(tmp_path):
     bad.mkdir()
     (bad / "hotpotqa.jsonl").write_text('{"input": 1}\n')
     res = cli("eval", "--model", "tiny", "--suite", "longbench", "--longbench-dir", str(bad), "--out",
-                  str(tmp_path / "r2"))
+              str(tmp_path / "r2"))
     assert res.returncode == 2 and "hotpotqa.jsonl:1: missing field 'context'" in res.stderr
 
 
 def test_model_options_reach_the_backend(tmp_path):
     out = tmp_path / "run"
     res = cli("eval", "--model", "tiny", "--suite", "passkey", "--lengths", "256", "--samples", "4", "--dtype",
-                  "bfloat16", "--attn-implementation", "eager", "--out", str(out))
+              "bfloat16", "--attn-implementation", "eager", "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]
     saved = json.loads((out / "eval_config.json").read_text())
     assert (saved["dtype"], saved["attn_implementation"]) == ("bfloat16", "eager")
     assert saved["identity"]["settings"]["dtype"] == "bfloat16"  # a dtype changes scores: part of the identity
     res = cli("eval", "--model", "tiny", "--suite", "passkey", "--lengths", "256", "--samples", "4", "--out",
-                  str(out))
+              str(out))
     assert res.returncode == 2 and "dtype differs" in res.stderr
 
 
@@ -174,7 +174,7 @@ def test_yaml_eval_config_with_overrides_and_flags(tmp_path):
     out = tmp_path / "run"
     cfg = str(ROOT / "evaluate" / "configs" / "smollm2_ruler.yaml")
     res = cli("eval", "--config", cfg, "model=tiny", "suites=passkey", "lengths=128,256", f"out={out}",
-                  "chat_template=false", "--samples", "3", "--seed", "5")  # the tiny tokenizer has no template
+              "chat_template=false", "--samples", "3", "--seed", "5")  # the tiny tokenizer has no template
     assert res.returncode == 0, res.stderr[-2000:]
     saved = json.loads((out / "eval_config.json").read_text())
     assert (saved["model"], saved["suites"], saved["lengths"]) == ("tiny", ["passkey"], [128, 256])

@@ -38,8 +38,8 @@ def test_smollm2_study_configs_validate_as_run_builds_them_and_fit_one_gpu(name)
 
 def test_run_trains_evaluates_and_reports(tmp_path):
     res = cli("run", "--config", TRAIN_CONFIG, f"out={tmp_path}", "train.steps=2", "train.batch_size=2",
-                  "train.train_length=128", "train.target_length=512", "train.threads=1", "eval.suites=passkey,niah",
-                  "eval.samples=4", "eval.options.niah_depths=2", "eval.options.batch_size=4")
+              "train.train_length=128", "train.target_length=512", "train.threads=1", "eval.suites=passkey,niah",
+              "eval.samples=4", "eval.options.niah_depths=2", "eval.options.batch_size=4")
     assert res.returncode == 0, res.stderr[-2000:]
     for name in ("trained", "base"):
         data = json.loads((tmp_path / "eval" / name / "results.json").read_text())

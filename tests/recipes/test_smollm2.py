@@ -64,7 +64,7 @@ def test_all_thirteen_tasks_generate_at_user_lengths(smol_tok, qa_files, length)
 def test_scored_run_with_its_chat_template(tmp_path, smol_dir):
     out = tmp_path / "run"
     res = cli("eval", "--model", NAME, "--suite", "ruler,passkey", "--ruler-tasks", "niah_single_1",
-                  "--lengths", "1024", "--samples", "3", "--chat-template", "--out", str(out))
+              "--lengths", "1024", "--samples", "3", "--chat-template", "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
     scores = {(r["suite"], r["task"]): r for r in json.loads((out / "results.json").read_text())["scores"]}
     # a real instruct model retrieves at 1k inside its 8k window (measured: 100 / 100 on 3 samples each)
@@ -118,7 +118,7 @@ def test_general_suite_with_its_chat_template(tmp_path, smol_dir):
     # lm-eval's apply_chat_template for the general tasks: the template lm-eval used is recorded beside our results
     out = tmp_path / "run"
     res = cli("eval", "--model", NAME, "--suite", "general", "--general-tasks", "longrecipe_passkey_short",
-                  "--general-limit", "2", "--lengths", "1024", "--chat-template", "--out", str(out))
+              "--general-limit", "2", "--lengths", "1024", "--chat-template", "--out", str(out))
     assert res.returncode == 0, res.stderr[-3000:]
     raw = json.loads((out / "general_lm_eval_results.json").read_text())
     assert raw.get("chat_template_sha") and "<|im_start|>" in raw["chat_template"]

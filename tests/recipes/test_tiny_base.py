@@ -55,14 +55,14 @@ def test_v2_stage_runs_and_resumes_from_the_command_line(tmp_path):
 
     out = tmp_path / "v2"
     res = cli("tiny-base", "--init-from", "tiny", "--out", str(out), "--steps", "2", "--eval-every", "0",
-                  "--threads", "1")
+              "--threads", "1")
     assert res.returncode == 0, res.stderr[-2000:]
     conf = json.loads((out / "config.json").read_text())
     assert (conf["num_hidden_layers"], conf["max_position_embeddings"]) == (4, 512)
     meta = json.loads((out / "tiny_base.json").read_text())
     assert meta["stage2"]["steps"] == 2 and json.loads((tmp_path / "v2.stage2" / "state.json").read_text())["step"] == 2
     res = cli("tiny-base", "--init-from", "tiny", "--out", str(out), "--steps", "2", "--eval-every", "0",
-                  "--threads", "1")
+              "--threads", "1")
     assert res.returncode == 0 and "resumed stage 2 at step 2" in res.stdout + res.stderr
 
 

@@ -73,7 +73,7 @@ def test_shares_by_hand():
 
 def test_analyze_command(tmp_path, extended_dir):
     res = cli("analyze", "--base", "tiny", "--extended", str(extended_dir), "--out", str(tmp_path / "a"),
-                  "--window", "512", "--max-windows", "4", "--buckets", "4")
+              "--window", "512", "--max-windows", "4", "--buckets", "4")
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads((tmp_path / "a" / "token_types.json").read_text())
     assert data["windows"] == 4 and data["tokens"] == 4 * 511 and len(data["rows"]) == 4 * len(lexicon.TYPES)
@@ -124,9 +124,9 @@ def test_digit_mode_keeps_only_digit_sentences():
 
 def test_trainer_with_impactful_selection(tmp_path):
     res = cli("train", "--config", str(ROOT / "train" / "configs" / "tiny_longrecipe.yaml"), f"out={tmp_path}",
-                  "train.steps=2", "train.batch_size=2", "train.threads=1", "data.selection=impactful",
-                  "data.anchors=[NUM,PRON]")
+              "train.steps=2", "train.batch_size=2", "train.threads=1", "data.selection=impactful",
+              "data.anchors=[NUM,PRON]")
     assert res.returncode == 0, res.stderr[-2000:]
     bad = cli("train", "--config", str(ROOT / "train" / "configs" / "tiny_longrecipe.yaml"), f"out={tmp_path}/b",
-                  "data.anchors=[NOUNS]")
+              "data.anchors=[NOUNS]")
     assert bad.returncode == 2 and "unknown type 'NOUNS'" in bad.stderr

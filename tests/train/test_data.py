@@ -135,8 +135,8 @@ def test_a_step_without_targets_trains_on_nothing(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"text": text, "loss_spans": spans}) + "\n")
     res = cli("train", "--config", "train/configs/tiny_pose.yaml", f"out={tmp_path / 'o'}", f"data.source={path}",
-                  "train.steps=2", "train.batch_size=2", "train.train_length=64", "train.target_length=256",
-                  "train.threads=1", "train.save_every=0")
+              "train.steps=2", "train.batch_size=2", "train.train_length=64", "train.target_length=256",
+              "train.threads=1", "train.save_every=0")
     assert res.returncode == 0, res.stderr[-2000:]
     log = [json.loads(x) for x in (tmp_path / "o" / "train_log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in log] == [0.0, 0.0] and [r["tokens"] for r in log] == [0, 0]

@@ -96,7 +96,7 @@ def test_layouts_that_cannot_split_are_named():
 def test_plan_with_sequence_parallel(tmp_path):
     cfg = ROOT / "train" / "configs" / "llama3_8b_80k_longrecipe.yaml"
     res = cli("train", "--plan", str(cfg), "train.sequence_parallel=8", "train.micro_batch_size=1",
-                  "--gpus", "8", "--gpu-mem", "80GiB")
+              "--gpus", "8", "--gpu-mem", "80GiB")
     assert "sequence parallel 8" in res.stdout, res.stdout + res.stderr
     res16 = cli("train", "--plan", str(cfg), "train.sequence_parallel=16", "--gpus", "16")
     assert res16.returncode == 2 and "32 attention heads and 8 key/value heads" in res16.stderr
