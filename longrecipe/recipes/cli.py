@@ -363,13 +363,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     try:
         if args.seeds:
-            from longrecipe.recipes.study import read_kept_studies, write_kept_study
+            from longrecipe.recipes.study import read_kept_studies, write_kept_tables
             from longrecipe.reports.seeds import build_seed_report
 
-            read_kept_studies([pathlib.Path(r) for r in args.runs])  # a broken kept study: refused before writing
+            kept = read_kept_studies([pathlib.Path(r) for r in args.runs])  # a broken one: refused before writing
             paths = build_seed_report(args.runs, args.out, args.target, ref=args.reference)
             # the per-study tables (compute, Table 3, token ratio) from the seeds that ran those studies
-            paths += write_kept_study([pathlib.Path(r) for r in args.runs], pathlib.Path(args.out))
+            paths += write_kept_tables(kept, pathlib.Path(args.out))
         else:
             paths = build_report(args.runs, args.out, args.target, fmt=args.format)
     except ReportError as err:
@@ -400,8 +400,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from longrecipe import __version__
 
-    p = Parser(prog="longrecipe", description="Efficient context extension (LongRecipe) and "
-                                "long-context evaluation.")
+    p = Parser(prog="longrecipe", description="Efficient context extension (LongRecipe) and long-context evaluation.")
     p.add_argument("--version", action="version", version=f"longrecipe {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

@@ -119,7 +119,11 @@ def write_kept_study(seed_dirs: Sequence[Path], out: Path) -> list[Path]:
     when one did), the token-ratio table from the first seed folder (name order) that ran it, compute from the one
     with the most ratio runs. Why per table: the extras may have run with some seeds only, not necessarily the
     first, and not both with the same ones. None kept: nothing written."""
-    kept = read_kept_studies(seed_dirs)
+    return write_kept_tables(read_kept_studies(seed_dirs), out)
+
+
+def write_kept_tables(kept: Sequence[dict], out: Path) -> list[Path]:
+    """write_kept_study's tables from kept studies already read (`read_kept_studies`)."""
     if not kept:
         return []
     fullest = max(kept, key=lambda k: len(k["ratio_runs"]))  # max keeps the first of the fullest

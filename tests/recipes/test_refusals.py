@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import TRAIN_CONFIG, cli, one_line_exit_2, results_json, score_row
-
-SMALL = ("train.batch_size=2", "train.train_length=128", "train.target_length=512")
+from helpers import ROOT, SMALL, TRAIN_CONFIG, cli, one_line_exit_2, results_json, score_row
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,8 @@ class Row:
 
     @property
     def id(self) -> str:
-        return " ".join(self.args)[:60]
+        """The arguments as typed from the repository root: the same test id on every machine."""
+        return " ".join(self.args).replace(f"{ROOT}/", "")[:60]
 
 
 def row(*args: str, says: str | tuple[str, ...], setup=None, env: dict | None = None) -> Row:
@@ -85,6 +84,7 @@ def _truncated_weights(tmp: Path) -> None:
     weights.write_bytes(data[: len(data) // 2])
 
 
+BIG = str(ROOT / "train" / "configs" / "llama3_8b_80k_longrecipe.yaml")
 PASSKEY = ("--model", "tiny", "--suite", "passkey", "--samples", "3", "--out", "{tmp}/run")
 EVAL = [
     row("--model", "/no/such/model", "--out", "{tmp}/o", says="no model at /no/such/model"),
@@ -109,7 +109,7 @@ EVAL = [
         says=("'cruxeval_input' executes model-generated code", "--allow-code-execution")),
     row("--model", "tiny", "--suite", "longbench", "--longbench-dir", "{tmp}/lb", "--out", "{tmp}/run",
         says="hotpotqa.jsonl:1: missing field 'context'", setup=write("lb/hotpotqa.jsonl", '{"input": 1}\n')),
-    row("--config", str(Path(TRAIN_CONFIG).parents[2] / "evaluate" / "configs" / "smollm2_ruler.yaml"), "sampels=3",
+    row("--config", str(ROOT / "evaluate" / "configs" / "smollm2_ruler.yaml"), "sampels=3",
         "model=tiny", "out={tmp}/o", says="unknown config key 'sampels'; did you mean 'samples'"),
     row("--suite", "passkey", says="eval needs model"),
 ]
@@ -152,13 +152,10 @@ TRAIN = [
         setup=write("d.jsonl", LOSS_SPANS)),
     row("--config", TRAIN_CONFIG, "out={tmp}/huge", "train.method=flt", "train.train_length=4000000",
         "train.target_length=4000000", "train.batch_size=64", says=("does not fit: estimated", "GiB per process")),
-    row("--plan", str(Path(TRAIN_CONFIG).parent / "llama3_8b_80k_longrecipe.yaml"), "--gpus", "5", "--gpu-mem",
-        "80GiB", says="not a multiple"),
+    row("--plan", BIG, "--gpus", "5", "--gpu-mem", "80GiB", says="not a multiple"),
     row("--plan", TRAIN_CONFIG, "model.path={tmp}/nowhere", says="cannot plan"),
-    row("--plan", str(Path(TRAIN_CONFIG).parent / "llama3_8b_80k_longrecipe.yaml"), "--gpu-mem", "lots",
-        says="unreadable memory size"),
-    row("--plan", str(Path(TRAIN_CONFIG).parent / "llama3_8b_80k_longrecipe.yaml"), "train.sequence_parallel=16",
-        "--gpus", "16", says="32 attention heads and 8 key/value heads"),
+    row("--plan", BIG, "--gpu-mem", "lots", says="unreadable memory size"),
+    row("--plan", BIG, "train.sequence_parallel=16", "--gpus", "16", says="32 attention heads and 8 key/value heads"),
 ]
 
 
