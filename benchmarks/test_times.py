@@ -3,10 +3,13 @@
 for included).
 
     LONGRECIPE_TEST_TIMES=after.json make test
-    python benchmarks/test_times.py --before before.json --after after.json --table benchmarks/test_times.md
+    python benchmarks/test_times.py --before before.json --after after.json --table benchmarks/test_times.md \
+        --coverage coverage_before.json coverage_after.json
 
 Prints the totals (wall and CPU, by tier where the file has tiers, by test folder) and their ratios after/before;
-`--table` writes every test's times as Markdown tables (the committed record). CPU seconds are the figure to compare
+`--table` writes every test's times as Markdown tables (the committed record). `--coverage` compares two
+coverage reports (`make coverage`'s coverage.json, or its summaries: {"totals", "files": {path: summary}}): the total
+and each module's line coverage, before and after. CPU seconds are the figure to compare
 across runs on a busy machine; wall seconds are what CI pays."""
 
 from __future__ import annotations
@@ -59,11 +62,29 @@ def table(title: str, times: dict[str, dict]) -> list[str]:
     return out + [""]
 
 
+def coverage_rows(before: Path, after: Path) -> list[str]:
+    """Line coverage before -> after, total and per module (largest fall first)."""
+
+    def read(path: Path) -> tuple[dict, dict[str, float]]:
+        data = json.loads(path.read_text())
+        files = {k: (v.get("summary", v))["percent_covered"] for k, v in data["files"].items()}
+        return data["totals"], files
+
+    (tb, b), (ta, a) = read(before), read(after)
+    out = [f"Line coverage: {tb['percent_covered']:.1f} % ({tb['covered_lines']}/{tb['num_statements']}) -> "
+           f"{ta['percent_covered']:.1f} % ({ta['covered_lines']}/{ta['num_statements']})", "",
+           "| module | before % | after % | change |", "|---|---|---|---|"]
+    for k in sorted(set(a) & set(b), key=lambda k: (a[k] - b[k], k)):
+        out.append(f"| `{k}` | {b[k]:.1f} | {a[k]:.1f} | {a[k] - b[k]:+.1f} |")
+    return out + [""]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--before", type=Path, required=True)
     p.add_argument("--after", type=Path)
     p.add_argument("--table", type=Path, help="write every test's times here (Markdown)")
+    p.add_argument("--coverage", type=Path, nargs=2, metavar=("BEFORE", "AFTER"), help="two coverage JSON reports")
     args = p.parse_args()
     before = load(args.before)
     print("\n".join(summary("before", before)))
@@ -77,6 +98,10 @@ def main() -> None:
             print(f"after / before, {what[:-2]}: {a / b:.2f} ({a / 60:.1f} / {b / 60:.1f} min)")
         md += table("After", after)
     md += table("Before", before)
+    if args.coverage:
+        rows = coverage_rows(*args.coverage)
+        print(rows[0])
+        md += ["## Line coverage per module", "", *rows[2:]]
     if args.table:
         args.table.write_text("\n".join(md))
 
