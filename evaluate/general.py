@@ -194,7 +194,10 @@ def check(cfg: Any, options: GeneralOptions) -> None:
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise ValueError("the general suite needs lm-eval: pip install 'longrecipe[eval]'") from None
-    unsafe = unsafe_tasks([t for t in options.tasks if t not in LOCAL_TASKS], TaskManager())
+    hub = [t for t in options.tasks if t not in LOCAL_TASKS]
+    if not hub:  # ours run no code; indexing lm-eval's ~10k task configs costs seconds per call on 2 cores
+        return
+    unsafe = unsafe_tasks(hub, TaskManager())
     if unsafe:
         raise ValueError(f"general task {unsafe[0]!r} executes model-generated code (lm-eval marks it unsafe_code): "
                          f"pass --allow-code-execution")
@@ -265,13 +268,14 @@ def evaluate(cfg: Any, options: GeneralOptions, model_dir: Path, out: Path, log=
     name, model_args = _model(cfg, model_dir, window, log)
     if name == "local-completions":
         model_args.update(_served_args(cfg, model_dir, tok, model_args["max_length"]))
+    only_ours = all(t in LOCAL_TASKS for t in options.tasks)  # then lm-eval's own task index is not needed
     # built here, not by simple_evaluate, which logs its arguments: the API key travels as a header in memory only
     lm = lm_eval.api.registry.get_model(name).create_from_arg_obj(
         model_args, {"batch_size": cfg.batch_size, "max_batch_size": None, "device": None})
     tracker = EvaluationTracker()  # no output path: it only records the run's settings (the chat template used)
     results = lm_eval.simple_evaluate(
         model=lm, apply_chat_template=cfg.chat_template, evaluation_tracker=tracker,
-        tasks=list(options.tasks), task_manager=TaskManager(include_path=str(folder)),
+        tasks=list(options.tasks), task_manager=TaskManager(include_path=str(folder), include_defaults=not only_ours),
         batch_size=cfg.batch_size, confirm_run_unsafe_code=options.allow_code_execution, log_samples=False,
         random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,
         limit=options.limit)

@@ -5,15 +5,18 @@ Why token ids: prompts are built and fitted with the served model's own tokenize
 as token ids when the server accepts them (vLLM does), so every backend receives the same ids; a server that
 refuses ids gets the text. Greedy (temperature 0), stop strings and max tokens as the other backends. Requests run
 `--concurrency` at a time and are handed back as each completes, so the runner appends every finished sample at
-once (out of order). Connection errors, 429 and 5xx are retried with exponential backoff; past the retries the run
-stops with one line, and re-running the same command resumes. The API key is read from the environment variable
-named by `--api-key-env`, never from the command line, and is never written anywhere.
+once (out of order). Connection errors, timeouts, answers cut short, 429 and 5xx are retried with exponential
+backoff (counted, and the count logged); past the retries the run stops with one line, and re-running the same
+command resumes. The API key is read from the environment variable named by `--api-key-env`, never from the command
+line, and is never written anywhere.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -52,6 +55,7 @@ class OpenAIBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
         self.max_length = self._check_model()
         self.send_ids = True
+        self.retried, self._lock = 0, threading.Lock()  # requests sent again (an error, a timeout, a cut answer)
 
     def _call(self, method: str, path: str, body: dict | None = None, retries: int | None = None) -> dict:
         headers = {"Content-Type": "application/json"}
@@ -64,6 +68,10 @@ class OpenAIBackend:
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as res:
                     return json.loads(res.read())
+            except (http.client.HTTPException, json.JSONDecodeError) as err:  # an answer cut short, a torn body
+                if attempt == tries:
+                    raise ServerError(f"{self.base}{path}: broken answer ({type(err).__name__}) after {tries} "
+                                      f"retries; re-run the same command to resume") from None
             except urllib.error.HTTPError as err:
                 if err.code not in RETRY_STATUS or attempt == tries:
                     detail = err.read().decode(errors="replace")[:300].replace("\n", " ")
@@ -73,6 +81,8 @@ class OpenAIBackend:
                     reason = getattr(err, "reason", err)
                     raise ServerError(f"server {self.base} unreachable ({reason}) after {tries} retries; start it "
                                       f"(or fix --base-url) and re-run the same command to resume") from None
+            with self._lock:
+                self.retried += 1
             time.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable")
 
@@ -102,14 +112,13 @@ class OpenAIBackend:
 
     def completed(self, requests: Sequence[Request]) -> Iterator[tuple[int, str]]:
         """(index, completion) of each request as soon as it finishes."""
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            futures = {pool.submit(self._complete, r): i for i, r in enumerate(requests)}
-            try:
-                for f in as_completed(futures):
-                    yield futures[f], f.result()
-            finally:
-                for f in futures:
-                    f.cancel()
+        pool = ThreadPoolExecutor(self.concurrency)
+        futures = {pool.submit(self._complete, r): i for i, r in enumerate(requests)}
+        try:
+            for f in as_completed(futures):
+                yield futures[f], f.result()
+        finally:  # stopped early (an error, an interrupt): requests not yet sent are never sent
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def generate(self, requests: Sequence[Request]) -> list[str]:
         out = [""] * len(requests)

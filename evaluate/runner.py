@@ -12,6 +12,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from longrecipe.base import interrupt, runlock
 from longrecipe.base.config import ConfigError
 from longrecipe.base.io import write_json, write_text
 from longrecipe.base.schema import ModelInfo, Results, ScoreRow, append_jsonl, read_jsonl, run_info
@@ -230,6 +232,14 @@ def _log_job(job: Job, n: int, dt: float, new_tokens: int, log) -> None:
         f"({new_tokens / max(dt, 1e-9):.1f} generated tokens/s)")
 
 
+_WRITTEN = [0]  # samples written by this process's current run (for the interrupted line)
+
+
+def _written() -> None:
+    _WRITTEN[0] += 1
+    interrupt.progress(f"after {_WRITTEN[0]} new samples")
+
+
 def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print,
             shard: tuple[int, int] = (0, 1)) -> list[dict]:
     """Predict the job's unfinished samples (of shard i of n: index % n == i, written to the shard's own file)."""
@@ -249,8 +259,10 @@ def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print,
         reqs = [Request(s.prompt, s.max_new_tokens) for s in batch]
         finished = backend.completed(reqs) if hasattr(backend, "completed") else enumerate(backend.generate(reqs))
         for i, pred in finished:
-            append_jsonl(path, row := _row(batch[i], pred))
-            done[batch[i].index] = row
+            with interrupt.deferred():  # a signal never cuts a line: it stops the run after it
+                append_jsonl(path, row := _row(batch[i], pred))
+                done[batch[i].index] = row
+                _written()
             new_tokens += len(backend.tokenizer(pred, add_special_tokens=False)["input_ids"])
             bar.update(1)
     bar.close()
@@ -281,7 +293,9 @@ def predict_pooled(jobs: list[Job], backend: Any, out: Path, batch_size: int, lo
         for (job, s), pred in zip(batch, preds, strict=True):
             path = job.path(out)
             path.parent.mkdir(parents=True, exist_ok=True)
-            append_jsonl(path, _row(s, pred))
+            with interrupt.deferred():
+                append_jsonl(path, _row(s, pred))
+                _written()
             acc = spent.setdefault(id(job), [job, 0, 0.0, 0])
             acc[1] += 1
             acc[2] += share
@@ -308,6 +322,7 @@ def cpu_share(i: int, n: int) -> list[int]:
 def _worker(cfg: EvalConfig, model_dir: Path, jobs: list[Job], out: Path, shard: tuple[int, int]) -> None:
     """One data-parallel worker (a spawned process): its GPUs, or its share of the CPU threads, its own engine."""
     i, n = shard
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops the workers
     if torch.cuda.device_count():  # before CUDA is initialised in this process
         tp = cfg.tensor_parallel_size
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in range(i * tp, (i + 1) * tp))
@@ -336,8 +351,14 @@ def predict_parallel(cfg: EvalConfig, model_dir: Path, jobs: list[Job], out: Pat
         procs = [ctx.Process(target=_worker, args=(cfg, model_dir, pending, out, (i, n))) for i in range(n)]
         for p in procs:
             p.start()
-        for p in procs:
-            p.join()
+        try:
+            for p in procs:
+                p.join()
+        except BaseException:  # interrupted: the workers stop too (their finished lines are kept)
+            for p in procs:
+                p.terminate()
+                p.join()
+            raise
         failed = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]
         if failed:
             raise ValueError(f"data-parallel worker {failed[0][0]} of {n} failed (exit {failed[0][1]}); its "
@@ -369,41 +390,45 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
     for job in jobs:  # stale predictions are refused before anything is written
         predict_done(job, out)
     parallel = cfg.data_parallel_size > 1
-    # an unreachable server: before any write (data parallel: each worker builds its own engine)
-    backend = BACKENDS[cfg.backend].make(cfg, path) if jobs and not parallel else None
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "eval_config.json", {**flat(cfg), "identity": _merged_identity(out, identity)})
-    rows: list[ScoreRow] = []
-    if jobs:
-        for job in jobs:  # a killed data-parallel run's shard files
-            merge_shards(job, out)
-        if parallel:
-            predict_parallel(cfg, path, jobs, out)
-        elif not hasattr(backend, "completed"):  # a local engine: full batches across jobs
-            predict_pooled(jobs, backend, out, cfg.batch_size, log)
-        queue = list(jobs)
-        while queue:
-            job = queue.pop(0)
-            task = REGISTRY[job.suite]
-            if parallel:  # follow-up jobs (LongBench v2's second turn) get workers of their own
-                predict_parallel(cfg, path, [job], out)
-            preds = predict(job, backend, out, cfg.batch_size, log)
-            texts = [p["prediction"] for p in preds]
-            rows += task.score(texts, job.samples)
-            more = task.follow_up(tokenizer, job.built_at, suite_options(cfg, task), job.samples, texts)
-            if more:
-                queue.insert(0, Job(job.suite, more[0].task, job.length, more, job.version, job.built_at))
-        del backend
-    for task in _selected(cfg):
-        if task.evaluator:
-            rows += EVALUATORS[task.evaluator].evaluate(cfg, suite_options(cfg, task), path, out, log)
-    rows = union_rows(previous, rows)
-    conf = json.loads((path / "config.json").read_text())
-    results = Results(run=run_info(command or " ".join(sys.argv), flat(cfg), cfg.seed),
-                      model=ModelInfo(cfg.model, conf.get("rope_parameters"), conf.get("max_position_embeddings")),
-                      backend=cfg.backend, scores=tuple(rows))
-    results.save(out / "results.json")
-    return out / "results.json"
+    with runlock.hold(out):  # one owner per run directory (a refusal below leaves no lock behind)
+        _WRITTEN[0] = 0
+        # an unreachable server: before any write (data parallel: each worker builds its own engine)
+        backend = BACKENDS[cfg.backend].make(cfg, path) if jobs and not parallel else None
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "eval_config.json", {**flat(cfg), "identity": _merged_identity(out, identity)})
+        rows: list[ScoreRow] = []
+        if jobs:
+            for job in jobs:  # a killed data-parallel run's shard files
+                merge_shards(job, out)
+            if parallel:
+                predict_parallel(cfg, path, jobs, out)
+            elif not hasattr(backend, "completed"):  # a local engine: full batches across jobs
+                predict_pooled(jobs, backend, out, cfg.batch_size, log)
+            queue = list(jobs)
+            while queue:
+                job = queue.pop(0)
+                task = REGISTRY[job.suite]
+                if parallel:  # follow-up jobs (LongBench v2's second turn) get workers of their own
+                    predict_parallel(cfg, path, [job], out)
+                preds = predict(job, backend, out, cfg.batch_size, log)
+                texts = [p["prediction"] for p in preds]
+                rows += task.score(texts, job.samples)
+                more = task.follow_up(tokenizer, job.built_at, suite_options(cfg, task), job.samples, texts)
+                if more:
+                    queue.insert(0, Job(job.suite, more[0].task, job.length, more, job.version, job.built_at))
+            if getattr(backend, "retried", 0):
+                log(f"{backend.retried} requests retried (server errors, timeouts, dropped or cut answers)")
+            del backend
+        for task in _selected(cfg):
+            if task.evaluator:
+                rows += EVALUATORS[task.evaluator].evaluate(cfg, suite_options(cfg, task), path, out, log)
+        rows = union_rows(previous, rows)
+        conf = json.loads((path / "config.json").read_text())
+        results = Results(run=run_info(command or " ".join(sys.argv), flat(cfg), cfg.seed),
+                          model=ModelInfo(cfg.model, conf.get("rope_parameters"), conf.get("max_position_embeddings")),
+                          backend=cfg.backend, scores=tuple(rows))
+        results.save(out / "results.json")
+        return out / "results.json"
 
 
 def _previous_rows(out: Path) -> list[ScoreRow]:

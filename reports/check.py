@@ -9,6 +9,8 @@ depths, LongBench category averages, every row of passkey, perplexity, LongBench
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -73,8 +75,35 @@ def render(bad: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def verdict(bad: pd.DataFrame, n: int, tolerance: float, any_change: bool) -> str:
+    """The closing line a CI log ends with: why the gate is red (or that it is green) in one sentence."""
+    if bad.empty:
+        return f"check: ok: {n} tracked rows within {tolerance:g}"
+    missing = int(bad.value_run.isna().sum())
+    how = "moved" if any_change else "dropped"
+    return (f"check: FAIL: {missing} tracked row{'s' * (missing != 1)} missing, {len(bad) - missing} {how} by more "
+            f"than {tolerance:g} (of {n})")
+
+
+def as_json(bad: pd.DataFrame, n: int, tolerance: float, any_change: bool) -> dict:
+    """`--format json`: the verdict and every failing row, for CI systems that parse the gate's output."""
+    def num(v: object) -> float | None:
+        return None if v is None or pd.isna(v) else float(v)
+
+    rows = [{"suite": x.suite, "task": x.task, "context_length": None if num(x.context_length) is None
+             else int(x.context_length), "depth": num(x.depth), "metric": x.metric,
+             "baseline": num(x.value_baseline), "run": num(x.value_run), "delta": num(x.delta),
+             "missing": bool(pd.isna(x.value_run))} for _, x in bad.iterrows()]
+    return {"ok": bad.empty, "tracked": n, "failed": len(bad), "missing": sum(r["missing"] for r in rows),
+            "tolerance": tolerance, "any_change": any_change, "verdict": verdict(bad, n, tolerance, any_change),
+            "rows": rows}
+
+
 def run_check(baseline: str | Path, run: str | Path, tolerance: float = 1.0, per_task: bool = False,
-              update: bool = False, log=print, any_change: bool = False) -> int:
+              update: bool = False, log=print, any_change: bool = False, fmt: str = "table",
+              say=lambda line: print(line, file=sys.stderr)) -> int:
+    """0: green, 1: a tracked row dropped (or moved) past the tolerance or is missing; the verdict line goes to
+    `say` (stderr) in both cases, the table or the JSON document to `log` (stdout)."""
     if tolerance < 0:
         raise ReportError("--tolerance must be >= 0")
     current = read_results(run)
@@ -87,10 +116,14 @@ def run_check(baseline: str | Path, run: str | Path, tolerance: float = 1.0, per
     if n == 0:
         raise ReportError(f"{baseline} has no tracked scores: there is nothing to gate against")
     bad = compare(base, current, tolerance, per_task, any_change)
-    how = "moved" if any_change else "got worse"
-    if bad.empty:
+    if fmt == "json":
+        log(json.dumps(as_json(bad, n, tolerance, any_change), indent=2))
+    elif bad.empty:
+        how = "moved" if any_change else "got worse"
         log(f"ok: {n} tracked scores, none {how} by more than {tolerance} points")
-        return 0
-    log(f"{len(bad)} of {n} tracked scores {how} by more than {tolerance} points (or are missing):")
-    log(render(bad))
-    return 1
+    else:
+        how = "moved" if any_change else "got worse"
+        log(f"{len(bad)} of {n} tracked scores {how} by more than {tolerance} points (or are missing):")
+        log(render(bad))
+    say(verdict(bad, n, tolerance, any_change))
+    return 0 if bad.empty else 1

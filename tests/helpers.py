@@ -9,10 +9,13 @@ import json
 import logging
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 import traceback
 import warnings
+from collections.abc import Callable, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +97,54 @@ def cli_process(*args: str, cwd: Path | None = None, env: dict | None = None, ti
     the imports a command pays, signals and kills, vLLM engines that start workers)."""
     return subprocess.run([LONGRECIPE, *map(str, args)], cwd=cwd or ROOT, env={**os.environ, **(env or {})},
                           capture_output=True, text=True, timeout=timeout, input=input)
+
+
+HOLD = """
+import sys, time
+from longrecipe.base import runlock
+try:
+    with runlock.hold(sys.argv[1], beside=sys.argv[2] == "beside"):
+        print("holding", flush=True)
+        time.sleep(float(sys.argv[3]))
+except runlock.RunDirBusy as err:
+    print(err, file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def holder(path: Path, seconds: float = 60, beside: bool = False) -> subprocess.Popen:
+    """A real process that holds `path` (base/runlock.py) and sleeps: returned once it holds; the caller kills it."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path), "beside" if beside else "in", str(seconds)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "holding", proc.stderr.read()
+    return proc
+
+
+def signal_when(args: Sequence[str], ready: Callable[[], bool], sig: int = signal.SIGINT,
+                timeout: float = 900) -> subprocess.CompletedProcess:
+    """Start the console command, send it `sig` once `ready()` holds (polled every 20 ms), and wait for it: how a
+    user's Ctrl-C (SIGINT) or a scheduler's stop (SIGTERM) reaches a run. Fails if the run ends before it is ready."""
+    proc = subprocess.Popen([LONGRECIPE, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"the run ended (exit {proc.returncode}) before it was ready: {err[-2000:]}")
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def interrupted_line(res, code: int) -> str:
+    """A clean stop: the exit code a shell reports for the signal, no traceback, and stderr ending with the one line
+    that says how far the run got and that the same command resumes."""
+    err = err_lines(res)
+    assert res.returncode == code and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert err and " interrupted " in err[-1] and err[-1].endswith("; the same command resumes"), res.stderr[-3000:]
+    return err[-1]
 
 
 def err_lines(res) -> list[str]:

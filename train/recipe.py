@@ -14,6 +14,7 @@ import math
 import os
 import resource
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from longrecipe.base import config as C
-from longrecipe.base import models
+from longrecipe.base import interrupt, models, runlock
 from longrecipe.base.io import atomic_dir, write_text
 from longrecipe.base.schema import append_jsonl, read_jsonl
 from longrecipe.train import data as D
@@ -233,6 +234,14 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
     models.resolve(cfg.model.path)  # a missing model is one line before anything is written
     _validate_data(cfg, out)  # bad data fails before anything is written or loaded
     check_plan(cfg, dist)  # and a run that cannot fit, before anything is written
+    with runlock.hold(out) if dist.main else contextlib.nullcontext():  # one owner per run directory
+        return _train(cfg, dist, out, micro, accum, replicas)
+
+
+def _train(cfg: RunConfig, dist: Dist, out: Path, micro: int, accum: int, replicas: int) -> Path:
+    """The training run proper, in a directory this process owns; a signal stops it at a step boundary with that
+    step saved (see base/interrupt.py), so the same command continues exactly."""
+    t, final = cfg.train, out / "model"
     if dist.main:
         C.save(cfg, out / "config.yaml")
     tok = load_tokenizer(cfg)
@@ -271,59 +280,72 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
     peak = _peak_flops(dist.device)
     saver = Checkpointer(out, dist, t.async_save)
     step_flops = training_flops(model.config.to_dict(), t.train_length, t.batch_size)
-    for step in bar:
-        step_t0 = time.time()
-        model.train()
-        rows = [_rows(builder, t, step, m, replica, micro, replicas) for m in range(accum)]
-        # every token of the step weighs the same, whatever micro-batch or process it lands in (the processes of
-        # a sequence-parallel group all count their group's full rows)
-        targets = dist.sum(float(sum(int((shifted_targets(b) != IGNORE).sum()) for b in rows))) / t.sequence_parallel
-        # a step whose rows hold no target (every answer's needle cut away) has a zero loss and zero gradients
-        count = max(targets, 1.0)
-        total = 0.0
-        for m, batch in enumerate(rows):
-            batch = {k: v.to(dist.device) for k, v in batch.items()}
-            last = m == len(rows) - 1
-            if fsdp:
-                net.set_requires_gradient_sync(last)
-            ctx = net.no_sync() if dist.world > 1 and not fsdp and not last else contextlib.nullcontext()
-            with ctx:
-                with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss_sum = net(batch)
-                (loss_sum * dist.world / count).backward()  # DDP and FSDP average over processes: undo it
-            total += float(loss_sum.detach())
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-        gnorm = float(gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm)  # FSDP2: a DTensor
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        loss = dist.sum(total) / count
-        if dist.main and (step + 1) % t.log_every == 0:
-            dt = max(time.time() - step_t0, 1e-9)
-            row = {"step": step + 1, "loss": round(loss, 6), "lr": sched.get_last_lr()[0],
-                   "grad_norm": round(gnorm, 6), "tokens": int(targets), "elapsed_s": round(time.time() - t0, 3),
-                   "tokens_per_s": round(targets / dt, 1), "peak_mem_mb": round(_peak_memory_mb(dist.device), 1)}
-            row["train_mem_mb"] = round(row["peak_mem_mb"] - base_mb, 1)  # what `--plan` estimates
-            if peak:  # model FLOPs utilisation: counted training FLOPs of the step over the GPUs' bf16 peak
-                row["mfu"] = round(step_flops / dt / (peak * dist.world), 4)
-            append_jsonl(out / "train_log.jsonl", row)
-            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-            if board is not None:
-                board.add_scalar("train/loss", loss, step + 1)
-                board.add_scalar("train/lr", sched.get_last_lr()[0], step + 1)
-                board.add_scalar("train/tokens_per_s", row["tokens_per_s"], step + 1)
-                board.add_scalar("train/peak_mem_mb", row["peak_mem_mb"], step + 1)
-        if t.save_every and (step + 1) % t.save_every == 0 and step + 1 < t.steps:
-            saver.save(step + 1, model, opt, sched, net if fsdp else None)
-    saver.wait()  # the last save in flight is on disk before the run is declared done
-    weights = full_states(model, net, opt)[0] if fsdp else None
-    if attn_saved is not None:  # the saved model runs its usual attention
-        model.set_attn_implementation(attn_saved)
-    if dist.main:
-        with atomic_dir(final) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
-            tok.save_pretrained(tmp)
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    with interrupt.deferred():  # a signal waits for the end of its step, which is then saved (below)
+        for step in bar:
+            step_t0 = time.time()
+            model.train()
+            rows = [_rows(builder, t, step, m, replica, micro, replicas) for m in range(accum)]
+            # every token of the step weighs the same, whatever micro-batch or process it lands in (the processes of
+            # a sequence-parallel group all count their group's full rows)
+            counted = float(sum(int((shifted_targets(b) != IGNORE).sum()) for b in rows))
+            targets = dist.sum(counted) / t.sequence_parallel
+            # a step whose rows hold no target (every answer's needle cut away) has a zero loss and zero gradients
+            count = max(targets, 1.0)
+            total = 0.0
+            for m, batch in enumerate(rows):
+                batch = {k: v.to(dist.device) for k, v in batch.items()}
+                last = m == len(rows) - 1
+                if fsdp:
+                    net.set_requires_gradient_sync(last)
+                ctx = net.no_sync() if dist.world > 1 and not fsdp and not last else contextlib.nullcontext()
+                with ctx:
+                    with torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=bf16):
+                        loss_sum = net(batch)
+                    (loss_sum * dist.world / count).backward()  # DDP and FSDP average over processes: undo it
+                total += float(loss_sum.detach())
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+            gnorm = float(gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm)  # FSDP2: a DTensor
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            loss = dist.sum(total) / count
+            if dist.main and (step + 1) % t.log_every == 0:
+                dt = max(time.time() - step_t0, 1e-9)
+                row = {"step": step + 1, "loss": round(loss, 6), "lr": sched.get_last_lr()[0],
+                       "grad_norm": round(gnorm, 6), "tokens": int(targets), "elapsed_s": round(time.time() - t0, 3),
+                       "tokens_per_s": round(targets / dt, 1), "peak_mem_mb": round(_peak_memory_mb(dist.device), 1)}
+                row["train_mem_mb"] = round(row["peak_mem_mb"] - base_mb, 1)  # what `--plan` estimates
+                if peak:  # model FLOPs utilisation: counted training FLOPs of the step over the GPUs' bf16 peak
+                    row["mfu"] = round(step_flops / dt / (peak * dist.world), 4)
+                append_jsonl(out / "train_log.jsonl", row)
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if board is not None:
+                    board.add_scalar("train/loss", loss, step + 1)
+                    board.add_scalar("train/lr", sched.get_last_lr()[0], step + 1)
+                    board.add_scalar("train/tokens_per_s", row["tokens_per_s"], step + 1)
+                    board.add_scalar("train/peak_mem_mb", row["peak_mem_mb"], step + 1)
+            saved = t.save_every and (step + 1) % t.save_every == 0 and step + 1 < t.steps
+            if saved:
+                saver.save(step + 1, model, opt, sched, net if fsdp else None)
+            interrupt.progress(f"at step {step + 1} of {t.steps}")
+            stop = interrupt.requested() is not None
+            if dist.world > 1:  # every rank stops at the same step (a scheduler may signal only some)
+                stop = dist.sum(float(stop)) > 0
+            if stop and step + 1 < t.steps:
+                if not saved:
+                    saver.save(step + 1, model, opt, sched, net if fsdp else None)
+                saver.wait()
+                interrupt.progress(f"at step {step + 1} of {t.steps} (saved)")
+                raise interrupt.Interrupted(interrupt.requested() or signal.SIGTERM)
+        saver.wait()  # the last save in flight is on disk before the run is declared done
+        weights = full_states(model, net, opt)[0] if fsdp else None
+        if attn_saved is not None:  # the saved model runs its usual attention
+            model.set_attn_implementation(attn_saved)
+        if dist.main:
+            with atomic_dir(final) as tmp:
+                model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
+                tok.save_pretrained(tmp)
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
     dist.barrier()
     return final
 

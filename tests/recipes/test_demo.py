@@ -4,11 +4,13 @@ and a run saved before a setting existed."""
 from __future__ import annotations
 
 import json
+import re
+import signal
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import cli
+from helpers import cli, interrupted_line, signal_when
 
 METHODS = ("base", "flt", "pose", "randpos", "longrecipe")
 
@@ -16,12 +18,26 @@ METHODS = ("base", "flt", "pose", "randpos", "longrecipe")
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory) -> tuple[Path, str]:
     """One `longrecipe demo --quick --stages --seed 1` (every method trained, LongRecipe with analysis, replay and
-    merge; every model evaluated; the report): ~4 minutes on 2 cores, run once for the tests below, which only
+    merge; every model evaluated; the report): ~2 minutes on 2 cores, run once for the tests below, which only
     read it (the last one resumes it)."""
     out = tmp_path_factory.mktemp("demo") / "demo"
-    res = cli("demo", "--quick", "--out", str(out), "--stages", "--seed", "1")
+    args = ("demo", "--quick", "--out", str(out), "--stages", "--seed", "1")
+    # first stopped by a scheduler's SIGTERM in its first training (a real process), then the same command finishes
+    QUICK_STOPS.append(signal_when(args, lambda: (out / "train" / "flt" / "train_log.jsonl").exists(), signal.SIGTERM))
+    res = cli(*args)
     assert res.returncode == 0, res.stderr[-3000:]
     return out, res.stdout
+
+
+QUICK_STOPS: list = []  # the quick fixture's SIGTERM-stopped first run
+
+
+@pytest.mark.integration
+def test_quick_demo_stopped_by_sigterm_says_where_and_the_same_command_finishes(quick):
+    out, _ = quick
+    line = interrupted_line(QUICK_STOPS[0], 143)
+    assert re.fullmatch(r"longrecipe demo: interrupted at step [1-4] of 4( \(saved\))?; the same command resumes", line)
+    assert (out / "train" / "flt" / "model" / "model.safetensors").is_file()  # finished by the re-run
 
 
 @pytest.mark.integration

@@ -4,9 +4,11 @@ configs build valid eval configs and fit one GPU."""
 from __future__ import annotations
 
 import json
+import re
+import signal
 
 import pytest
-from helpers import TRAIN_CONFIG, cli
+from helpers import TRAIN_CONFIG, cli, interrupted_line, signal_when
 
 from longrecipe.base import config as C
 from longrecipe.train.config import RunConfig
@@ -36,11 +38,21 @@ def test_smollm2_study_configs_validate_as_run_builds_them_and_fit_one_gpu(name)
     assert res.returncode == 0 and "fits:" in res.stdout, res.stdout + res.stderr
 
 
-def test_run_trains_evaluates_and_reports(tmp_path):
-    res = cli("run", "--config", TRAIN_CONFIG, f"out={tmp_path}", "train.steps=2", "train.batch_size=2",
-              "train.train_length=128", "train.target_length=512", "train.threads=1", "eval.suites=passkey,niah",
-              "eval.samples=4", "eval.options.niah_depths=2", "eval.options.batch_size=4")
+@pytest.mark.integration
+def test_run_trains_evaluates_and_reports_after_a_ctrl_c(tmp_path):
+    """Ctrl-C while `run` evaluates (a real process): exit 130, one line, no traceback; the same command then
+    finishes the run (training done, the written predictions kept)."""
+    args = ("run", "--config", TRAIN_CONFIG, f"out={tmp_path}", "train.steps=2", "train.batch_size=2",
+            "train.train_length=128", "train.target_length=512", "train.threads=1", "eval.suites=passkey,niah",
+            "eval.samples=4", "eval.options.niah_depths=2", "eval.options.batch_size=4")
+    written = lambda: any(f.stat().st_size for f in (tmp_path / "eval").rglob("*.jsonl"))  # noqa: E731
+    stopped = signal_when(args, lambda: (tmp_path / "eval").exists() and written(), signal.SIGINT)
+    assert re.search(r"^longrecipe run: interrupted after \d+ new samples; the same command resumes$",
+                     interrupted_line(stopped, 130))
+    assert (tmp_path / "model" / "model.safetensors").is_file() and not (tmp_path / "report").exists()
+    res = cli(*args)
     assert res.returncode == 0, res.stderr[-2000:]
+    assert "already holds the finished run" in res.stderr  # the training is not done again
     for name in ("trained", "base"):
         data = json.loads((tmp_path / "eval" / name / "results.json").read_text())
         assert {r["context_length"] for r in data["scores"] if r["suite"] == "passkey"} == {256, 512}

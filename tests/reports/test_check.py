@@ -51,3 +51,32 @@ def test_check_exit_codes(runs, tmp_path):
     assert cli("check", str(runs[1]), "--baseline", str(copy), "--update-baseline").returncode == 0
     assert json.loads(copy.read_text()) == json.loads(new.read_text())
     assert cli("check", str(runs[1]), "--baseline", str(copy)).returncode == 0
+
+
+def test_check_ends_with_a_verdict_line_and_speaks_json(tmp_path):
+    """The last stderr line says why the gate is red (or that it is green); `--format json` carries the same verdict
+    and every failing row for CI systems that parse it."""
+    base = _write(tmp_path / "base.json", results_json([score_row(64.9), score_row(40.0, length=1024),
+                                                         score_row(50.0, length=2048)]))
+    run = _write(tmp_path / "run" / "results.json", results_json([score_row(63.9), score_row(40.0, length=1024)]))
+    worse = _write(tmp_path / "worse" / "results.json", results_json([score_row(60.0)]))
+    ok = cli("check", str(base), "--baseline", str(base))
+    assert ok.returncode == 0 and ok.stderr.strip().splitlines() == ["check: ok: 3 tracked rows within 1"]
+    red = cli("check", str(run.parent), "--baseline", str(base), "--tolerance", "0.5")
+    assert red.returncode == 1
+    last = red.stderr.strip().splitlines()[-1]
+    assert last == "check: FAIL: 1 tracked row missing, 1 dropped by more than 0.5 (of 3)"
+    moved = cli("check", str(run.parent), "--baseline", str(base), "--any-change", "--tolerance", "0")
+    assert moved.stderr.strip().splitlines()[-1] == "check: FAIL: 1 tracked row missing, 1 moved by more than 0 (of 3)"
+    res = cli("check", str(worse.parent), "--baseline", str(base), "--format", "json")
+    assert res.returncode == 1
+    doc = json.loads(res.stdout)
+    assert (doc["ok"], doc["tracked"], doc["failed"], doc["missing"]) == (False, 3, 3, 2)
+    assert doc["verdict"] == res.stderr.strip().splitlines()[-1] == \
+        "check: FAIL: 2 tracked rows missing, 1 dropped by more than 1 (of 3)"
+    dropped = [r for r in doc["rows"] if not r["missing"]]
+    assert dropped == [{"suite": "passkey", "task": "passkey", "context_length": 512, "depth": None,
+                        "metric": "exact_match", "baseline": 64.9, "run": 60.0, "delta": -4.9, "missing": False}]
+    assert sorted(r["context_length"] for r in doc["rows"] if r["missing"]) == [1024, 2048]
+    green = json.loads(cli("check", str(base), "--baseline", str(base), "--format", "json").stdout)
+    assert green["ok"] is True and green["rows"] == [] and green["verdict"] == "check: ok: 3 tracked rows within 1"
