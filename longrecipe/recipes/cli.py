@@ -621,7 +621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except interrupt.Interrupted as stop:  # Ctrl-C or SIGTERM: what is written is whole, the re-run resumes
         where = f" {stop.where}" if stop.where else ""
-        print(f"longrecipe {args.command}: interrupted{where}; the same command resumes", file=sys.stderr)
+        # on a line of its own: a progress bar may hold the current one
+        print(f"\nlongrecipe {args.command}: interrupted{where}; the same command resumes", file=sys.stderr)
         return stop.exit_code
 
 

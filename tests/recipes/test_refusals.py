@@ -349,6 +349,8 @@ CHECK += [
         _files([])(tmp), write("broken.json", "{")(tmp))),
     row("{tmp}/good", "--baseline", "{tmp}/empty.json", says="no tracked scores", setup=lambda tmp: (
         _files([])(tmp), write("empty.json", json.dumps(results_json([])))(tmp))),
+    row("{tmp}/good", "--baseline", "{tmp}/good/results.json", "--format", "xml", says="invalid choice: 'xml'",
+        setup=_files([])),
 ]
 
 
