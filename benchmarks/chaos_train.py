@@ -40,24 +40,24 @@ def logged(out: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
-def _partial(out: Path) -> bool:
+def _partial(out: Path) -> set[str]:
+    """Checkpoint folders being written: io.atomic_dir's `.step-N.*` (one process) or `.partial-step-N` (sharded)."""
     try:
-        # a save in progress: io.atomic_dir's `.step-N.*` (one process) or `.partial-step-N` (sharded)
-        return any(n.startswith((".step-", ".partial-step-")) for n in os.listdir(out / "checkpoints"))
+        return {n for n in os.listdir(out / "checkpoints") if n.startswith((".step-", ".partial-step-"))}
     except FileNotFoundError:
-        return False
+        return set()
 
 
 def kill_once(out: Path, steps: int, rng: random.Random, timeout: float = 600) -> dict:
     """Start the run, kill -9 it at the chosen moment; what happened (None when it finished first)."""
     mode = rng.choice(("random", "during-save"))
     delay = rng.uniform(0.0, 1.5)
-    start_steps = len(logged(out))
+    start_steps, stale = len(logged(out)), _partial(out)  # a killed save's leftovers are not a save in progress
     proc = subprocess.Popen(command(out, steps), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     fired_at = None
     while proc.poll() is None and time.monotonic() < deadline:
-        if mode == "during-save" and _partial(out):  # polled without a pause: a tiny save lasts milliseconds
+        if mode == "during-save" and _partial(out) - stale:  # polled without a pause: a tiny save lasts milliseconds
             fired_at = "during a checkpoint write"
         elif mode == "random" and len(logged(out)) > start_steps:  # training (again): past where it was
             time.sleep(delay)
@@ -68,7 +68,7 @@ def kill_once(out: Path, steps: int, rng: random.Random, timeout: float = 600) -
         elif mode == "random":
             time.sleep(0.005)
     proc.wait()
-    saving = _partial(out)
+    saving = bool(_partial(out) - stale)
     done = (out / "model" / "config.json").exists()
     return {"mode": mode, "killed": fired_at is not None and not done, "partial_left": saving,
             "steps_logged": len(logged(out)), "finished_first": done}

@@ -154,6 +154,9 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._group = None  # a process group of its own for DCP's collectives in the background thread
+        if dist.main and self.ckpts.is_dir():  # what killed saves left (the run folder is ours: base/runlock.py)
+            for stale in self.ckpts.glob(".*step-*"):
+                shutil.rmtree(stale, ignore_errors=True)
 
     def save(self, step: int, model, opt, sched, net=None) -> None:
         self.wait()

@@ -123,7 +123,7 @@ def test_kills_at_random_moments_and_during_checkpoint_writes_then_resume_is_bit
                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stdout + res.stderr[-2000:]
     got = json.loads(figures.read_text())
-    assert got["identical"] and got["kills"] == 2 and got["during_checkpoint_write"] == 1, got
+    assert got["identical"] and got["kills"] == 2 and got["during_checkpoint_write"] >= 1, got
     assert [k["mode"] for k in got["per_kill"]] == ["random", "during-save"]
 
 
@@ -170,3 +170,18 @@ def test_export_of_a_single_process_checkpoint_and_bad_input(tmp_path):
     assert res.returncode == 2 and "not empty" in res.stderr
     res = cli("export", str(tmp_path / "nothing"), "--out", str(tmp_path / "hf2"))
     assert res.returncode == 2 and not (tmp_path / "hf2").exists()
+
+
+def test_a_resumed_run_removes_what_killed_saves_left(tmp_path):
+    """A save killed mid-write leaves its hidden folder (io.atomic_dir's `.step-N.*`, DCP's `.partial-step-N`); the
+    next run, which owns the folder (base/runlock.py), removes them before it saves, and keeps every checkpoint."""
+    from types import SimpleNamespace
+
+    from longrecipe.train.checkpoint import Checkpointer
+
+    ckpts = tmp_path / "checkpoints"
+    for name in (".step-00000003.x1y2", ".partial-step-00000006", "step-00000003"):
+        (ckpts / name).mkdir(parents=True)
+        (ckpts / name / "model.safetensors").write_bytes(b"w")
+    Checkpointer(tmp_path, SimpleNamespace(main=True))
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-00000003"]
