@@ -20,6 +20,21 @@ class Request:
     stop: tuple[str, ...] = field(default_factory=tuple)
 
 
+class Completion(str):
+    """A completion's text (a str: every scorer reads it as before) with what the engine said of it: why it stopped
+    (`finish_reason`: "stop" at an end token or stop string, "length" at max_new_tokens; None when unknown) and how
+    many tokens it generated. Why: an empty answer from a server that cannot place tokens past its RoPE window
+    looks like a wrong answer; the runner records both and counts empties as nulls (evaluate/runner.py)."""
+
+    finish_reason: str | None
+    tokens: int | None
+
+    def __new__(cls, text: str, finish_reason: str | None = None, tokens: int | None = None) -> Completion:
+        obj = super().__new__(cls, text)
+        obj.finish_reason, obj.tokens = finish_reason, tokens
+        return obj
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     """Cut a completion at the first stop string (what both engines do when asked to stop)."""
     cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=len(text))
@@ -31,7 +46,7 @@ class Backend(Protocol):
     tokenizer: Any
     max_length: int
 
-    def generate(self, requests: Sequence[Request]) -> list[str]: ...
+    def generate(self, requests: Sequence[Request]) -> list[str]: ...  # Completion where the engine says more
 
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]: ...
 

@@ -54,6 +54,9 @@ class EvalConfig:
     concurrency: int = bounded(8, ge=1)
     request_timeout: float = bounded(600.0, gt=0)
     retries: int = bounded(5, ge=0)
+    # a job whose share of empty answers exceeds this stops (the empties are not kept): an endpoint that answers
+    # nothing past its RoPE window must not score as a model that answers wrongly; 1.0 scores them as nulls
+    empty_limit: float = bounded(0.5, ge=0, le=1)
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,7 +66,7 @@ COMMON = tuple(f.name for f in dataclasses.fields(EvalConfig) if f.name != "opti
 ADDITIVE = ("suites", "lengths")
 NEUTRAL = ("out", "batch_size", "device", "max_model_len", "allow_extrapolation", "base_url", "api_key_env",
            "concurrency", "request_timeout", "retries", "attn_implementation", "device_map", "tensor_parallel_size",
-           "gpu_memory_utilization", "data_parallel_size")
+           "gpu_memory_utilization", "data_parallel_size", "empty_limit")
 
 
 def option_owners() -> dict[str, tuple[Task, dataclasses.Field]]:

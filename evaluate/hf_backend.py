@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from longrecipe.base.modeling import greedy_generate, load_model
-from longrecipe.evaluate.backends import Request, truncate_at_stop
+from longrecipe.evaluate.backends import Completion, Request, truncate_at_stop
 
 
 class HFBackend:
@@ -40,10 +40,12 @@ class HFBackend:
         for i, r in enumerate(requests):
             by_len.setdefault(r.max_new_tokens, []).append(i)
         for new, idx in by_len.items():
+            counts: list[tuple[int, bool]] = []
             texts = greedy_generate(self.model, self.tokenizer, [requests[i].prompt for i in idx], new,
-                                    self.batch_size, eos_token_id=self.eos)
-            for i, t in zip(idx, texts):
-                out[i] = truncate_at_stop(t, requests[i].stop)
+                                    self.batch_size, eos_token_id=self.eos, counts=counts)
+            for i, t, (n, ended) in zip(idx, texts, counts):
+                cut = truncate_at_stop(t, requests[i].stop)
+                out[i] = Completion(cut, "stop" if ended or cut != t else "length", n)
         return out
 
     @torch.inference_mode()

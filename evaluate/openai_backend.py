@@ -26,7 +26,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from longrecipe.evaluate.backends import Request, truncate_at_stop
+from longrecipe.evaluate.backends import Completion, Request, truncate_at_stop
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -94,7 +94,7 @@ class OpenAIBackend:
                               f"{self.model!r} (--model is the served model name)")
         return int(names[self.model].get("max_model_len") or 0)
 
-    def _complete(self, r: Request) -> str:
+    def _complete(self, r: Request) -> Completion:
         body: dict[str, Any] = {"model": self.model, "max_tokens": r.max_new_tokens, "temperature": 0.0,
                                 "top_p": 1.0, "n": 1}
         if r.stop:
@@ -102,13 +102,21 @@ class OpenAIBackend:
         if self.send_ids:
             body["prompt"] = self.tokenizer(r.prompt)["input_ids"]
             try:
-                return truncate_at_stop(self._call("POST", "/completions", body)["choices"][0]["text"], r.stop)
+                return self._completion(self._call("POST", "/completions", body), r)
             except ServerError as err:
                 if "HTTP 400" not in str(err) and "HTTP 422" not in str(err):
                     raise
                 self.send_ids = False  # this server takes text prompts only
         body["prompt"] = r.prompt
-        return truncate_at_stop(self._call("POST", "/completions", body)["choices"][0]["text"], r.stop)
+        return self._completion(self._call("POST", "/completions", body), r)
+
+    @staticmethod
+    def _completion(answer: dict, r: Request) -> Completion:
+        """The text cut at the stop strings, with the server's finish reason and completion token count."""
+        choice = answer["choices"][0]
+        tokens = (answer.get("usage") or {}).get("completion_tokens")
+        return Completion(truncate_at_stop(choice["text"], r.stop), choice.get("finish_reason"),
+                          None if tokens is None else int(tokens))
 
     def completed(self, requests: Sequence[Request]) -> Iterator[tuple[int, str]]:
         """(index, completion) of each request as soon as it finishes."""

@@ -28,7 +28,7 @@ from longrecipe.base.io import write_json, write_text
 from longrecipe.base.schema import ModelInfo, Results, ScoreRow, append_jsonl, read_jsonl, run_info
 from longrecipe.base.tokenization import load_tokenizer
 from longrecipe.evaluate import general, perplexity
-from longrecipe.evaluate.backends import BACKENDS, Request
+from longrecipe.evaluate.backends import BACKENDS, Completion, Request
 from longrecipe.evaluate.config import (  # noqa: F401  (build_config: the API callers use with run_eval)
     ADDITIVE,
     COMMON,
@@ -223,8 +223,35 @@ def merge_shards(job: Job, out: Path) -> None:
 
 
 def _row(s: Sample, pred: str) -> dict:
-    return {"index": s.index, "prediction": pred, "outputs": s.references, "length": s.length, "depth": s.depth,
-            "answer_position": s.answer_position, "prompt_sha1": _prompt_sha(s), **s.extra}
+    engine = {"finish_reason": pred.finish_reason, "generated_tokens": pred.tokens} if isinstance(
+        pred, Completion) else {}
+    return {"index": s.index, "prediction": str(pred), "outputs": s.references, "length": s.length, "depth": s.depth,
+            "answer_position": s.answer_position, "prompt_sha1": _prompt_sha(s), **engine, **s.extra}
+
+
+def check_empties(cfg: EvalConfig, job: Job, preds: list[dict], out: Path) -> None:
+    """Stop when more than `cfg.empty_limit` of a job's answers are empty, naming the likely cause; the empty
+    answers are taken out of its predictions file (atomically) so that the same command asks for them again.
+
+    Why: a vLLM server started without room for a length answers an empty string past its RoPE window; scored,
+    that is a silent 0 (passkey, NIAH) or a column of nulls (RULER) that reads like a model that cannot retrieve."""
+    empty = [p for p in preds if not p["prediction"].strip()]
+    if not preds or len(empty) <= cfg.empty_limit * len(preds):
+        return
+    keep = {p["index"] for p in preds} - {p["index"] for p in empty}
+    path = job.path(out)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in read_jsonl(path) if r["index"] in keep))
+    reasons = sorted({str(p.get("finish_reason")) for p in empty})
+    where = f"{job.suite}/{job.task}@{job.length}" if job.length else f"{job.suite}/{job.task}"
+    if cfg.backend == "openai":
+        n = job.length or job.built_at
+        cause = (f"a server started without room for {n} tokens answers nothing past its RoPE window: start it with "
+                 f"--max-model-len {n} --hf-overrides '{{\"max_position_embeddings\": {n}}}' (vLLM)")
+    else:
+        cause = "the model ends at once (an end token first): check the prompt format (--chat-template)"
+    raise ValueError(f"{where}: {len(empty)} of {len(preds)} answers are empty (finish reason "
+                     f"{', '.join(reasons)}); {cause}, or pass --empty-limit 1 to score them as nulls; the empty "
+                     f"answers were not kept, the same command asks for them again")
 
 
 def _log_job(job: Job, n: int, dt: float, new_tokens: int, log) -> None:
@@ -411,6 +438,7 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
                 if parallel:  # follow-up jobs (LongBench v2's second turn) get workers of their own
                     predict_parallel(cfg, path, [job], out)
                 preds = predict(job, backend, out, cfg.batch_size, log)
+                check_empties(cfg, job, preds, out)
                 texts = [p["prediction"] for p in preds]
                 rows += task.score(texts, job.samples)
                 more = task.follow_up(tokenizer, job.built_at, suite_options(cfg, task), job.samples, texts)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
-from longrecipe.evaluate.backends import Request, truncate_at_stop
+from longrecipe.evaluate.backends import Completion, Request, truncate_at_stop
 
 
 class VLLMBackend:
@@ -71,7 +71,8 @@ class VLLMBackend:
         params = [SamplingParams(temperature=0.0, max_tokens=r.max_new_tokens, stop=list(r.stop) or None,
                                  skip_special_tokens=True) for r in requests]
         outs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [truncate_at_stop(o.outputs[0].text, r.stop) for o, r in zip(outs, requests)]
+        return [Completion(truncate_at_stop(o.outputs[0].text, r.stop), o.outputs[0].finish_reason,
+                           len(o.outputs[0].token_ids)) for o, r in zip(outs, requests)]
 
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         from vllm import SamplingParams

@@ -137,7 +137,7 @@ class Niah(TaskBase):
 
     def score(self, predictions: list[str], samples: list[Sample]) -> list[ScoreRow]:
         return [ScoreRow("niah", s.task, "substring", score(p, s.references), self.version, s.context_length,
-                         float(s.depth), 1) for p, s in zip(predictions, samples)]
+                         float(s.depth), 1, int(not p.strip())) for p, s in zip(predictions, samples)]
 
 
 TASK = Niah()

@@ -116,8 +116,9 @@ class Passkey(TaskBase):
 
     def score(self, predictions: list[str], samples: list[Sample]) -> list[ScoreRow]:
         values = [100 * score(p, s.references[0]) for p, s in zip(predictions, samples)]
+        nulls = sum(not p.strip() for p in predictions)  # empty answers, as RULER counts its Nulls
         return [ScoreRow("passkey", "passkey", "exact_match", sum(values) / len(values), self.version,
-                         samples[0].context_length, None, len(values))]
+                         samples[0].context_length, None, len(values), nulls)]
 
 
 TASK = Passkey()

@@ -62,12 +62,16 @@ def _batches(order: list[int], lengths: list[int], batch_size: int, cpu: bool) -
 
 @torch.inference_mode()
 def greedy_generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
-                    batch_size: int = 8, progress: bool = False, eos_token_id: Any = None) -> list[str]:
-    """Greedy continuations of `prompts` (decoded, special tokens dropped), in the input order."""
+                    batch_size: int = 8, progress: bool = False, eos_token_id: Any = None,
+                    counts: list | None = None) -> list[str]:
+    """Greedy continuations of `prompts` (decoded, special tokens dropped), in the input order. `counts`, when
+    given, receives (generated tokens up to and including the end token, whether an end token came) per prompt."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
     out: list[str] = [""] * len(prompts)
+    found: list[tuple[int, bool]] = [(0, False)] * len(prompts)
+    ends = set([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id or [tokenizer.eos_token_id])
     device = next(model.parameters()).device
     for idx in tqdm(_batches(order, [len(e) for e in encoded], batch_size, device.type == "cpu"),
                     disable=not progress, desc="generate"):
@@ -83,7 +87,12 @@ def greedy_generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_
             eos_token_id=tokenizer.eos_token_id if eos_token_id is None else eos_token_id,
         )
         for row, i in enumerate(idx):
-            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
+            new = gen[row, width:].tolist()
+            out[i] = tokenizer.decode(new, skip_special_tokens=True)
+            stop = next((k for k, t in enumerate(new) if t in ends), None)
+            found[i] = (len(new) if stop is None else stop + 1, stop is not None)
+    if counts is not None:
+        counts[:] = found
     return out
 
 

@@ -513,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--request-timeout", type=float, default=600.0, help="--backend openai: seconds per request")
     sp.add_argument("--retries", type=int, default=5, help="--backend openai: retries (exponential backoff) on "
                     "connection errors, 429 and 5xx")
+    sp.add_argument("--empty-limit", type=float, default=0.5, help="stop when more than this share of a job's "
+                    "answers is empty (a server's RoPE window; default 0.5); 1 scores empty answers as nulls")
     sp.add_argument("--allow-extrapolation", action="store_true", help="allow lengths above max_position_embeddings")
     sp.add_argument("--samples", type=int, default=20, help="samples per task and length")
     sp.add_argument("--seed", type=int, default=42)

@@ -47,9 +47,10 @@ class Server:
         env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1",
                "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1", "HF_HUB_OFFLINE": "1"}
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model), "--host",
-               "127.0.0.1", "--port", str(self.port), "--max-model-len", "512", "--enforce-eager", "--dtype",
+               "127.0.0.1", "--port", str(self.port), "--max-model-len", "1024", "--enforce-eager", "--dtype",
                "float32", "--served-model-name", SERVED, "--seed", "0",
-               "--hf-overrides", json.dumps({"max_position_embeddings": 512})]  # RoPE cache past the config's 256
+               # a RoPE cache to 512, past the config's 256, and room for 1024: past 512 it answers nothing
+               "--hf-overrides", json.dumps({"max_position_embeddings": 512})]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 600  # a start takes ~45 s alone; generous for a machine that is busy
@@ -233,3 +234,25 @@ def test_served_model_refuses_the_local_ppl_suite(server, tmp_path):
     err = [x for x in res.stderr.splitlines() if x.strip()]
     assert res.returncode == 2 and len(err) == 1 and "--suite general" in err[0], res.stderr[-2000:]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_server_without_room_for_the_length_stops_the_job_instead_of_scoring_empties(server, tmp_path):
+    """The server admits 1024 tokens but its RoPE cache ends at 512 (what `--max-model-len` without `--hf-overrides`
+    gives): every answer at 1024 is empty. The job stops in one line that names the cause and the flags that fix it,
+    keeps no empty answer (the same command asks again), and `--empty-limit 1` scores them, each a null."""
+    out = tmp_path / "past"
+    args = ["eval", "--model", SERVED, "--backend", "openai", "--base-url", server.url, "--tokenizer", "tiny",
+            "--suite", "passkey", "--lengths", "1024", "--allow-extrapolation", "--samples", "6", "--out", str(out)]
+    res = cli(*args)
+    err = [x for x in res.stderr.splitlines() if x.strip()]
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert err[-1].startswith("longrecipe eval: error: passkey/passkey@1024: 6 of 6 answers are empty"), err[-1]
+    assert "--max-model-len 1024 --hf-overrides" in err[-1] and "--empty-limit 1" in err[-1]
+    pred = out / "predictions" / "passkey" / "passkey" / "1024.jsonl"
+    assert pred.read_text() == "" and not (out / "results.json").exists()
+    res = cli(*args, "--empty-limit", "1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    (row,) = [r for r in json.loads((out / "results.json").read_text())["scores"] if r["suite"] == "passkey"]
+    assert (row["value"], row["n"], row["n_null"]) == (0.0, 6, 6)
+    rows = [json.loads(x) for x in pred.read_text().splitlines()]
+    assert {r["prediction"] for r in rows} == {""} and all(r["finish_reason"] is not None for r in rows)

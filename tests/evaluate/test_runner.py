@@ -80,6 +80,25 @@ def test_resume_after_kill_recomputes_nothing(tmp_path):
     assert results["schema_version"] == 1 and results["model"]["max_position_embeddings"] == 256
 
 
+def test_every_prediction_records_why_it_stopped_and_its_generated_tokens(tmp_path):
+    """The hf backend reports each answer's finish reason ("stop": an end token or a stop string, "length":
+    max_new_tokens) and generated-token count; the runner writes both into the prediction rows."""
+    from longrecipe.base import models
+    from longrecipe.evaluate.backends import Request
+    from longrecipe.evaluate.hf_backend import HFBackend
+
+    backend = HFBackend(str(models.resolve("tiny")), device="cpu")
+    ends = backend.generate([Request("The quick brown fox", 1), Request("The quick brown fox", 40, ("the",))])
+    assert (ends[0].finish_reason, ends[0].tokens) == ("length", 1)
+    assert ends[1].finish_reason == "stop" and 1 <= ends[1].tokens <= 40 and "the" not in ends[1]
+    res = cli("eval", "--model", "tiny", "--suite", "passkey", "--lengths", "128", "--samples", "3",
+              "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [json.loads(x) for x in lines(tmp_path / "predictions" / "passkey" / "passkey" / "128.jsonl")]
+    assert len(rows) == 3 and all(r["finish_reason"] in ("stop", "length") and 0 < r["generated_tokens"] <= 32
+                                  for r in rows), rows
+
+
 def test_niah_and_ruler_rows(tmp_path):
     res = cli("eval", "--model", "tiny", "--suite", "niah,ruler", "--lengths", "512", "--samples", "2",
               "--niah-depths", "3", "--ruler-tasks", "niah_single_1,fwe", "--allow-extrapolation",

@@ -94,6 +94,7 @@ EVAL = [
         says="above the model's max_position_embeddings (256)"),
     row("--model", "tiny", "--ruler-tasks", "niah_single_9", "--out", "{tmp}/o", says="unknown RULER task"),
     row(*PASSKEY, "--samples", "0", "--lengths", "256", says="samples: 0 must be >= 1"),
+    row(*PASSKEY, "--empty-limit", "1.5", "--lengths", "256", says="empty_limit: 1.5 must be <= 1"),
     row(*PASSKEY, "--lengths", "5", says="passkey: length 5 cannot hold the prompt"),
     row(*PASSKEY, "--lengths", "256", "--niah-depths", "0", says="niah_depths: 0 must be >= 1"),
     row(*PASSKEY, "--lengths", "256", "--batch-size", "0", says="batch_size: 0 must be >= 1"),
