@@ -28,6 +28,14 @@ class HFBackend:
         eos = self.model.generation_config.eos_token_id
         self.eos = [eos] if isinstance(eos, int) else list(eos or [self.tokenizer.eos_token_id])
 
+    def settings(self) -> dict[str, Any]:
+        """What this engine ran with that can move a score (the run manifest, evaluate/runner.py)."""
+        import transformers
+
+        return {"backend_version": f"transformers {transformers.__version__}",
+                "dtype": str(self.model.dtype).removeprefix("torch."),
+                "attn_implementation": getattr(self.model.config, "_attn_implementation", None)}
+
     @classmethod
     def from_config(cls, cfg: Any, model_dir: Path) -> HFBackend:
         return cls(str(model_dir), device=cfg.device, batch_size=cfg.batch_size, dtype=cfg.dtype,

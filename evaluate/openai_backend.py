@@ -86,6 +86,19 @@ class OpenAIBackend:
             time.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable")
 
+    def settings(self) -> dict[str, Any]:
+        """What the run manifest can know of a served model: its name and the server's version where it says
+        (vLLM: GET /version); dtype and attention are the server's own, unknown here (None)."""
+        version = None
+        try:
+            req = urllib.request.Request(self.base.removesuffix("/v1") + "/version")
+            with urllib.request.urlopen(req, timeout=min(self.timeout, 10)) as res:
+                version = json.loads(res.read()).get("version")
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+        return {"backend_version": f"server {version}" if version else None, "served_model": self.model,
+                "dtype": None, "attn_implementation": None}
+
     def _check_model(self) -> int:
         served = self._call("GET", "/models", retries=min(self.retries, 2)).get("data", [])
         names = {m.get("id"): m for m in served}

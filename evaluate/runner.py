@@ -424,6 +424,7 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "eval_config.json", {**flat(cfg), "identity": _merged_identity(out, identity)})
         rows: list[ScoreRow] = []
+        engine: dict[str, Any] = {}  # the engine's own settings (none when data-parallel workers ran it)
         if jobs:
             for job in jobs:  # a killed data-parallel run's shard files
                 merge_shards(job, out)
@@ -444,6 +445,7 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
                 more = task.follow_up(tokenizer, job.built_at, suite_options(cfg, task), job.samples, texts)
                 if more:
                     queue.insert(0, Job(job.suite, more[0].task, job.length, more, job.version, job.built_at))
+            engine = backend.settings() if hasattr(backend, "settings") else {}
             if getattr(backend, "retried", 0):
                 log(f"{backend.retried} requests retried (server errors, timeouts, dropped or cut answers)")
             del backend
@@ -454,9 +456,36 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
         conf = json.loads((path / "config.json").read_text())
         results = Results(run=run_info(command or " ".join(sys.argv), flat(cfg), cfg.seed),
                           model=ModelInfo(cfg.model, conf.get("rope_parameters"), conf.get("max_position_embeddings")),
-                          backend=cfg.backend, scores=tuple(rows))
+                          backend=cfg.backend, scores=tuple(rows),
+                          manifest=run_manifest(cfg, tokenizer, path, jobs, engine))
         results.save(out / "results.json")
         return out / "results.json"
+
+
+def tokenizer_sha256(tokenizer: Any) -> str:
+    """One digest of what a tokenizer does (its vocabulary, special ids and the ids of a probe text), not of its
+    files: a model re-saved by training keeps its digest, another vocabulary or normalizer does not."""
+    probe = "Passkey 31415: the grass is green. Ünïcode, tabs\tand  spaces."
+    what = [sorted(tokenizer.get_vocab().items()), list(tokenizer.all_special_ids), tokenizer(probe)["input_ids"]]
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()
+
+
+def run_manifest(cfg: EvalConfig, tokenizer: Any, path: Path, jobs: list[Job], engine: dict[str, Any]) -> dict:
+    """Every setting that moves a score, for results.json's `manifest`: `report` warns and `check` refuses when
+    runs put side by side differ in one (reports/settings.py). Why: "vLLM scores differ from HF" (LongBench#95,
+    RULER#80) is most often a dtype, a chat template or a token budget that nothing recorded."""
+    template = getattr(tokenizer, "chat_template", None) if cfg.chat_template else None
+    generation = {f"{j.suite}/{j.task}": {"max_new_tokens": j.samples[0].max_new_tokens,
+                                          "stop": list(Request("", 0).stop)} for j in jobs if j.samples}
+    truncation = {t.name: {"side": t.truncation, "limit": getattr(suite_options(cfg, t), "max_length", None)}
+                  for t in _selected(cfg)}
+    return {"backend": cfg.backend, "backend_version": engine.get("backend_version"),
+            "served_model": engine.get("served_model"),
+            "dtype": engine.get("dtype", None if cfg.dtype == "auto" else cfg.dtype),
+            "attn_implementation": engine.get("attn_implementation"),
+            "chat_template_sha256": hashlib.sha256(str(template).encode()).hexdigest() if template else None,
+            "tokenizer_sha256": tokenizer_sha256(tokenizer), "truncation": truncation, "generation": generation,
+            "sampling": {"temperature": 0.0, "top_p": 1.0, "greedy": True}, "seed": cfg.seed}
 
 
 def _previous_rows(out: Path) -> list[ScoreRow]:

@@ -58,6 +58,14 @@ class VLLMBackend:
         if core is not None:
             core.shutdown()
 
+    def settings(self) -> dict[str, Any]:
+        """What this engine ran with that can move a score (the run manifest, evaluate/runner.py)."""
+        import vllm
+
+        conf = self.llm.llm_engine.model_config
+        return {"backend_version": f"vllm {vllm.__version__}", "dtype": str(conf.dtype).removeprefix("torch."),
+                "attn_implementation": None}
+
     @classmethod
     def from_config(cls, cfg: Any, model_dir: Path) -> VLLMBackend:
         return cls(str(model_dir), max_model_len=cfg.max_model_len or max(max(cfg.lengths), 1),

@@ -17,6 +17,7 @@ import pandas as pd
 
 from longrecipe.base.io import write_json
 from longrecipe.base.schema import RAW_METRICS
+from longrecipe.reports import settings
 from longrecipe.reports.load import ReportError, read_results
 from longrecipe.reports.tables import suites, view
 
@@ -101,7 +102,7 @@ def as_json(bad: pd.DataFrame, n: int, tolerance: float, any_change: bool) -> di
 
 def run_check(baseline: str | Path, run: str | Path, tolerance: float = 1.0, per_task: bool = False,
               update: bool = False, log=print, any_change: bool = False, fmt: str = "table",
-              say=lambda line: print(line, file=sys.stderr)) -> int:
+              say=lambda line: print(line, file=sys.stderr), allow_setting_change: bool = False) -> int:
     """0: green, 1: a tracked row dropped (or moved) past the tolerance or is missing; the verdict line goes to
     `say` (stderr) in both cases, the table or the JSON document to `log` (stdout)."""
     if tolerance < 0:
@@ -115,6 +116,14 @@ def run_check(baseline: str | Path, run: str | Path, tolerance: float = 1.0, per
     n = len(tracked(base, per_task))
     if n == 0:
         raise ReportError(f"{baseline} has no tracked scores: there is nothing to gate against")
+    changed = settings.differences({"baseline": base.get("manifest") or {}, "run": current.get("manifest") or {}})
+    if changed and not allow_setting_change:
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise ReportError(f"the run and the baseline were made with other settings: {changed[0]}{more}; a gate "
+                          f"across them would report the setting as the model (--allow-setting-change compares "
+                          f"them anyway)")
+    for line in changed:
+        say(f"warning: {line}")
     bad = compare(base, current, tolerance, per_task, any_change)
     if fmt == "json":
         log(json.dumps(as_json(bad, n, tolerance, any_change), indent=2))

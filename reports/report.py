@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from longrecipe.reports import export, load, plots, tables
+from longrecipe.reports import export, load, plots, settings, tables
 
 
 def build_report(runs: Sequence[str | Path], out: str | Path, target: int | None = None,
@@ -13,6 +14,8 @@ def build_report(runs: Sequence[str | Path], out: str | Path, target: int | None
     """fmt: 'tables' (tables, plots, RULER summary.csv files) or 'lm-eval' (lm-eval's results JSON per run too)."""
     out = Path(out)
     df = load.frame(runs)
+    for line in settings.differences({load.label(r): load.read_results(r).get("manifest") or {} for r in runs}):
+        print(f"warning: {line}", file=sys.stderr)  # side by side, the setting would read as the model
     written = export.write_exports({load.label(r): load.read_results(r) for r in runs}, out, fmt == "lm-eval")
     t1 = tables.table1(df)
     written += tables.write(t1, out, "table1", "Long-context and general scores per run") if not t1.empty else []

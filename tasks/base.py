@@ -83,6 +83,8 @@ class TaskBase:
 
     Options: ClassVar[type] = NoOptions
     per_length: ClassVar[bool] = True
+    # how a prompt longer than its budget is fitted (recorded in the run manifest): "none" = built to its length
+    truncation: ClassVar[str] = "none"
     evaluator: ClassVar[str | None] = None
     view: ClassVar[View] = View()
 

@@ -251,6 +251,7 @@ class LongBench(TaskBase):
     dataset's tokens to generate; category averages per language are its derived rows."""
 
     name, version, Options, per_length = "longbench", TASK_VERSION, LongBenchOptions, False
+    truncation = "middle"  # the reference's: first and last halves of the token ids
     suffix = ""
     view = View(columns=(Column("LongBench", tasks=("average",), metrics=("avg_en",)),),
                 tables=(Table("longbench_by_category", "LongBench by category and language", layout="by_language",

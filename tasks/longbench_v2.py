@@ -72,6 +72,7 @@ class LongBenchV2(TaskBase):
     """One answer pass, or (--longbench-cot) a reasoning pass whose predictions feed the answer pass."""
 
     name, version, Options, per_length = "longbench_v2", TASK_VERSION, LongBenchOptions, False
+    truncation = "middle"  # the reference's: first and last halves of the token ids
     view = View(columns=())
 
     def check(self, options: LongBenchOptions) -> None:

@@ -6,7 +6,9 @@ A results file is one JSON object:
      "run":     {id, created, command, git_sha, git_dirty, config, versions, seed, hardware},
      "model":   {path, rope_parameters, max_position_embeddings},
      "backend": "hf" | "vllm" | "lm-eval" | ...,
-     "scores":  [{suite, task, task_version, context_length, depth, metric, value, n, n_null}, ...]}
+     "scores":  [{suite, task, task_version, context_length, depth, metric, value, n, n_null}, ...],
+     "manifest": {setting: value}}   # optional (files written before it have none): every setting that moves
+                                     # a score (evaluate/runner.py run_manifest), compared by reports/settings.py
 
 Scores are tidy: one row per (suite, task, context_length, depth, metric); context length is a column, never part
 of a metric name. `context_length` and `depth` are null where they do not apply (e.g. a short general task).
@@ -79,6 +81,7 @@ class Results:
     model: ModelInfo
     backend: str
     scores: tuple[ScoreRow, ...] = field(default_factory=tuple)
+    manifest: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,10 +100,14 @@ class Results:
         scores = d.get("scores")
         if not isinstance(scores, list):
             raise SchemaError(f"{source}: field 'scores' must be a list")
+        manifest = d.get("manifest", {})
+        if not isinstance(manifest, dict):
+            raise SchemaError(f"{source}: field 'manifest' must be an object")
         return cls(run=_typed(RunInfo, d.get("run"), f"{source}: run"),
                    model=_typed(ModelInfo, d.get("model"), f"{source}: model"),
                    backend=_field(d, "backend", str, f"{source}: backend"),
-                   scores=tuple(_typed(ScoreRow, s, f"{source}: scores[{i}]") for i, s in enumerate(scores)))
+                   scores=tuple(_typed(ScoreRow, s, f"{source}: scores[{i}]") for i, s in enumerate(scores)),
+                   manifest=manifest)
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())

@@ -393,7 +393,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     try:
         return run_check(args.baseline, args.run, args.tolerance, args.per_task, args.update_baseline,
-                         any_change=args.any_change, fmt=args.format)
+                         any_change=args.any_change, fmt=args.format, allow_setting_change=args.allow_setting_change)
     except ReportError as err:
         raise UsageError(str(err)) from None
 
@@ -550,6 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--update-baseline", action="store_true", help="rewrite the baseline from this run (atomic)")
     sp.add_argument("--any-change", action="store_true", help="fail on a move either way (a pinned baseline: "
                     "with --tolerance 0, any change of a greedy, deterministic run)")
+    sp.add_argument("--allow-setting-change", action="store_true", help="compare a run with a baseline made with "
+                    "other score-moving settings (dtype, chat template, tokenizer, token budgets...: each warned)")
     sp.add_argument("--format", choices=("table", "json"), default="table",
                     help="stdout: the table of failing rows (default), or one JSON document with the verdict and "
                     "every failing row; the verdict line goes to stderr either way")

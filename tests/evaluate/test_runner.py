@@ -82,7 +82,8 @@ def test_resume_after_kill_recomputes_nothing(tmp_path):
 
 def test_every_prediction_records_why_it_stopped_and_its_generated_tokens(tmp_path):
     """The hf backend reports each answer's finish reason ("stop": an end token or a stop string, "length":
-    max_new_tokens) and generated-token count; the runner writes both into the prediction rows."""
+    max_new_tokens) and generated-token count; the runner writes both into the prediction rows, and the settings
+    that move a score into results.json's manifest."""
     from longrecipe.base import models
     from longrecipe.evaluate.backends import Request
     from longrecipe.evaluate.hf_backend import HFBackend
@@ -95,8 +96,20 @@ def test_every_prediction_records_why_it_stopped_and_its_generated_tokens(tmp_pa
               "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr[-2000:]
     rows = [json.loads(x) for x in lines(tmp_path / "predictions" / "passkey" / "passkey" / "128.jsonl")]
-    assert len(rows) == 3 and all(r["finish_reason"] in ("stop", "length") and 0 < r["generated_tokens"] <= 32
+    assert len(rows) == 3 and all(r["finish_reason"] in ("stop", "length") and 0 < r["generated_tokens"] <= 10
                                   for r in rows), rows
+    # the run manifest: every setting that moves a score, as the engine ran it
+    import transformers
+
+    from longrecipe.evaluate.runner import tokenizer_sha256
+
+    m = json.loads((tmp_path / "results.json").read_text())["manifest"]
+    assert m == {"backend": "hf", "backend_version": f"transformers {transformers.__version__}",
+                 "served_model": None, "dtype": "float32", "attn_implementation": "sdpa", "chat_template_sha256": None,
+                 "tokenizer_sha256": tokenizer_sha256(backend.tokenizer),
+                 "truncation": {"passkey": {"side": "none", "limit": None}},
+                 "generation": {"passkey/passkey": {"max_new_tokens": 10, "stop": []}},
+                 "sampling": {"temperature": 0.0, "top_p": 1.0, "greedy": True}, "seed": 42}
 
 
 def test_niah_and_ruler_rows(tmp_path):

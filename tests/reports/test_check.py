@@ -80,3 +80,35 @@ def test_check_ends_with_a_verdict_line_and_speaks_json(tmp_path):
     assert sorted(r["context_length"] for r in doc["rows"] if r["missing"]) == [1024, 2048]
     green = json.loads(cli("check", str(base), "--baseline", str(base), "--format", "json").stdout)
     assert green["ok"] is True and green["rows"] == [] and green["verdict"] == "check: ok: 3 tracked rows within 1"
+
+
+def test_runs_made_with_other_settings_are_named_by_report_and_refused_by_check(tmp_path):
+    """The manifests differ in dtype and in one task's token budget: `report` warns one line per setting, `check`
+    refuses in one line (exit 2) unless --allow-setting-change, then warns and gates; runs without a manifest (files
+    from before it) are not compared."""
+    def manifest(dtype: str, budget: int) -> dict:
+        return {"backend": "hf", "dtype": dtype, "seed": 1,
+                "generation": {"passkey/passkey": {"max_new_tokens": budget, "stop": []}, "ruler/vt": {
+                    "max_new_tokens": 30, "stop": []}}}
+
+    base = _write(tmp_path / "base" / "results.json", {**results_json([score_row(50.0)]),
+                                                       "manifest": manifest("float32", 32)})
+    run = _write(tmp_path / "run" / "results.json", {**results_json([score_row(50.0)]),
+                                                     "manifest": {**manifest("bfloat16", 16),
+                                                                  "generation": {"passkey/passkey": {
+                                                                      "max_new_tokens": 16, "stop": []}}}})
+    res = cli("check", str(run.parent), "--baseline", str(base))
+    one_line_exit_2(res, "other settings: setting dtype differs: baseline=float32, run=bfloat16 (and 1 more)",
+                    "--allow-setting-change")
+    res = cli("check", str(run.parent), "--baseline", str(base), "--allow-setting-change")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "warning: setting dtype differs: baseline=float32, run=bfloat16",
+        'warning: setting generation[passkey/passkey] differs: baseline={"max_new_tokens": 32, "stop": []}, '
+        'run={"max_new_tokens": 16, "stop": []}',
+        "check: ok: 1 tracked rows within 1"]  # ruler/vt is in one run only: nothing to compare
+    rep = cli("report", str(base.parent), str(run.parent), "--out", str(tmp_path / "rep"))
+    warned = [x for x in rep.stderr.splitlines() if x.startswith("warning:")]  # runs named by their folders
+    assert rep.returncode == 0 and warned == [x.replace("baseline=", "base=") for x in res.stderr.splitlines()[:2]]
+    old = _write(tmp_path / "old" / "results.json", results_json([score_row(50.0)]))  # no manifest
+    assert cli("check", str(old.parent), "--baseline", str(base)).returncode == 0
