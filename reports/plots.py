@@ -3,6 +3,7 @@ curves and the Table-1 bar chart."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,17 +99,38 @@ def _vs_length(r: pd.DataFrame, ylabel: str, windows: dict[str, int | None], out
     return _save(fig, out, name)
 
 
+EMA_SPAN = 10  # steps: alpha = 2 / (span + 1), the usual span convention
+
+
+def ema(values: Sequence[float], alpha: float = 2 / (EMA_SPAN + 1)) -> list[float]:
+    """Exponential moving average, s_0 = x_0, s_t = alpha x_t + (1 - alpha) s_(t-1). Why: an answer-only loss on a
+    few rows swings between 0 and 7 from one step to the next; raw, the curves of several runs cannot be read."""
+    out: list[float] = []
+    for x in values:
+        out.append(x if not out else alpha * x + (1 - alpha) * out[-1])
+    return out
+
+
 def loss_curves(logs: dict[str, Path], out: Path) -> list[Path]:
+    """Training loss against steps and against training tokens: each run's raw losses faint, their EMA (span
+    EMA_SPAN steps) solid in the same colour."""
     if not logs:
         return []
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name, path in sorted(logs.items()):
+    fig, (by_step, by_tokens) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for k, (name, path) in enumerate(sorted(logs.items())):
         rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+        steps, loss = [r["step"] for r in rows], [r["loss"] for r in rows]
+        seen = list(itertools.accumulate(r.get("tokens", 0) for r in rows))
+        colour = f"C{k % 10}"
+        for ax, x in ((by_step, steps), (by_tokens, seen)):
+            ax.plot(x, loss, color=colour, alpha=0.25, linewidth=0.8)
+            ax.plot(x, ema(loss), color=colour, label=name)
+    by_step.set_xlabel("step")
+    by_tokens.set_xlabel("training tokens (loss targets)")
+    by_step.set_ylabel(f"training loss (faint: raw; solid: EMA over {EMA_SPAN} steps)")
+    by_step.legend(fontsize=8)
+    for ax in (by_step, by_tokens):
+        ax.grid(alpha=0.3)
     return _save(fig, out, "loss_curves")
 
 

@@ -220,3 +220,12 @@ def test_committed_results_name_no_machine_path():
     bad = [(f.relative_to(ROOT), s) for f in files for s in strings(json.loads(f.read_text()))
            if s.startswith(("/", "~")) or (len(s) > 2 and s[1] == ":" and s[2] in "\\/")]
     assert not bad, bad[:5]
+
+
+def test_loss_curves_are_smoothed_by_an_ema_with_the_raw_series_behind():
+    """ema(): s_0 = x_0, s_t = a x_t + (1 - a) s_(t-1); by hand for a = 0.5 on a loss that swings 0 <-> 7."""
+    from longrecipe.reports.plots import EMA_SPAN, ema
+
+    assert ema([0.0, 7.0, 0.0, 7.0], 0.5) == [0.0, 3.5, 1.75, 4.375]
+    assert ema([]) == [] and ema([2.0, 2.0, 2.0]) == [2.0, 2.0, 2.0]
+    assert ema([0.0, 11.0]) == pytest.approx([0.0, 11.0 * 2 / (EMA_SPAN + 1)])
