@@ -23,10 +23,21 @@ class HFBackend:
         self.model, self.tokenizer = load_model(model_dir, device=device, dtype=torch_dtype,
                                                 trust_remote_code=trust_remote_code,
                                                 attn_implementation=attn_implementation, device_map=device_map)
+        self._attach(batch_size)
+
+    def _attach(self, batch_size: int) -> None:
         self.batch_size = batch_size
         self.max_length = int(self.model.config.max_position_embeddings)
         eos = self.model.generation_config.eos_token_id
         self.eos = [eos] if isinstance(eos, int) else list(eos or [self.tokenizer.eos_token_id])
+
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, batch_size: int = 8) -> HFBackend:
+        """A backend over a model already in memory: the weights being trained (train.eval), not a copy."""
+        self = cls.__new__(cls)
+        self.model, self.tokenizer = model, tokenizer
+        self._attach(batch_size)
+        return self
 
     def settings(self) -> dict[str, Any]:
         """What this engine ran with that can move a score (the run manifest, evaluate/runner.py)."""

@@ -238,7 +238,7 @@ def check_empties(cfg: EvalConfig, job: Job, preds: list[dict], out: Path) -> No
     """Stop when more than `cfg.empty_limit` of a job's answers are empty, naming the likely cause; the empty
     answers are taken out of its predictions file (atomically) so that the same command asks for them again.
 
-    Why: a vLLM server started without room for a length answers an empty string past its RoPE window; scored,
+    Why: a vLLM server started without room for a length answers empty strings past its RoPE cache; scored,
     that is a silent 0 (passkey, NIAH) or a column of nulls (RULER) that reads like a model that cannot retrieve."""
     empty = [p for p in preds if not p["prediction"].strip()]
     if not preds or len(empty) <= cfg.empty_limit * len(preds):
@@ -250,8 +250,8 @@ def check_empties(cfg: EvalConfig, job: Job, preds: list[dict], out: Path) -> No
     where = f"{job.suite}/{job.task}@{job.length}" if job.length else f"{job.suite}/{job.task}"
     if not BACKENDS[cfg.backend].local_model:  # a served endpoint: the server's own window
         n = job.length or job.built_at
-        cause = (f"a server started without room for {n} tokens answers nothing past its RoPE window: start it with "
-                 f"--max-model-len {n} --hf-overrides '{{\"max_position_embeddings\": {n}}}' (vLLM)")
+        cause = (f"a server without room for {n} tokens answers nothing (or garbage) past its RoPE cache: serve the "
+                 f"model with `longrecipe serve MODEL --max-model-len {n}` (it writes the overrides vLLM needs)")
     else:
         cause = "the model ends at once (an end token first): check the prompt format (--chat-template)"
     raise ValueError(f"{where}: {len(empty)} of {len(preds)} answers are empty (finish reason "

@@ -12,6 +12,7 @@ import torch
 from transformers import AutoTokenizer
 
 from longrecipe.evaluate.backends import Completion, Request, truncate_at_stop
+from longrecipe.evaluate.serving import CPU_KV_CACHE_GIB, engine_dtype, engine_settings
 
 
 class VLLMBackend:
@@ -23,11 +24,15 @@ class VLLMBackend:
     def __init__(self, model_dir: str, max_model_len: int | None = None, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.85, enforce_eager: bool | None = None, dtype: str = "auto",
                  trust_remote_code: bool = False, seed: int = 0):
-        os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")  # lengths past the config's window
+        overrides: dict[str, Any] = {}
+        if max_model_len:  # vLLM's RoPE cache must reach max_model_len (transformers computes any position)
+            config = json.loads((Path(model_dir) / "config.json").read_text())
+            overrides, env = engine_settings(config, max_model_len)  # a length it cannot hold: one line, first
+            os.environ.update(env)
         cpu = not torch.cuda.is_available()
         if cpu:
             os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
         try:
             from vllm import LLM
         except ImportError:
@@ -37,14 +42,13 @@ class VLLMBackend:
         kwargs: dict[str, Any] = {"model": str(model_dir), "tokenizer": str(model_dir), "seed": seed,
                                   "trust_remote_code": trust_remote_code,
                                   "enforce_eager": cpu if enforce_eager is None else enforce_eager,
-                                  "dtype": ("float32" if cpu else "auto") if dtype == "auto" else dtype}
+                                  "dtype": engine_dtype(dtype, cpu)}
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
-            window = int(json.loads((Path(model_dir) / "config.json").read_text()).get("max_position_embeddings", 0))
-            if max_model_len > window:
-                # vLLM sizes its RoPE cos/sin cache by max_position_embeddings and returns nothing past it;
-                # transformers computes any position. Same RoPE maths, larger cache: extrapolation as in hf.
-                kwargs["hf_overrides"] = {"max_position_embeddings": max_model_len}
+            if overrides:
+                kwargs["hf_overrides"] = overrides
+        if tensor_parallel_size == 1:
+            kwargs["distributed_executor_backend"] = "uni"  # the worker in the engine's process (one start less)
         if not cpu:
             kwargs.update(tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization)
         self.llm = LLM(**kwargs)

@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -136,6 +137,58 @@ def signal_when(args: Sequence[str], ready: Callable[[], bool], sig: int = signa
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """`longrecipe serve MODEL ARGS` as a user runs it, a real process on a free loopback port. Starting one does not
+    wait (several start side by side: a start is mostly single-threaded imports); `ready()` waits for its parity
+    probe line (or its serving line when started with --probe-samples 0); `stop()` is the user's Ctrl-C and checks
+    what it promises: exit 0, the stopped line, no process of the server left and its port free again."""
+
+    def __init__(self, model: Path | str, folder: Path, *args: str, probe: int = 4, env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.folder, self.probe = folder, probe
+        folder.mkdir(parents=True, exist_ok=True)
+        self.out, self.err = folder / "serve.out", folder / "serve.err"
+        cmd = [LONGRECIPE, "serve", str(model), "--port", str(self.port), "--probe-samples", str(probe), "--log",
+               str(folder / "server.log"), *args]
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err, env={**os.environ, **(env or {})})
+
+    def lines(self) -> list[str]:
+        return self.out.read_text().splitlines()
+
+    def ready(self, timeout: float = 900) -> str:
+        """The probe line (the serving line without a probe), once the server answers."""
+        want = "parity probe: " if self.probe else "serving "
+        deadline = time.monotonic() + timeout
+        while not (found := [x for x in self.lines() if x.startswith(want)]):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"serve ended (exit {self.proc.returncode}) before it was ready: "
+                                     f"{self.err.read_text()[-2000:]}")
+            time.sleep(0.2)
+        return found[0]
+
+    def stop(self) -> str:
+        """Ctrl-C: exit 0 with the stopped line; the server's processes gone and its port free."""
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=120)
+        assert code == 0 and "Traceback" not in self.err.read_text(), self.err.read_text()[-2000:]
+        last = self.lines()[-1]
+        assert last == f"stopped the server (SIGINT); port {self.port} is free", self.lines()[-3:]
+        with socket.socket() as s:  # free: no server listens (as servers bind: TIME_WAIT connections do not count)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", self.port))
+            s.listen()
+        return last
 
 
 def interrupted_line(res, code: int) -> str:

@@ -46,6 +46,21 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class TrainEvalSection:
+    """`train.eval`: long-context scores during training, on the current weights in the training process between
+    steps (every `every` steps and at the last one), appended with the step, training tokens and FLOPs to the run's
+    train_eval.jsonl. Why: the curves show when the target length is reached (and whether the native window falls),
+    which is what one needs to choose steps and the token ratio; `run` only evaluates once training has ended."""
+
+    every: int = bounded(0, ge=0)  # 0: no evaluation during training
+    suites: tuple[str, ...] = ("passkey",)  # generation suites (passkey, ruler, niah)
+    lengths: tuple[int, ...] = ()  # default: the base model's window and train.target_length
+    samples: int = bounded(10, ge=1)  # per length; the same samples at every evaluation
+    # any other `longrecipe eval` key (ruler_tasks, niah_depths, chat_template, seed, batch_size, ...)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     stage: Literal["extension", "replay"] = "extension"
     method: Literal[tuple(METHODS)] = "longrecipe"  # type: ignore[valid-type]  (the registry's names)
@@ -79,6 +94,7 @@ class TrainConfig:
     # consecutive torchrun ranks form a group, the groups are the data-parallel replicas (world / N of them)
     sequence_parallel: int = bounded(1, ge=1)
     tensorboard: bool = False
+    eval: TrainEvalSection = field(default_factory=TrainEvalSection)
 
 
 @dataclass(frozen=True)
@@ -118,8 +134,17 @@ class RunConfig:
         if t.train_length % t.sequence_parallel:
             raise ConfigError(f"train.sequence_parallel={t.sequence_parallel} does not divide train.train_length "
                               f"({t.train_length}): each process takes an equal slice of every row")
-        if any(n < 1 for n in self.eval.lengths):
-            raise ConfigError(f"eval.lengths: expected positive lengths, got {list(self.eval.lengths)}")
+        ev = t.eval
+        past = [n for n in ev.lengths if n > t.target_length]
+        if ev.every and past:
+            raise ConfigError(f"train.eval.lengths: {past[0]} is past train.target_length ({t.target_length}): the "
+                              f"model is trained for at most {t.target_length} tokens")
+        if ev.every and (t.sequence_parallel > 1 or t.distributed == "fsdp2"):
+            raise ConfigError("train.eval needs every process to hold the whole model (one process, or ddp): its "
+                              "generation runs in the first process between steps; evaluate the checkpoints instead")
+        for key, lengths in (("eval.lengths", self.eval.lengths), ("train.eval.lengths", ev.lengths)):
+            if any(n < 1 for n in lengths):
+                raise ConfigError(f"{key}: expected positive lengths, got {list(lengths)}")
         bad = [a for a in self.data.anchors if a not in TYPES]
         if bad:
             raise ConfigError(f"data.anchors: unknown type {bad[0]!r}; choose from {', '.join(TYPES)}")

@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -211,9 +212,19 @@ def _truncate_log(path: Path, step: int) -> float:
     return float(keep[-1].get("elapsed_s", 0.0)) if keep else 0.0
 
 
-def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Path:
-    """Train one stage; returns the final model directory. Resumes from the latest checkpoint in `out`."""
+Evaluator = Callable[[Any], list[dict[str, Any]]]  # the current model -> score rows (train.eval)
+
+
+def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...] = (),
+                 evaluation: Callable[[RunConfig], Callable[[Any], Evaluator]] | None = None) -> Path:
+    """Train one stage; returns the final model directory. Resumes from the latest checkpoint in `out`.
+
+    `evaluation` (given by the commands: evaluation code lives beside training, not in it) checks the config's
+    `train.eval` section at once and returns what makes its evaluator from the tokenizer."""
     cfg = load_config(config_path, overrides)
+    if cfg.train.eval.every and evaluation is None:
+        raise C.ConfigError("train.eval: run it through `longrecipe train` or `longrecipe run` (they evaluate)")
+    make_evaluator = evaluation(cfg) if cfg.train.eval.every and evaluation else None  # bad eval keys: one line
     t = cfg.train
     dist = Dist()
     if t.sequence_parallel > 1:
@@ -235,10 +246,11 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
     _validate_data(cfg, out)  # bad data fails before anything is written or loaded
     check_plan(cfg, dist)  # and a run that cannot fit, before anything is written
     with runlock.hold(out) if dist.main else contextlib.nullcontext():  # one owner per run directory
-        return _train(cfg, dist, out, micro, accum, replicas)
+        return _train(cfg, dist, out, micro, accum, replicas, make_evaluator)
 
 
-def _train(cfg: RunConfig, dist: Dist, out: Path, micro: int, accum: int, replicas: int) -> Path:
+def _train(cfg: RunConfig, dist: Dist, out: Path, micro: int, accum: int, replicas: int,
+           make_evaluator: Callable[[Any], Evaluator] | None = None) -> Path:
     """The training run proper, in a directory this process owns; a signal stops it at a step boundary with that
     step saved (see base/interrupt.py), so the same command continues exactly."""
     t, final = cfg.train, out / "model"
@@ -269,8 +281,11 @@ def _train(cfg: RunConfig, dist: Dist, out: Path, micro: int, accum: int, replic
         start = restore(ckpt, model, opt, sched, dist, net, fsdp)
         if dist.main:
             before = _truncate_log(out / "train_log.jsonl", start)
-    elif dist.main:  # no checkpoint: the run starts at step 0, so does its log
+            _truncate_log(out / EVAL_LOG, start)
+    elif dist.main:  # no checkpoint: the run starts at step 0, so do its logs
         (out / "train_log.jsonl").unlink(missing_ok=True)
+        (out / EVAL_LOG).unlink(missing_ok=True)
+    evaluator = make_evaluator(tok) if make_evaluator and dist.main else None  # its samples, built once
     if dist.world > 1 and not fsdp:  # the loss module goes through DDP's forward so its gradient hooks are armed
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[dist.local] if dist.device.type == "cuda" else None)
@@ -324,6 +339,11 @@ def _train(cfg: RunConfig, dist: Dist, out: Path, micro: int, accum: int, replic
                     board.add_scalar("train/lr", sched.get_last_lr()[0], step + 1)
                     board.add_scalar("train/tokens_per_s", row["tokens_per_s"], step + 1)
                     board.add_scalar("train/peak_mem_mb", row["peak_mem_mb"], step + 1)
+            if t.eval.every and ((step + 1) % t.eval.every == 0 or step + 1 == t.steps):
+                if evaluator is not None:
+                    _evaluate(evaluator, model, out, step + 1, (step + 1) * t.batch_size * t.train_length,
+                              (step + 1) * step_flops, bf16)
+                dist.barrier()  # the other processes wait for the first one's evaluation
             saved = t.save_every and (step + 1) % t.save_every == 0 and step + 1 < t.steps
             if saved:
                 saver.save(step + 1, model, opt, sched, net if fsdp else None)
@@ -348,6 +368,22 @@ def _train(cfg: RunConfig, dist: Dist, out: Path, micro: int, accum: int, replic
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
     dist.barrier()
     return final
+
+
+EVAL_LOG = "train_eval.jsonl"
+
+
+def _evaluate(evaluator: Evaluator, model: Any, out: Path, step: int, tokens: int, flops: float, bf16: bool) -> None:
+    """One evaluation of the current weights (train.eval), in eval mode and without gradients, appended to
+    train_eval.jsonl with how far training got: `tokens` = steps x batch x train_length (what the FLOPs count)."""
+    model.eval()
+    try:
+        with torch.inference_mode(), torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+            rows = evaluator(model)
+    finally:
+        model.train()
+    for row in rows:
+        append_jsonl(out / EVAL_LOG, {"step": step, "tokens": tokens, "flops": flops, **row})
 
 
 def _check_sequence_parallel(cfg: RunConfig, world: int) -> None:

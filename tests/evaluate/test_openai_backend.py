@@ -1,18 +1,17 @@
-"""`--backend openai` against a real OpenAI-compatible server: vLLM's CPU build serving the embedded tiny model on a
-free loopback port (its module entry point; the `vllm serve` CLI fails on a version lookup here). Greedy answers
-agree with the hf backend; an endpoint lost mid-run (the loopback proxy in front of the server killed) loses nothing
-and a re-run resumes without duplicating or recomputing a sample; a proxy that drops, refuses (429/500/503), stalls and
-cuts a fixed share of requests changes no answer and no sample count (benchmarks/fault_proxy.py); bad endpoints are
-one line. Every server and proxy is stopped by its pid."""
+"""`--backend openai` against real OpenAI-compatible servers: vLLM's CPU build started by `longrecipe serve` (the
+command users run: its RoPE overrides, its parity probe, its clean Ctrl-C and no server left after a kill -9).
+Greedy answers agree with the hf backend; an endpoint lost mid-run (the loopback proxy in front of the server killed)
+loses nothing and a re-run resumes without duplicating or recomputing a sample; a proxy that drops, refuses
+(429/500/503), stalls and cuts a fixed share of requests changes no answer and no sample count
+(benchmarks/fault_proxy.py); a server whose answers are all empty stops the job in one line; bad endpoints are one
+line."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
-import signal
-import socket
+import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import LONGRECIPE, ROOT, cli
+from helpers import LONGRECIPE, ROOT, Served, cli, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,
@@ -28,56 +27,45 @@ pytestmark = [pytest.mark.integration, pytest.mark.skipif(
 
 SERVED = "tiny-served"
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SILENT = "tiny-silent"
 
-class Server:
-    """vLLM's OpenAI server on 127.0.0.1:port, in its own process group (stopped by pid, workers included). One
-    serves the whole module (a start costs ~45 s on 2 cores); the kill test stops it and starts it again on the
-    same port."""
 
-    def __init__(self, model: Path, port: int, log: Path):
-        self.model, self.port, self.log_path = model, port, log
-        self.url = f"http://127.0.0.1:{port}/v1"
-        self.start()
-
-    def start(self) -> None:
-        env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1",
-               "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1", "HF_HUB_OFFLINE": "1"}
-        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model), "--host",
-               "127.0.0.1", "--port", str(self.port), "--max-model-len", "1024", "--enforce-eager", "--dtype",
-               "float32", "--served-model-name", SERVED, "--seed", "0",
-               # a RoPE cache to 512, past the config's 256, and room for 1024: past 512 it answers nothing
-               "--hf-overrides", json.dumps({"max_position_embeddings": 512})]
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 600  # a start takes ~45 s alone; generous for a machine that is busy
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited ({self.proc.returncode}); see {self.log_path}")
-            try:
-                with urllib.request.urlopen(self.url + "/models", timeout=2) as res:
-                    if res.status == 200:
-                        return
-            except OSError:
-                time.sleep(1)
-        self.stop()
-        raise RuntimeError(f"the server did not answer within 600 s; see {self.log_path}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=60)
-        self.log.close()
+def silent_copy(tiny_dir: Path, folder: Path) -> Path:
+    """The tiny model with every token id an end token in its generation config (vLLM and transformers both honour
+    it): every answer is empty, deterministically. (A server whose RoPE cache ends before its --max-model-len
+    answers empty strings or garbage past it, which depends on the memory read past the cache: not a test.)"""
+    folder.mkdir(parents=True)
+    for f in tiny_dir.iterdir():
+        shutil.copy(f, folder / f.name)
+    vocab = json.loads((tiny_dir / "config.json").read_text())["vocab_size"]
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": list(range(vocab))}))
+    return folder
 
 
 @pytest.fixture(scope="module")
-def server(tiny_dir, tmp_path_factory):
-    s = Server(tiny_dir, free_port(), tmp_path_factory.mktemp("server") / "server.log")
-    yield s
-    s.stop()
+def servers(tiny_dir, tmp_path_factory):
+    """`longrecipe serve` of the tiny model (room for 1024 tokens; its parity probe must agree) and of its silent
+    copy, started side by side; Ctrl-C stops the first at the end (Served.stop checks the clean stop); the silent
+    one is killed with -9 by its test, which checks that its server goes with it."""
+    root = tmp_path_factory.mktemp("servers")
+    main = Served(tiny_dir, root / "main", "--max-model-len", "1024", "--served-model-name", SERVED,
+                  env={"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0"})
+    silent = Served(silent_copy(tiny_dir, root / "silent-model"), root / "silent", "--served-model-name", SILENT,
+                    probe=0, env={"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "1"})
+    try:
+        probe = main.ready()
+        assert probe == ("parity probe: 4 of 4 greedy passkey answers at 1024 tokens through the server and through "
+                         "transformers (float32, CPU) agree"), probe
+        yield main, silent
+        main.stop()
+    finally:
+        for s in (main, silent):
+            s.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(servers) -> Served:
+    return servers[0]
 
 
 def eval_args(out: Path, url: str, *extra: str, model: str = SERVED, tokenizer: str = "tiny",
@@ -102,7 +90,7 @@ def general_scores(out: Path) -> dict[tuple[str, str], float]:
 class Proxy:
     """benchmarks/fault_proxy.py in front of the server: a real process on a free loopback port."""
 
-    def __init__(self, server: Server, stats: Path, share: float = 0.0, stall: float = 6.0):
+    def __init__(self, server: Served, stats: Path, share: float = 0.0, stall: float = 6.0):
         self.stats = stats
         cmd = [sys.executable, str(ROOT / "benchmarks" / "fault_proxy.py"), "--upstream",
                server.url.removesuffix("/v1"), "--share", str(share), "--stall", str(stall), "--stats", str(stats)]
@@ -236,23 +224,38 @@ def test_served_model_refuses_the_local_ppl_suite(server, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_a_server_without_room_for_the_length_stops_the_job_instead_of_scoring_empties(server, tmp_path):
-    """The server admits 1024 tokens but its RoPE cache ends at 512 (what `--max-model-len` without `--hf-overrides`
-    gives): every answer at 1024 is empty. The job stops in one line that names the cause and the flags that fix it,
-    keeps no empty answer (the same command asks again), and `--empty-limit 1` scores them, each a null."""
-    out = tmp_path / "past"
-    args = ["eval", "--model", SERVED, "--backend", "openai", "--base-url", server.url, "--tokenizer", "tiny",
-            "--suite", "passkey", "--lengths", "1024", "--allow-extrapolation", "--samples", "6", "--out", str(out)]
+def test_a_server_that_answers_nothing_stops_the_job_instead_of_scoring_empties(servers, tmp_path):
+    """Every answer of the silent server is empty. The job stops in one line that names the likely cause and the
+    command that serves a model with room for the length, keeps no empty answer (the same command asks again), and
+    `--empty-limit 1` scores them, each a null. Then `longrecipe serve` is killed with -9: its server goes too."""
+    silent = servers[1]
+    silent.ready()
+    out = tmp_path / "silent"
+    args = ["eval", "--model", SILENT, "--backend", "openai", "--base-url", silent.url, "--tokenizer", "tiny",
+            "--suite", "passkey", "--lengths", "256", "--samples", "6", "--out", str(out)]
     res = cli(*args)
     err = [x for x in res.stderr.splitlines() if x.strip()]
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
-    assert err[-1].startswith("longrecipe eval: error: passkey/passkey@1024: 6 of 6 answers are empty"), err[-1]
-    assert "--max-model-len 1024 --hf-overrides" in err[-1] and "--empty-limit 1" in err[-1]
-    pred = out / "predictions" / "passkey" / "passkey" / "1024.jsonl"
+    assert err[-1].startswith("longrecipe eval: error: passkey/passkey@256: 6 of 6 answers are empty (finish "
+                              "reason stop)"), err[-1]
+    assert "longrecipe serve MODEL --max-model-len 256" in err[-1] and "--empty-limit 1" in err[-1], err[-1]
+    pred = out / "predictions" / "passkey" / "passkey" / "256.jsonl"
     assert pred.read_text() == "" and not (out / "results.json").exists()
     res = cli(*args, "--empty-limit", "1")
     assert res.returncode == 0, res.stderr[-2000:]
     (row,) = [r for r in json.loads((out / "results.json").read_text())["scores"] if r["suite"] == "passkey"]
     assert (row["value"], row["n"], row["n_null"]) == (0.0, 6, 6)
     rows = [json.loads(x) for x in pred.read_text().splitlines()]
-    assert {r["prediction"] for r in rows} == {""} and all(r["finish_reason"] is not None for r in rows)
+    assert {r["prediction"] for r in rows} == {""} and {r["finish_reason"] for r in rows} == {"stop"}
+    assert {r["generated_tokens"] for r in rows} == {1}  # one token, an end token: nothing to show
+    silent.proc.kill()  # kill -9 of the command: its server is told to stop (no server outlives its command)
+    silent.proc.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(silent.url + "/models", timeout=2)
+            time.sleep(0.5)
+        except OSError:
+            break
+    else:
+        raise AssertionError("the server still answers 60 s after its `longrecipe serve` was killed")

@@ -1,0 +1,75 @@
+"""Evaluation during training (`train.eval`): the evaluator the trainer calls between steps on the weights it is
+training (train/recipe.py), built from the evaluation components (evaluate/), which training itself never imports.
+
+The samples are built once, before the first step, by the same code as `longrecipe eval` (the same prompts, the
+same scorers, the same keys: `train.eval.options` takes any eval key); the model generates through the hf backend
+wrapped around the training model (no copy, no reload). Rows land in RUN/train_eval.jsonl with the step, the
+training tokens and FLOPs; `report` draws them against training tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from longrecipe.base import models
+from longrecipe.base.config import ConfigError
+from longrecipe.evaluate.config import EvalConfig, build_config
+from longrecipe.evaluate.runner import prepare, request, validate
+from longrecipe.tasks.suites import REGISTRY
+from longrecipe.train.config import RunConfig
+
+Evaluator = Callable[[Any], list[dict[str, Any]]]
+
+
+def lengths(cfg: RunConfig) -> tuple[int, ...]:
+    """train.eval.lengths, else the base model's window and the target: where the native score must hold and
+    where the extension must arrive."""
+    if cfg.train.eval.lengths:
+        return cfg.train.eval.lengths
+    native = int(json.loads((models.resolve(cfg.model.path) / "config.json").read_text())["max_position_embeddings"])
+    return tuple(sorted({native, cfg.train.target_length}))
+
+
+def eval_config(cfg: RunConfig) -> EvalConfig:
+    """The `longrecipe eval` config of train.eval (validated: unknown suites and keys are one line)."""
+    ev = cfg.train.eval
+    scored_alone = [s for s in ev.suites if s in REGISTRY and (REGISTRY[s].evaluator or not REGISTRY[s].per_length)]
+    if scored_alone:
+        choose = ", ".join(n for n, t in REGISTRY.items() if t.per_length and not t.evaluator)
+        raise ConfigError(f"train.eval.suites: {scored_alone[0]} is not a generation suite scored per length "
+                          f"(choose from {choose})")
+    fixed = {"suites", "lengths", "samples", "model", "out", "allow_extrapolation", "backend"}
+    bad = sorted(fixed & set(ev.options))
+    if bad:
+        raise ConfigError(f"train.eval.options.{bad[0]}: set by train.eval itself")
+    ecfg = build_config({**ev.options, "suites": ev.suites, "lengths": lengths(cfg), "samples": ev.samples,
+                         "allow_extrapolation": True, "model": cfg.model.path,
+                         "out": str(Path(cfg.out) / "train_eval")})
+    validate(ecfg)
+    return ecfg
+
+
+def evaluation(cfg: RunConfig) -> Callable[[Any], Evaluator]:
+    """Check train.eval now (before anything is written); return what builds the evaluator from the tokenizer."""
+    ecfg = eval_config(cfg)
+
+    def start(tokenizer: Any) -> Evaluator:
+        jobs = prepare(ecfg, tokenizer, log=lambda _line: None)
+
+        def evaluate(model: Any) -> list[dict[str, Any]]:
+            from longrecipe.evaluate.hf_backend import HFBackend
+
+            backend = HFBackend.from_model(model, tokenizer, ecfg.batch_size)
+            rows = []
+            for job in jobs:
+                texts = backend.generate([request(s) for s in job.samples])
+                rows += [dataclasses.asdict(r) for r in REGISTRY[job.suite].score(texts, job.samples)]
+            return rows
+
+        return evaluate
+
+    return start
