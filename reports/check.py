@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from longrecipe.base.io import write_json
+from longrecipe.base.io import write_json, write_text
 from longrecipe.base.schema import RAW_METRICS
 from longrecipe.reports import settings
-from longrecipe.reports.load import ReportError, read_results
+from longrecipe.reports.load import ReportError, curve_as_results, curve_path, read_curve, read_results
 from longrecipe.reports.tables import suites, view
 
 KEY = ["suite", "task", "context_length", "depth", "metric"]
@@ -102,26 +102,42 @@ def as_json(bad: pd.DataFrame, n: int, tolerance: float, any_change: bool) -> di
 
 def run_check(baseline: str | Path, run: str | Path, tolerance: float = 1.0, per_task: bool = False,
               update: bool = False, log=print, any_change: bool = False, fmt: str = "table",
-              say=lambda line: print(line, file=sys.stderr), allow_setting_change: bool = False) -> int:
+              say=lambda line: print(line, file=sys.stderr), allow_setting_change: bool = False,
+              curve: bool = False) -> int:
     """0: green, 1: a tracked row dropped (or moved) past the tolerance or is missing; the verdict line goes to
-    `say` (stderr) in both cases, the table or the JSON document to `log` (stdout)."""
+    `say` (stderr) in both cases, the table or the JSON document to `log` (stdout). `curve`: gate the scores of
+    training (train_eval.jsonl) point by point, each step against the baseline's same step (every row tracked; a
+    step the run has not reached is missing)."""
     if tolerance < 0:
         raise ReportError("--tolerance must be >= 0")
+    if curve:
+        if update:
+            read_curve(run)  # an empty or broken curve is refused before the baseline is touched
+            write_text(baseline, curve_path(run).read_text())
+            log(f"baseline {baseline} updated from {curve_path(run)}")
+            return 0
+        current, base, per_task = curve_as_results(run), curve_as_results(baseline), True
+        return _gate(base, current, baseline, tolerance, per_task, any_change, fmt, log, say, [])
     current = read_results(run)
     if update:
         write_json(baseline, current)
         log(f"baseline {baseline} updated from {run}")
         return 0
     base = read_results(baseline)
-    n = len(tracked(base, per_task))
-    if n == 0:
-        raise ReportError(f"{baseline} has no tracked scores: there is nothing to gate against")
     changed = settings.differences({"baseline": base.get("manifest") or {}, "run": current.get("manifest") or {}})
     if changed and not allow_setting_change:
         more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
         raise ReportError(f"the run and the baseline were made with other settings: {changed[0]}{more}; a gate "
                           f"across them would report the setting as the model (--allow-setting-change compares "
                           f"them anyway)")
+    return _gate(base, current, baseline, tolerance, per_task, any_change, fmt, log, say, changed)
+
+
+def _gate(base: dict, current: dict, baseline: str | Path, tolerance: float, per_task: bool, any_change: bool,
+          fmt: str, log, say, changed: list[str]) -> int:
+    n = len(tracked(base, per_task))
+    if n == 0:
+        raise ReportError(f"{baseline} has no tracked scores: there is nothing to gate against")
     for line in changed:
         say(f"warning: {line}")
     bad = compare(base, current, tolerance, per_task, any_change)

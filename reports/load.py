@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from longrecipe.base.schema import Results, SchemaError
+
+CURVE = "train_eval.jsonl"  # what train.eval writes into a training run (train/recipe.py)
+CURVE_FIELDS = ("step", "tokens", "suite", "task", "metric", "value", "context_length")
 
 COLUMNS = ["run", "suite", "task", "task_version", "context_length", "depth", "metric", "value", "n", "n_null"]
 
@@ -49,3 +53,38 @@ def frame(runs: Sequence[str | Path]) -> pd.DataFrame:
 
 def model_windows(runs: Sequence[str | Path]) -> dict[str, int | None]:
     return {label(r): read_results(r)["model"].get("max_position_embeddings") for r in runs}
+
+
+def curve_path(run: str | Path) -> Path:
+    p = Path(run)
+    return p if p.suffix == ".jsonl" else p / CURVE
+
+
+def read_curve(run: str | Path) -> list[dict]:
+    """The rows of a run's train_eval.jsonl (train.eval), each checked for the fields the curves need."""
+    path = curve_path(run)
+    if not path.is_file():
+        raise ReportError(f"{path}: no such file (a training run with train.eval.every > 0 writes it)")
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise ReportError(f"{path}:{i}: not a JSON line") from None
+        missing = [k for k in CURVE_FIELDS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ReportError(f"{path}:{i}: no {missing[0]!r} field")
+        rows.append(row)
+    if not rows:
+        raise ReportError(f"{path}: no rows")
+    return rows
+
+
+def curve_as_results(run: str | Path) -> dict:
+    """A curve as results rows whose task names the step (`passkey@step40`): what `check --curve` gates row by
+    row, so that every point of the curve is held to the baseline's point at the same step."""
+    return {"scores": [{"suite": r["suite"], "task": f"{r['task']}@step{r['step']}", "metric": r["metric"],
+                        "value": r["value"], "context_length": r["context_length"], "depth": r.get("depth")}
+                       for r in read_curve(run)]}

@@ -1,5 +1,5 @@
 """Plots (PNG and SVG) from the suites' declared views: depth x length heatmaps, score vs length; training-loss
-curves and the Table-1 bar chart."""
+curves, scores during training (train.eval) and the Table-1 bar chart."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 
-from longrecipe.reports import tables  # noqa: E402
+from longrecipe.reports import load, tables  # noqa: E402
 
 # the original Needle-in-a-Haystack visualisation's colours: red (0) -> yellow -> green (100)
 NIAH_CMAP = LinearSegmentedColormap.from_list("niah", ["#F0496E", "#EBB839", "#0CD79F"])
@@ -146,13 +146,52 @@ def table1_bars(t1: pd.DataFrame, out: Path) -> list[Path]:
     return _save(ax.figure, out, "table1_bars")
 
 
+def score_curves(curves: dict[str, Path], out: Path) -> list[Path]:
+    """Scores during training (train.eval) against training tokens: one panel per suite, task and length, one line
+    per run (the methods of a study side by side: how soon each reaches the target, at equal training FLOPs when
+    their batches and train lengths are equal)."""
+    frames = [pd.DataFrame(load.read_curve(path)).assign(run=name) for name, path in sorted(curves.items())]
+    if not frames:
+        return []
+    df = pd.concat(frames, ignore_index=True)
+    df = df.groupby(["run", "suite", "task", "context_length", "step", "tokens"], as_index=False)["value"].mean()
+    panels = sorted(df.groupby(["suite", "task", "context_length"]).groups)
+    cols = min(len(panels), 3)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True,
+                             layout="constrained")
+    for ax, (suite, task, length) in zip(axes.flat, panels):
+        for k, name in enumerate(sorted(df.run.unique())):
+            d = df[(df.run == name) & (df.suite == suite) & (df.task == task) & (df.context_length == length)]
+            ax.plot(d.tokens, d.value, marker="o", markersize=3, color=f"C{k % 10}", label=name)
+        ax.set_title(f"{task} @ {int(length)}" if suite == task else f"{suite} {task} @ {int(length)}", fontsize=9)
+        ax.set_xlabel("training tokens")
+        ax.set_ylim(-5, 105)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].set_ylabel("score during training")
+    axes.flat[0].legend(fontsize=7)
+    return _save(fig, out, "train_eval_curves")
+
+
+def train_curves(runs: Sequence[str | Path]) -> dict[str, Path]:
+    """train_eval.jsonl files found in or beside the run folders (as `train_logs`)."""
+    return _beside(runs, load.CURVE)
+
+
 def train_logs(runs: Sequence[str | Path]) -> dict[str, Path]:
-    """train_log.jsonl files found in or beside the run folders (a train run holds eval runs, or vice versa)."""
+    """train_log.jsonl files found in or beside the run folders (a train run holds eval runs, or vice versa), each
+    under the name of the folder that holds it."""
+    return _beside(runs, "train_log.jsonl")
+
+
+def _beside(runs: Sequence[str | Path], name: str) -> dict[str, Path]:
     found = {}
     for run in runs:
         p = Path(run)
-        for cand in (p / "train_log.jsonl", p.parent / "train_log.jsonl", p.parent.parent / "train_log.jsonl"):
-            if cand.is_file():
-                found[p.name] = cand
+        for cand in (p / name, p.parent / name, p.parent.parent / name):
+            if cand.is_file():  # named by the run that wrote it (eval/trained and eval/base share one run)
+                found[cand.parent.name] = cand
                 break
     return found

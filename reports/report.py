@@ -10,7 +10,8 @@ from longrecipe.reports import export, load, plots, settings, tables
 
 
 def build_report(runs: Sequence[str | Path], out: str | Path, target: int | None = None,
-                 train_logs: dict[str, Path] | None = None, fmt: str = "tables") -> list[Path]:
+                 train_logs: dict[str, Path] | None = None, fmt: str = "tables",
+                 train_curves: dict[str, Path] | None = None) -> list[Path]:
     """fmt: 'tables' (tables, plots, RULER summary.csv files) or 'lm-eval' (lm-eval's results JSON per run too)."""
     out = Path(out)
     df = load.frame(runs)
@@ -24,6 +25,7 @@ def build_report(runs: Sequence[str | Path], out: str | Path, target: int | None
         written += tables.write(table, out, spec.name, spec.caption, lower=spec.lower)
     written += plots.suite_plots(df, load.model_windows(runs), out, target)
     written += plots.loss_curves(plots.train_logs(runs) if train_logs is None else train_logs, out)
+    written += plots.score_curves(plots.train_curves(runs) if train_curves is None else train_curves, out)
     written += plots.table1_bars(t1, out)
     df.to_csv(out / "scores.csv", index=False)
     written.append(out / "scores.csv")

@@ -209,6 +209,11 @@ def estimate(shape: dict[str, Any], cfg: RunConfig, world: int = 1, device: str 
     parts["loss chunk" if loss >= tokens * recompute else "layer recompute"] = max(loss, tokens * recompute)
     if t.stage == "replay" and cfg.model.attn_implementation != "flash_attention_2":
         parts["packed-row masks"] = (2 if bf16 else 4) * micro * t.train_length**2 * 2.5  # built, then kept
+    if t.eval.every:  # between steps (gradients freed): the weights, AdamW, and a prefill of the longest length
+        persistent = sum(v for k, v in parts.items() if k in PERSISTENT)
+        extra = persistent + _eval_bytes(cfg, n, h, inter, nkv, hd, bf16) - sum(parts.values())
+        if extra > 0:
+            parts["train.eval excess"] = extra  # its moment minus the step's
     flops = training_flops(shape, t.train_length, t.batch_size) * t.steps
     return Plan(shape_source, world, device, micro, accum, t.batch_size * t.train_length, t.steps, flops, parts,
                 capacity, t.sequence_parallel)
@@ -228,6 +233,18 @@ def _activation_bytes(cfg: RunConfig, h: int, inter: int, n: int, nh: int, nkv: 
     saved = sum((act if bf16 else 4) * h if c else full for c in chosen) + 8 + 2 * hd * act + 12 * h
     recompute = full + 3 * inter * act if any(chosen) else 0
     return saved, recompute
+
+
+PERSISTENT = ("weights (fp32)", "AdamW state (fp32)", "async save copy", "autocast weight copies")
+
+
+def _eval_bytes(cfg: RunConfig, n: int, h: int, inter: int, nkv: int, hd: int, bf16: bool) -> float:
+    """train.eval's own memory: the KV cache of its longest prompt (batch `train.eval.options.batch_size`, default
+    1) over every layer, and one layer's activations over that prompt at prefill (no gradients kept)."""
+    ev = cfg.train.eval
+    tokens = int(ev.options.get("batch_size", 1)) * max(ev.lengths or (cfg.train.target_length,))
+    act = 2 if bf16 else 4
+    return tokens * (2 * n * nkv * hd * act + (4 * h + 3 * inter) * act)
 
 
 def _loss_bytes(t: Any, vocab: int, tokens: int, bf16_logits: bool) -> float:

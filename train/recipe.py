@@ -1,6 +1,7 @@
 """`longrecipe train`: one stage (extension or replay) from a YAML config, resumable, single process or torchrun.
 
-Layout of `out`:  config.yaml (resolved), train_log.jsonl (one line per step), checkpoints/step-N/ (see
+Layout of `out`:  config.yaml (resolved), train_log.jsonl (one line per step), train_eval.jsonl (train.eval: scores
+at step 0 and every N steps), checkpoints/step-N/ (see
 train/checkpoint.py: sharded under FSDP2, resumable at any world size; manifest.json written last), model/ (the
 final Hugging Face directory).
 """
@@ -286,6 +287,10 @@ def _train(cfg: RunConfig, dist: Dist, out: Path, micro: int, accum: int, replic
         (out / "train_log.jsonl").unlink(missing_ok=True)
         (out / EVAL_LOG).unlink(missing_ok=True)
     evaluator = make_evaluator(tok) if make_evaluator and dist.main else None  # its samples, built once
+    if make_evaluator is not None and start == 0:  # the curve starts at the model training starts from
+        if evaluator is not None:
+            _evaluate(evaluator, model, out, 0, 0, 0.0, bf16)
+        dist.barrier()
     if dist.world > 1 and not fsdp:  # the loss module goes through DDP's forward so its gradient hooks are armed
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[dist.local] if dist.device.type == "cuda" else None)

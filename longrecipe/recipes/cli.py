@@ -174,9 +174,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.config:
         raise UsageError("give --config CONFIG (or --plan CONFIG for the memory estimate only)")
     _check_run_config(args)
+    from longrecipe.recipes.train_eval import evaluation
     from longrecipe.train.recipe import run_training
 
-    run_training(args.config, args.overrides)
+    run_training(args.config, args.overrides, evaluation)
     return 0
 
 
@@ -253,6 +254,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         kw["lengths"] = tuple(args.lengths)
     if args.samples:
         kw["samples"] = args.samples
+    if args.curve_every is not None:
+        if args.curve_every < 0:
+            raise UsageError(f"--curve-every must be >= 0, got {args.curve_every}")
+        kw["curve_every"] = args.curve_every
     if args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
     if args.plain_fraction is not None:
@@ -398,7 +403,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     try:
         return run_check(args.baseline, args.run, args.tolerance, args.per_task, args.update_baseline,
-                         any_change=args.any_change, fmt=args.format, allow_setting_change=args.allow_setting_change)
+                         any_change=args.any_change, fmt=args.format, allow_setting_change=args.allow_setting_change,
+                         curve=args.curve)
     except ReportError as err:
         raise UsageError(str(err)) from None
 
@@ -574,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--update-baseline", action="store_true", help="rewrite the baseline from this run (atomic)")
     sp.add_argument("--any-change", action="store_true", help="fail on a move either way (a pinned baseline: "
                     "with --tolerance 0, any change of a greedy, deterministic run)")
+    sp.add_argument("--curve", action="store_true", help="gate the scores during training (the run's "
+                    "train_eval.jsonl, train.eval) point by point against the baseline's (a run folder or its "
+                    "train_eval.jsonl): every step reached, every score within the tolerance")
     sp.add_argument("--allow-setting-change", action="store_true", help="compare a run with a baseline made with "
                     "other score-moving settings (dtype, chat template, tokenizer, token budgets...: each warned)")
     sp.add_argument("--format", choices=("table", "json"), default="table",
@@ -619,6 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "gives mean +/- std and the differences that pass the rule (README)")
     sp.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     sp.add_argument("--samples", type=int, default=None, help="samples per task and length")
+    sp.add_argument("--curve-every", type=int, default=None, help="passkey during each extension every N steps "
+                    "(train.eval; the report's train_eval_curves figure; 0: none; default 25, --quick 4)")
     sp.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"),
                     help="folder of essays (*.txt) for essay haystacks (default: built-in Python text)")
     sp.add_argument("--backend", choices=("hf", "vllm"), default="hf")

@@ -40,6 +40,7 @@ from longrecipe.base.schema import read_jsonl
 from longrecipe.evaluate.runner import build_config, run_eval
 from longrecipe.recipes.longdocs import write_corpus
 from longrecipe.recipes.study import write_kept_study, write_study_tables
+from longrecipe.recipes.train_eval import evaluation
 from longrecipe.reports.report import build_report
 from longrecipe.reports.seeds import build_seed_report
 from longrecipe.train import analysis
@@ -89,12 +90,16 @@ class DemoConfig:
     backend: str = "hf"
     seed: int = 0
     seeds: int = 1  # seeds seed .. seed + seeds - 1, one study each (OUT/seed-K when more than one)
+    # scores during each extension (train.eval): passkey at the native window and the target every N steps
+    # (0: none), `curve_samples` samples each; the report's train_eval_curves figure
+    curve_every: int = 25
+    curve_samples: int = 10
 
     @classmethod
     def quick_config(cls, **kw: Any) -> DemoConfig:
         """A few steps and samples of everything: the whole pipeline in a few minutes (CI)."""
         small = dict(quick=True, steps=4, batch_size=4, replay_steps=2, retrieval_docs=16, analysis_windows=2,
-                     lengths=(), samples=2, niah_depths=2, general_limit=8)
+                     lengths=(), samples=2, niah_depths=2, general_limit=8, curve_every=4, curve_samples=2)
         return cls(**{**small, **kw})
 
     def resolved(self, native: int) -> DemoConfig:
@@ -145,7 +150,7 @@ class Demo:
         model = out / "model"
         if not (model / "config.json").exists():
             self.log(f"train {name}")
-            run_training(str(self.configs / config), args)
+            run_training(str(self.configs / config), args, evaluation)
         cfg = load_config(str(self.configs / config), args)
         self.compute[name] = self._train_compute(cfg, out, model)
         return model
@@ -163,7 +168,8 @@ class Demo:
         return [f"data.source={self.data()}", f"train.target_length={c.target}", f"train.train_length={length}",
                 f"train.steps={c.steps}", f"train.batch_size={c.batch_size}", f"train.lr={c.lr}",
                 f"train.seed={c.seed}", f"rope.method={c.rope}", "train.save_every=25", f"model.path={c.base}",
-                f"data.plain_fraction={c.plain_fraction}"]
+                f"data.plain_fraction={c.plain_fraction}", f"train.eval.every={c.curve_every}",
+                f"train.eval.samples={c.curve_samples}"]
 
     def baselines(self) -> dict[str, Path]:
         """FLT at the target length; PoSE and RandPos at `ratio` of it: the same number of samples each (their
@@ -283,7 +289,9 @@ class Demo:
             shutil.rmtree(out)  # the report is derived data: rebuilt whole from the results every time
         stages = {**{m: m for m in BASELINES}, "longrecipe": f"{_label(self.cfg.ratio)}/extension"}
         logs = {name: self.out / "train" / stage / "train_log.jsonl" for name, stage in stages.items()}
-        build_report(runs, out, target=self.cfg.target, train_logs=logs)
+        curves = {name: self.out / "train" / stage / "train_eval.jsonl" for name, stage in stages.items()}
+        build_report(runs, out, target=self.cfg.target, train_logs=logs,
+                     train_curves={k: v for k, v in curves.items() if v.is_file()})
         write_study_tables(self.compute, self.cfg.ratio, runs, stage_runs, ratio_runs, out)
         folder = out / "seeds" / f"seed-{self.cfg.seed}"
         keep_seed(runs, folder)

@@ -13,6 +13,7 @@ from longrecipe.base import models, runlock
 from longrecipe.base.config import ConfigError
 from longrecipe.evaluate.config import EvalConfig
 from longrecipe.evaluate.runner import build_config, run_eval, validate
+from longrecipe.recipes.train_eval import evaluation
 from longrecipe.reports.report import build_report
 from longrecipe.train.config import RunConfig
 from longrecipe.train.recipe import load_config, run_training
@@ -60,7 +61,7 @@ def run_all(config_path: str, overrides: list[str] | tuple[str, ...] = (), log=p
 def _run(cfg: RunConfig, config_path: str, overrides: list[str] | tuple[str, ...], out: Path,
          lengths: tuple[int, ...], log) -> Path:
     log(f"[1/3] training {cfg.train.method} ({cfg.train.stage}) -> {out / 'model'}")
-    model = run_training(config_path, overrides)
+    model = run_training(config_path, overrides, evaluation)
     runs = []
     targets = [("trained", str(model))] + ([("base", cfg.model.path)] if cfg.eval.compare_base else [])
     for name, path in targets:
@@ -70,5 +71,6 @@ def _run(cfg: RunConfig, config_path: str, overrides: list[str] | tuple[str, ...
         runs.append(out / "eval" / name)
     log(f"[3/3] report -> {out / 'report'}")
     logs = {"trained": out / "train_log.jsonl"} if (out / "train_log.jsonl").exists() else {}
-    build_report(runs, out / "report", target=cfg.train.target_length, train_logs=logs)
+    curves = {"trained": out / "train_eval.jsonl"} if (out / "train_eval.jsonl").exists() else {}
+    build_report(runs, out / "report", target=cfg.train.target_length, train_logs=logs, train_curves=curves)
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,9 @@ def eval_config(cfg: RunConfig) -> EvalConfig:
     bad = sorted(fixed & set(ev.options))
     if bad:
         raise ConfigError(f"train.eval.options.{bad[0]}: set by train.eval itself")
-    ecfg = build_config({**ev.options, "suites": ev.suites, "lengths": lengths(cfg), "samples": ev.samples,
-                         "allow_extrapolation": True, "model": cfg.model.path,
+    # one prompt at a time unless told (its KV cache sits beside the training state: train/plan.py counts it)
+    ecfg = build_config({"batch_size": 1, **ev.options, "suites": ev.suites, "lengths": lengths(cfg),
+                         "samples": ev.samples, "allow_extrapolation": True, "model": cfg.model.path,
                          "out": str(Path(cfg.out) / "train_eval")})
     validate(ecfg)
     return ecfg
@@ -58,7 +60,7 @@ def evaluation(cfg: RunConfig) -> Callable[[Any], Evaluator]:
     ecfg = eval_config(cfg)
 
     def start(tokenizer: Any) -> Evaluator:
-        jobs = prepare(ecfg, tokenizer, log=lambda _line: None)
+        jobs = prepare(ecfg, tokenizer, log=lambda line: print(f"train.eval: {line}", file=sys.stderr))
 
         def evaluate(model: Any) -> list[dict[str, Any]]:
             from longrecipe.evaluate.hf_backend import HFBackend

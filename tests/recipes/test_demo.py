@@ -55,8 +55,13 @@ def test_quick_demo_reports_every_method_in_every_table_and_plot(quick):
     compute = (rep / "compute.md").read_text()
     for m in ("flt", "pose", "randpos", "longrecipe"):
         assert f"| {m} |" in compute
-    for plot in ("ruler_vs_length", "loss_curves", "table1_bars"):
+    for plot in ("ruler_vs_length", "loss_curves", "table1_bars", "train_eval_curves"):
         assert (rep / f"{plot}.png").stat().st_size > 5_000 and (rep / f"{plot}.svg").is_file()
+    # each extension's passkey during training (train.eval at steps 0 and 4), at the window and the target
+    for stage in ("flt", "pose", "randpos", "longrecipe-30pct/extension"):
+        rows = [json.loads(x) for x in (out / "train" / stage / "train_eval.jsonl").read_text().splitlines()]
+        assert sorted((r["step"], r["context_length"]) for r in rows) == [  # once each (flt was stopped, resumed)
+            (s, n) for s in (0, 4) for n in (512, 2048)], stage
     # the general suite at the native length: held-out perplexity and the short tasks, for every model
     assert "longrecipe_heldout" in table1 and "longrecipe_cloze" in table1
     assert "after merge" in (rep / "table3.md").read_text()

@@ -142,6 +142,16 @@ TRAIN = [
     row(*_train("train.steps=2.5"), says="train.steps: expected int"),
     row(*_train("data.keep_other=1.5"), says="data.keep_other: 1.5 must be <= 1"),
     row(*_train("eval.samples=0"), says="eval.samples: 0 must be >= 1"),
+    row(*_train("train.eval.every=2", "train.eval.lengths=256,1024"),
+        says="train.eval.lengths: 1024 is past train.target_length (512)"),
+    row(*_train("train.eval.every=2", "train.eval.suites=ppl"), says="train.eval.suites: ppl is not a generation "
+        "suite scored per length"),
+    row(*_train("train.eval.every=2", "train.eval.suites=passky"), says="passky"),
+    row(*_train("train.eval.every=2", "train.eval.options.samples=3"), says="train.eval.options.samples: set by "
+        "train.eval itself"),
+    row(*_train("train.eval.every=2", "train.eval.options.niah_depth=2"), says="did you mean 'niah_depths'"),
+    row(*_train("train.eval.every=2", "train.distributed=fsdp2"), says="train.eval needs every process to hold"),
+    row(*_train("train.eval.evry=2"), says="did you mean 'every'"),
     row(*_train("train.steps=3", "train.batch_size=4", "train.micro_batch_size=3"),
         says="train.batch_size 4 is not a multiple of train.micro_batch_size 3 x 1"),
     row(*_train("train.sequence_parallel=3"),

@@ -55,6 +55,23 @@ def test_checkpointing_and_sharding_move_the_estimate_the_right_way():
     assert ddp.total > 8 * full.parts["weights (fp32)"] * 2  # replicated: 16 bytes per parameter on every GPU
 
 
+def test_train_eval_counts_its_moment_between_steps_where_it_is_larger_than_the_step():
+    """train.eval runs between steps, its gradients freed: fp32 weights and AdamW state stay, beside a KV cache of
+    2 x layers x kv heads x head dim x 2 bytes (bf16) per token of the prompt and one layer's prefill activations
+    ((4 h + 3 inter) x 2 bytes per token). Llama-3-8B on one GPU at its 81,920-token target, 16 prompts at once:
+    (2 x 32 x 8 x 128 + 4 x 4096 + 3 x 14336) x 2 x 16 x 81920 bytes beside 12 x 8.03e9: past the step's peak."""
+    shape, ddp = SHAPES["meta-llama-3-8b"], "train.distributed=ddp"  # FSDP2 refuses train.eval
+    quiet = estimate(shape, load_config(BIG, [ddp, "train.eval.every=10"]), 1, "cuda")
+    assert "train.eval excess" not in quiet.parts  # one prompt: inside the step's own peak
+    big = estimate(shape, load_config(BIG, [ddp, "train.eval.every=10", "train.eval.options.batch_size=16"]), 1,
+                   "cuda")
+    step = estimate(shape, load_config(BIG, [ddp]), 1, "cuda")
+    persistent = sum(step.parts[k] for k in ("weights (fp32)", "AdamW state (fp32)", "autocast weight copies"))
+    moment = persistent + (2 * 32 * 8 * 128 + 4 * 4096 + 3 * 14336) * 2 * 16 * 81920
+    assert big.parts["train.eval excess"] == pytest.approx(moment - step.total)
+    assert big.total == pytest.approx(moment)
+
+
 @pytest.mark.integration
 def test_plan_command_prints_the_estimate_without_torch():
     code = (f"import sys; from longrecipe.recipes.cli import main; rc = main(['train', '--plan', {BIG!r}, '--gpus', "
