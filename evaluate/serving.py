@@ -82,7 +82,7 @@ def server_command(model_dir: Path, length: int, *, port: int, host: str = "127.
                    tensor_parallel_size: int = 1, served_name: str | None = None, cpu: bool = True,
                    seed: int = 0) -> tuple[dict[str, str], list[str]]:
     """(environment, argv) of vLLM's OpenAI server for `model_dir` at `length` tokens: the RoPE overrides above,
-    eager mode and the CPU build's settings on CPU, one process per GPU (`uni` with one: ~10 s less start on CPU)."""
+    and eager mode and the CPU build's settings on CPU."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
     overrides, env = engine_settings(config, length)
     if cpu:
@@ -95,8 +95,6 @@ def server_command(model_dir: Path, length: int, *, port: int, host: str = "127.
         argv += ["--hf-overrides", json.dumps(overrides)]
     if tensor_parallel_size > 1:
         argv += ["--tensor-parallel-size", str(tensor_parallel_size)]
-    else:
-        argv += ["--distributed-executor-backend", "uni"]
     if cpu:
         argv.append("--enforce-eager")
     return env, argv

@@ -47,8 +47,6 @@ class VLLMBackend:
             kwargs["max_model_len"] = max_model_len
             if overrides:
                 kwargs["hf_overrides"] = overrides
-        if tensor_parallel_size == 1:
-            kwargs["distributed_executor_backend"] = "uni"  # the worker in the engine's process (one start less)
         if not cpu:
             kwargs.update(tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization)
         self.llm = LLM(**kwargs)

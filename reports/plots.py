@@ -147,32 +147,38 @@ def table1_bars(t1: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def score_curves(curves: dict[str, Path], out: Path) -> list[Path]:
-    """Scores during training (train.eval) against training tokens: one panel per suite, task and length, one line
-    per run (the methods of a study side by side: how soon each reaches the target, at equal training FLOPs when
-    their batches and train lengths are equal)."""
+    """Scores during training (train.eval) against training tokens (train_eval_curves) and against training FLOPs
+    (train_eval_flops: how soon each method reaches the target for the compute it spends; FLT's full-length rows
+    cost more per token): one panel per suite, task and length, one line per run."""
     frames = [pd.DataFrame(load.read_curve(path)).assign(run=name) for name, path in sorted(curves.items())]
     if not frames:
         return []
     df = pd.concat(frames, ignore_index=True)
-    df = df.groupby(["run", "suite", "task", "context_length", "step", "tokens"], as_index=False)["value"].mean()
+    keys = ["run", "suite", "task", "context_length", "step", "tokens", "flops"]
+    df = df.groupby(keys, as_index=False)["value"].mean()  # NIAH: the mean over depths
+    return (_curve_panels(df, "tokens", "training tokens", out, "train_eval_curves")
+            + _curve_panels(df, "flops", "training FLOPs", out, "train_eval_flops"))
+
+
+def _curve_panels(df: pd.DataFrame, x: str, label: str, out: Path, name: str) -> list[Path]:
     panels = sorted(df.groupby(["suite", "task", "context_length"]).groups)
     cols = min(len(panels), 3)
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True,
                              layout="constrained")
     for ax, (suite, task, length) in zip(axes.flat, panels):
-        for k, name in enumerate(sorted(df.run.unique())):
-            d = df[(df.run == name) & (df.suite == suite) & (df.task == task) & (df.context_length == length)]
-            ax.plot(d.tokens, d.value, marker="o", markersize=3, color=f"C{k % 10}", label=name)
+        for k, run in enumerate(sorted(df.run.unique())):
+            d = df[(df.run == run) & (df.suite == suite) & (df.task == task) & (df.context_length == length)]
+            ax.plot(d[x], d.value, marker="o", markersize=3, color=f"C{k % 10}", label=run)
         ax.set_title(f"{task} @ {int(length)}" if suite == task else f"{suite} {task} @ {int(length)}", fontsize=9)
-        ax.set_xlabel("training tokens")
+        ax.set_xlabel(label)
         ax.set_ylim(-5, 105)
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     axes.flat[0].set_ylabel("score during training")
     axes.flat[0].legend(fontsize=7)
-    return _save(fig, out, "train_eval_curves")
+    return _save(fig, out, name)
 
 
 def train_curves(runs: Sequence[str | Path]) -> dict[str, Path]:

@@ -99,7 +99,7 @@ class DemoConfig:
     def quick_config(cls, **kw: Any) -> DemoConfig:
         """A few steps and samples of everything: the whole pipeline in a few minutes (CI)."""
         small = dict(quick=True, steps=4, batch_size=4, replay_steps=2, retrieval_docs=16, analysis_windows=2,
-                     lengths=(), samples=2, niah_depths=2, general_limit=8, curve_every=4, curve_samples=2)
+                     lengths=(), samples=2, niah_depths=2, general_limit=8, curve_every=4, curve_samples=1)
         return cls(**{**small, **kw})
 
     def resolved(self, native: int) -> DemoConfig:

@@ -44,7 +44,8 @@ def test_run_trains_evaluates_and_reports_after_a_ctrl_c(tmp_path):
     finishes the run (training done, the written predictions kept)."""
     args = ("run", "--config", TRAIN_CONFIG, f"out={tmp_path}", "train.steps=2", "train.batch_size=2",
             "train.train_length=128", "train.target_length=512", "train.threads=1", "eval.suites=passkey,niah",
-            "eval.samples=4", "eval.options.niah_depths=2", "eval.options.batch_size=4")
+            "eval.samples=4", "eval.options.niah_depths=2", "eval.options.batch_size=4", "train.eval.every=1",
+            "train.eval.samples=2")
     written = lambda: any(f.stat().st_size for f in (tmp_path / "eval").rglob("*.jsonl"))  # noqa: E731
     stopped = signal_when(args, lambda: (tmp_path / "eval").exists() and written(), signal.SIGINT)
     assert re.search(r"^longrecipe run: interrupted after \d+ new samples; the same command resumes$",
@@ -61,6 +62,6 @@ def test_run_trains_evaluates_and_reports_after_a_ctrl_c(tmp_path):
         assert (saved["niah_depths"], saved["batch_size"]) == (2, 4)
     assert json.loads((tmp_path / "eval" / "trained" / "results.json").read_text())["model"][
         "max_position_embeddings"] == 512
-    for f in ("loss_curves.png", "niah_trained.png", "niah_base.png", "scores.csv"):
+    for f in ("loss_curves.png", "train_eval_curves.png", "niah_trained.png", "niah_base.png", "scores.csv"):
         assert (tmp_path / "report" / f).is_file()
     assert (tmp_path / "model" / "model.safetensors").is_file() and (tmp_path / "config.yaml").is_file()

@@ -103,7 +103,8 @@ def test_report_draws_the_curves_and_check_gates_them(trained, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     res = cli("report", str(trained / "eval"), "--out", str(tmp_path / "report"))
     assert res.returncode == 0, res.stderr[-2000:]
-    assert (tmp_path / "report" / "train_eval_curves.png").stat().st_size > 10_000
+    for name in ("train_eval_curves", "train_eval_flops"):  # against training tokens, and against FLOPs
+        assert (tmp_path / "report" / f"{name}.png").stat().st_size > 10_000
     base = tmp_path / "baseline.jsonl"
     assert cli("check", str(trained), "--curve", "--baseline", str(base), "--update-baseline").returncode == 0
     ok = cli("check", str(trained), "--curve", "--baseline", str(base))
