@@ -7,7 +7,8 @@ linear, `original_max_position_embeddings * factor` for YaRN. Its CPU kernel rea
 so a server started with `--max-model-len` above it answers empty strings or garbage past the cache (both seen with
 the tiny model), while transformers computes any position. Raising `max_position_embeddings` grows the cache and
 leaves the frequencies as they are for plain, linear and llama3 RoPE; YaRN's cache cannot grow without changing its
-frequencies, so a length past it is refused in one line. No torch here: `serve --print-only` stays fast.
+frequencies, so a length past it is refused in one line. Within the model's own window nothing is overridden,
+whatever its RoPE type (vLLM builds that much itself).
 """
 
 from __future__ import annotations
@@ -43,17 +44,11 @@ def rope_cache_positions(config: dict[str, Any]) -> int:
                      f"{', '.join(RESIZABLE)}, yarn); start vLLM yourself and check its answers against --backend hf")
 
 
-def _derived_max_len(config: dict[str, Any]) -> int:
-    """The longest --max-model-len vLLM accepts without VLLM_ALLOW_LONG_MAX_MODEL_LEN (its `_get_and_verify_max_len`:
-    the window, times the factor for RoPE types whose window is not already scaled)."""
-    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    factor = float(params.get("factor", 1.0)) if rope_type(config) == "linear" else 1.0
-    return int(int(config["max_position_embeddings"]) * factor)
-
-
 def hf_overrides(config: dict[str, Any], length: int) -> dict[str, Any]:
     """The config overrides vLLM needs to place `length` tokens with the model's own RoPE ({} when its cache already
     covers them); a YaRN model past its cache is refused in one line (no override keeps its frequencies)."""
+    if length <= int(config["max_position_embeddings"]):
+        return {}  # the model's own window: vLLM serves it as configured, any RoPE type
     have = rope_cache_positions(config)
     if length <= have:
         return {}
@@ -67,9 +62,9 @@ def hf_overrides(config: dict[str, Any], length: int) -> dict[str, Any]:
 def engine_settings(config: dict[str, Any], length: int) -> tuple[dict[str, Any], dict[str, str]]:
     """(hf_overrides, environment) for an engine or server that must hold `length` tokens."""
     overrides = hf_overrides(config, length)
-    env = {}
-    if length > _derived_max_len({**config, **overrides}):  # e.g. YaRN whose window was not raised to its cache
-        env["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"
+    # past the config's window vLLM also checks other length keys (seq_length, model_max_length, ...): the RoPE cache
+    # is covered above, so its long-length flag may let the length through
+    env = {"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"} if length > int(config["max_position_embeddings"]) else {}
     return overrides, env
 
 

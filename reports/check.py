@@ -18,7 +18,14 @@ import pandas as pd
 from longrecipe.base.io import write_json, write_text
 from longrecipe.base.schema import RAW_METRICS
 from longrecipe.reports import settings
-from longrecipe.reports.load import ReportError, curve_as_results, curve_path, read_curve, read_results
+from longrecipe.reports.load import (
+    ReportError,
+    curve_as_results,
+    curve_path,
+    curve_settings,
+    read_curve,
+    read_results,
+)
 from longrecipe.reports.tables import suites, view
 
 KEY = ["suite", "task", "context_length", "depth", "metric"]
@@ -113,11 +120,18 @@ def run_check(baseline: str | Path, run: str | Path, tolerance: float = 1.0, per
     if curve:
         if update:
             read_curve(run)  # an empty or broken curve is refused before the baseline is touched
-            write_text(baseline, curve_path(run).read_text())
-            log(f"baseline {baseline} updated from {curve_path(run)}")
+            curve_path(baseline).parent.mkdir(parents=True, exist_ok=True)
+            write_text(curve_path(baseline), curve_path(run).read_text())
+            log(f"baseline {curve_path(baseline)} updated from {curve_path(run)}")
             return 0
-        current, base, per_task = curve_as_results(run), curve_as_results(baseline), True
-        return _gate(base, current, baseline, tolerance, per_task, any_change, fmt, log, say, [])
+        current, base = curve_as_results(run), curve_as_results(baseline)
+        made = {"baseline": curve_settings(baseline), "run": curve_settings(run)}
+        changed = [f"{key}: baseline {made['baseline'][key]!r}, run {made['run'][key]!r}" for key in made["run"]
+                   if made["baseline"] and made["baseline"].get(key) != made["run"][key]]
+        if changed and not allow_setting_change:
+            raise ReportError(f"the run's curve and the baseline's were made with other settings: {changed[0]} "
+                              f"(--allow-setting-change compares them anyway)")
+        return _gate(base, current, baseline, tolerance, True, any_change, fmt, log, say, changed)
     current = read_results(run)
     if update:
         write_json(baseline, current)

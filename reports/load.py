@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from longrecipe.base.schema import Results, SchemaError
 
 CURVE = "train_eval.jsonl"  # what train.eval writes into a training run (train/recipe.py)
-CURVE_FIELDS = ("step", "tokens", "suite", "task", "metric", "value", "context_length")
+CURVE_FIELDS = ("step", "tokens", "flops", "suite", "task", "metric", "value", "context_length")
 
 COLUMNS = ["run", "suite", "task", "task_version", "context_length", "depth", "metric", "value", "n", "n_null"]
 
@@ -88,3 +89,18 @@ def curve_as_results(run: str | Path) -> dict:
     return {"scores": [{"suite": r["suite"], "task": f"{r['task']}@step{r['step']}", "metric": r["metric"],
                         "value": r["value"], "context_length": r["context_length"], "depth": r.get("depth")}
                        for r in read_curve(run)]}
+
+
+def curve_settings(run: str | Path) -> dict:
+    """What made a curve, from the training run's config.yaml beside it: its train.eval section (suites, lengths,
+    samples, keys), its model and RoPE; {} when there is no config (a copied curve file)."""
+    config = curve_path(run).parent / "config.yaml"
+    if not config.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(config.read_text()) or {}
+    except yaml.YAMLError:
+        raise ReportError(f"{config}: not readable YAML") from None
+    train = data.get("train") or {}
+    return {"train.eval": train.get("eval"), "model.path": (data.get("model") or {}).get("path"),
+            "rope": data.get("rope")}

@@ -198,6 +198,9 @@ def _beside(runs: Sequence[str | Path], name: str) -> dict[str, Path]:
         p = Path(run)
         for cand in (p / name, p.parent / name, p.parent.parent / name):
             if cand.is_file():  # named by the run that wrote it (eval/trained and eval/base share one run)
-                found[cand.parent.name] = cand
+                name = cand.parent.name
+                if found.get(name, cand) != cand:  # two runs of one name (a/extension, b/extension)
+                    name = f"{cand.parent.parent.name}/{name}"
+                found[name] = cand
                 break
     return found

@@ -139,6 +139,29 @@ def signal_when(args: Sequence[str], ready: Callable[[], bool], sig: int = signa
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+def group_alive(pgid: int) -> list[int]:
+    """Live processes (not zombies) of process group `pgid`, read from /proc."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def gone(pgid: int, seconds: float = 20) -> bool:
+    """Whether group `pgid` has no live process within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while group_alive(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -177,6 +200,11 @@ class Served:
             time.sleep(0.2)
         return found[0]
 
+    def server_pid(self) -> int:
+        """The server's pid, which is also its process group (`serve` prints it when it starts the server)."""
+        (line,) = [x for x in self.lines() if x.startswith("started the server: pid ")]
+        return int(line.split()[4])
+
     def stop(self) -> str:
         """Ctrl-C: exit 0 with the stopped line; the server's processes gone and its port free."""
         self.proc.send_signal(signal.SIGINT)
@@ -184,6 +212,7 @@ class Served:
         assert code == 0 and "Traceback" not in self.err.read_text(), self.err.read_text()[-2000:]
         last = self.lines()[-1]
         assert last == f"stopped the server (SIGINT); port {self.port} is free", self.lines()[-3:]
+        assert gone(self.server_pid()), group_alive(self.server_pid())  # its engine and workers too
         with socket.socket() as s:  # free: no server listens (as servers bind: TIME_WAIT connections do not count)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", self.port))

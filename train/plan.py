@@ -235,7 +235,9 @@ def _activation_bytes(cfg: RunConfig, h: int, inter: int, n: int, nh: int, nkv: 
     return saved, recompute
 
 
-PERSISTENT = ("weights (fp32)", "AdamW state (fp32)", "async save copy", "autocast weight copies")
+# what stays allocated between steps (gradients are freed; DDP keeps its buckets)
+PERSISTENT = ("weights (fp32)", "AdamW state (fp32)", "async save copy", "autocast weight copies",
+              "DDP gradient buckets")
 
 
 def _eval_bytes(cfg: RunConfig, n: int, h: int, inter: int, nkv: int, hd: int, bf16: bool) -> float:

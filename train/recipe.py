@@ -9,6 +9,7 @@ final Hugging Face directory).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib.util
 import json
 import math
@@ -63,13 +64,14 @@ from longrecipe.train.plan import (
 class Dist:
     """torch.distributed when launched by torchrun (gloo on CPU, nccl on CUDA); a no-op otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_s: float | None = None) -> None:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local = int(os.environ.get("LOCAL_RANK", "0"))
         self.device = torch.device(f"cuda:{self.local}" if torch.cuda.is_available() else "cpu")
         if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            wait = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo", **wait)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
 
@@ -199,8 +201,17 @@ def lr_lambda(cfg: RunConfig):
 def _check_same_config(out: Path, cfg: RunConfig) -> None:
     saved = out / "config.yaml"
     where = lambda d: {k: v for k, v in d.items() if k != "out"}  # noqa: E731 (a moved run folder still resumes)
-    if saved.exists() and where(C.read_yaml(saved)) != where(C.to_dict(cfg)):
+    if saved.exists() and where(_with_defaults(C.read_yaml(saved))) != where(C.to_dict(cfg)):
         raise ValueError(f"{out} holds a run with a different config; resume with the same config or use a new out")
+
+
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config.yaml with today's defaults for keys added since it was written (a run from before
+    train.eval existed still resumes); one that no longer builds is compared as written."""
+    try:
+        return C.to_dict(C.build(RunConfig, saved))
+    except C.ConfigError:
+        return saved
 
 
 def _truncate_log(path: Path, step: int) -> float:
@@ -208,6 +219,9 @@ def _truncate_log(path: Path, step: int) -> float:
     seconds logged at the checkpoint, so that elapsed time (the run's wall-time cost) continues from there."""
     if not path.exists():
         return 0.0
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):  # a kill during an append: the torn last line goes (it is recomputed)
+        path.write_bytes(raw[: raw.rfind(b"\n") + 1])
     keep = [r for r in read_jsonl(path) if r["step"] <= step]
     write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
     return float(keep[-1].get("elapsed_s", 0.0)) if keep else 0.0
@@ -225,9 +239,9 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
     cfg = load_config(config_path, overrides)
     if cfg.train.eval.every and evaluation is None:
         raise C.ConfigError("train.eval: run it through `longrecipe train` or `longrecipe run` (they evaluate)")
-    make_evaluator = evaluation(cfg) if cfg.train.eval.every and evaluation else None  # bad eval keys: one line
     t = cfg.train
-    dist = Dist()
+    # train.eval: the first process evaluates while the others wait at a barrier (NCCL's default: 10 minutes)
+    dist = Dist(EVAL_WAIT_S if t.eval.every else None)
     if t.sequence_parallel > 1:
         _check_sequence_parallel(cfg, dist.world)
     replicas = dist.world // t.sequence_parallel  # data-parallel groups of sequence_parallel processes each
@@ -244,6 +258,7 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
                   f"again)", file=sys.stderr)
         return final
     models.resolve(cfg.model.path)  # a missing model is one line before anything is written
+    make_evaluator = evaluation(cfg) if t.eval.every and evaluation else None  # bad eval keys: one line, too
     _validate_data(cfg, out)  # bad data fails before anything is written or loaded
     check_plan(cfg, dist)  # and a run that cannot fit, before anything is written
     with runlock.hold(out) if dist.main else contextlib.nullcontext():  # one owner per run directory
@@ -376,6 +391,7 @@ def _train(cfg: RunConfig, dist: Dist, out: Path, micro: int, accum: int, replic
 
 
 EVAL_LOG = "train_eval.jsonl"
+EVAL_WAIT_S = 6 * 3600  # how long the other processes wait for one train.eval evaluation
 
 
 def _evaluate(evaluator: Evaluator, model: Any, out: Path, step: int, tokens: int, flops: float, bf16: bool) -> None:
@@ -387,8 +403,10 @@ def _evaluate(evaluator: Evaluator, model: Any, out: Path, step: int, tokens: in
             rows = evaluator(model)
     finally:
         model.train()
-    for row in rows:
-        append_jsonl(out / EVAL_LOG, {"step": step, "tokens": tokens, "flops": flops, **row})
+    with open(out / EVAL_LOG, "a", encoding="utf-8") as f:  # one evaluation, one write: whole or torn at its end
+        f.write("".join(json.dumps({"step": step, "tokens": tokens, "flops": flops, **r}) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _check_sequence_parallel(cfg: RunConfig, world: int) -> None:

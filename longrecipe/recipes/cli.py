@@ -556,11 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--served-model-name", default=None, help="the name clients ask for (default: the model's "
                     "folder name)")
     sp.add_argument("--print-only", action="store_true", help="print the server command and exit")
-    sp.add_argument("--probe-samples", type=int, default=4, help="passkey prompts at --max-model-len compared with "
-                    "transformers once ready (0: no probe)")
+    sp.add_argument("--probe-samples", type=int, default=None, help="passkey prompts at --max-model-len compared "
+                    "with transformers (float32, CPU) once ready (default 4 on CPU, 0 on GPU; 0: no probe)")
     sp.add_argument("--ready-timeout", type=float, default=900.0, help="seconds to wait for the server")
-    sp.add_argument("--log", default=None, help="the server's log file (default: longrecipe-serve-PORT.log in the "
-                    "temp folder)")
+    sp.add_argument("--log", default=None, help="the server's log file (default: longrecipe-serve-UID-PORT.log in "
+                    "the temp folder)")
 
     sp = add("report", cmd_report, "tables (md, tex, csv) and plots (png, svg) from run directories")
     sp.add_argument("runs", nargs="+", help="run directories holding results.json (or results.json files)")

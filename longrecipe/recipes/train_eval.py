@@ -18,12 +18,15 @@ from typing import Any
 
 from longrecipe.base import models
 from longrecipe.base.config import ConfigError
-from longrecipe.evaluate.config import EvalConfig, build_config
+from longrecipe.base.tokenization import load_tokenizer
+from longrecipe.evaluate.config import COMMON, EvalConfig, build_config
 from longrecipe.evaluate.runner import prepare, request, validate
+from longrecipe.tasks import chat
 from longrecipe.tasks.suites import REGISTRY
 from longrecipe.train.config import RunConfig
 
 Evaluator = Callable[[Any], list[dict[str, Any]]]
+SAMPLING = ("seed", "batch_size", "chat_template")  # the eval keys that still mean something inside training
 
 
 def lengths(cfg: RunConfig) -> tuple[int, ...]:
@@ -43,10 +46,14 @@ def eval_config(cfg: RunConfig) -> EvalConfig:
         choose = ", ".join(n for n, t in REGISTRY.items() if t.per_length and not t.evaluator)
         raise ConfigError(f"train.eval.suites: {scored_alone[0]} is not a generation suite scored per length "
                           f"(choose from {choose})")
-    fixed = {"suites", "lengths", "samples", "model", "out", "allow_extrapolation", "backend"}
+    fixed = {"suites", "lengths", "samples", "model", "out", "allow_extrapolation"}
     bad = sorted(fixed & set(ev.options))
     if bad:
         raise ConfigError(f"train.eval.options.{bad[0]}: set by train.eval itself")
+    engine = sorted(k for k in ev.options if k in COMMON and k not in SAMPLING)
+    if engine:  # the evaluator runs the training model as it is: an engine key would be silently ignored
+        raise ConfigError(f"train.eval.options.{engine[0]}: set by training (the evaluator runs the model being "
+                          f"trained); train.eval takes the suites' keys and {', '.join(SAMPLING)}")
     # one prompt at a time unless told (its KV cache sits beside the training state: train/plan.py counts it)
     ecfg = build_config({"batch_size": 1, **ev.options, "suites": ev.suites, "lengths": lengths(cfg),
                          "samples": ev.samples, "allow_extrapolation": True, "model": cfg.model.path,
@@ -56,11 +63,18 @@ def eval_config(cfg: RunConfig) -> EvalConfig:
 
 
 def evaluation(cfg: RunConfig) -> Callable[[Any], Evaluator]:
-    """Check train.eval now (before anything is written); return what builds the evaluator from the tokenizer."""
+    """Check train.eval and build its samples now, before anything is written (a prompt that cannot be built is
+    one line, not a failure after training started); return what makes the evaluator from the training tokenizer."""
     ecfg = eval_config(cfg)
+    tokenizer = load_tokenizer(models.resolve(cfg.model.path))
+    if ecfg.chat_template:
+        chat.wrapper(tokenizer)  # a tokenizer without a template: one line
+    jobs = prepare(ecfg, tokenizer, log=lambda line: print(f"train.eval: {line}", file=sys.stderr))
+    if not jobs:
+        raise ConfigError(f"train.eval: no sample fits {', '.join(map(str, ecfg.lengths))} tokens for "
+                          f"{', '.join(ecfg.suites)}; choose longer train.eval.lengths")
 
     def start(tokenizer: Any) -> Evaluator:
-        jobs = prepare(ecfg, tokenizer, log=lambda line: print(f"train.eval: {line}", file=sys.stderr))
 
         def evaluate(model: Any) -> list[dict[str, Any]]:
             from longrecipe.evaluate.hf_backend import HFBackend

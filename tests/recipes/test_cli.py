@@ -12,8 +12,8 @@ from helpers import ROOT, TRAIN_CONFIG, cli, cli_process, one_line_exit_2
 
 from longrecipe.recipes.cli import build_parser
 
-COMMANDS = ("tiny-base", "passkey", "train", "tokenize", "export", "eval", "models", "report", "check", "analyze",
-            "run", "demo", "merge")
+COMMANDS = ("tiny-base", "passkey", "train", "tokenize", "export", "eval", "models", "serve", "report", "check",
+            "analyze", "run", "demo", "merge")
 
 
 def test_help_lists_every_subcommand():
@@ -43,6 +43,7 @@ CONSOLE = {
     "export": (["{tmp}/nothing", "--out", "{tmp}/hf"], "{tmp}/nothing"),
     "eval": (["--model", "/no/such/model", "--out", "{tmp}/o"], "no model at /no/such/model"),
     "models": (["pull"], "models pull needs a model name"),
+    "serve": (["{tmp}/nope"], "no model at"),
     "report": (["{tmp}/nowhere", "--out", "{tmp}/rep"], "{tmp}/nowhere"),
     "check": (["{tmp}/nowhere", "--baseline", "{tmp}/b.json"], "no results file"),
     "analyze": (["--base", "{tmp}/nope", "--extended", "tiny", "--out", "{tmp}/a"], "no model at"),

@@ -105,6 +105,17 @@ def test_report_draws_the_curves_and_check_gates_them(trained, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     for name in ("train_eval_curves", "train_eval_flops"):  # against training tokens, and against FLOPs
         assert (tmp_path / "report" / f"{name}.png").stat().st_size > 10_000
+    folder = tmp_path / "pinned"  # a folder as the baseline: its train_eval.jsonl
+    assert cli("check", str(trained), "--curve", "--baseline", str(folder), "--update-baseline").returncode == 0
+    assert (folder / "train_eval.jsonl").read_text() == (trained / "train_eval.jsonl").read_text()
+    assert cli("check", str(trained), "--curve", "--baseline", str(folder)).returncode == 0
+    other = tmp_path / "other"  # the same curve, said to be made with other train.eval settings
+    other.mkdir()
+    shutil.copy(trained / "train_eval.jsonl", other)
+    (other / "config.yaml").write_text((trained / "config.yaml").read_text().replace("samples: 4", "samples: 5"))
+    res = cli("check", str(other), "--curve", "--baseline", str(trained))
+    assert res.returncode == 2 and "made with other settings: train.eval" in res.stderr, res.stderr
+    assert cli("check", str(other), "--curve", "--baseline", str(trained), "--allow-setting-change").returncode == 0
     base = tmp_path / "baseline.jsonl"
     assert cli("check", str(trained), "--curve", "--baseline", str(base), "--update-baseline").returncode == 0
     ok = cli("check", str(trained), "--curve", "--baseline", str(base))
