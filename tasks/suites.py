@@ -1,6 +1,6 @@
 """Every suite, registered in the order runs and reports list them. Adding a suite = its file + one line here."""
 
-from longrecipe.tasks import general, longbench, longbench_v2, niah, passkey, ppl, ruler
+from longrecipe.tasks import general, json_kv, longbench, longbench_v2, niah, passkey, ppl, ruler
 from longrecipe.tasks.base import REGISTRY, Task, register
 
 SUITES: tuple[Task, ...] = (
@@ -10,6 +10,7 @@ SUITES: tuple[Task, ...] = (
     longbench.TASK_E,
     longbench_v2.TASK,
     passkey.TASK,
+    json_kv.TASK,
     ppl.TASK,
     general.TASK,
 )
