@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from longrecipe.base import interrupt, runlock
 from longrecipe.base.config import ConfigError
 from longrecipe.base.io import write_json, write_text
-from longrecipe.base.schema import ModelInfo, Results, ScoreRow, append_jsonl, read_jsonl, run_info
+from longrecipe.base.schema import ModelInfo, Results, ScoreRow, append_jsonl, drop_torn_line, read_jsonl, run_info
 from longrecipe.base.tokenization import load_tokenizer
 from longrecipe.evaluate import general, perplexity
 from longrecipe.evaluate.backends import BACKENDS, Completion, Request
@@ -189,10 +189,7 @@ def _read_done(path: Path, samples: list[Sample] | None = None) -> dict[int, dic
     and so is a prediction made from another prompt or for other references than this run's sample."""
     if not path.exists():
         return {}
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        keep = raw[: raw.rfind(b"\n") + 1]
-        path.write_bytes(keep)
+    drop_torn_line(path)
     done = {int(r["index"]): r for r in read_jsonl(path)}
     for s in samples or ():
         row = done.get(s.index)

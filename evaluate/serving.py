@@ -25,14 +25,18 @@ CPU_KV_CACHE_GIB = "2"  # vLLM's CPU build reserves this much for its KV cache (
 RESIZABLE = ("default", "linear", "llama3")  # RoPE types whose cache grows with max_position_embeddings alone
 
 
+def _rope_params(config: dict[str, Any]) -> dict[str, Any]:
+    return config.get("rope_parameters") or config.get("rope_scaling") or {}  # transformers 5.x, or the legacy key
+
+
 def rope_type(config: dict[str, Any]) -> str:
-    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    params = _rope_params(config)
     return str(params.get("rope_type", params.get("type", "default")))
 
 
 def rope_cache_positions(config: dict[str, Any]) -> int:
     """Positions vLLM precomputes for this config's RoPE (see the module docstring); past them it reads garbage."""
-    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    params = _rope_params(config)
     kind, window = rope_type(config), int(config["max_position_embeddings"])
     if kind == "linear":
         return int(window * float(params["factor"]))

@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from longrecipe.base import config as C
 from longrecipe.base import interrupt, models, runlock
 from longrecipe.base.io import atomic_dir, write_text
-from longrecipe.base.schema import append_jsonl, read_jsonl
+from longrecipe.base.schema import append_jsonl, drop_torn_line, read_jsonl
 from longrecipe.train import data as D
 from longrecipe.train import rope, ulysses
 from longrecipe.train import store as S
@@ -219,9 +219,7 @@ def _truncate_log(path: Path, step: int) -> float:
     seconds logged at the checkpoint, so that elapsed time (the run's wall-time cost) continues from there."""
     if not path.exists():
         return 0.0
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):  # a kill during an append: the torn last line goes (it is recomputed)
-        path.write_bytes(raw[: raw.rfind(b"\n") + 1])
+    drop_torn_line(path)  # a kill during an append: the torn last line goes (it is recomputed)
     keep = [r for r in read_jsonl(path) if r["step"] <= step]
     write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
     return float(keep[-1].get("elapsed_s", 0.0)) if keep else 0.0
@@ -231,11 +229,11 @@ Evaluator = Callable[[Any], list[dict[str, Any]]]  # the current model -> score 
 
 
 def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...] = (),
-                 evaluation: Callable[[RunConfig], Callable[[Any], Evaluator]] | None = None) -> Path:
+                 evaluation: Callable[[RunConfig], Evaluator] | None = None) -> Path:
     """Train one stage; returns the final model directory. Resumes from the latest checkpoint in `out`.
 
     `evaluation` (given by the commands: evaluation code lives beside training, not in it) checks the config's
-    `train.eval` section at once and returns what makes its evaluator from the tokenizer."""
+    `train.eval` section at once, builds its samples and returns the evaluator."""
     cfg = load_config(config_path, overrides)
     if cfg.train.eval.every and evaluation is None:
         raise C.ConfigError("train.eval: run it through `longrecipe train` or `longrecipe run` (they evaluate)")
@@ -258,15 +256,15 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
                   f"again)", file=sys.stderr)
         return final
     models.resolve(cfg.model.path)  # a missing model is one line before anything is written
-    make_evaluator = evaluation(cfg) if t.eval.every and evaluation else None  # bad eval keys: one line, too
+    evaluator = evaluation(cfg) if t.eval.every and evaluation else None  # bad eval keys: one line, too
     _validate_data(cfg, out)  # bad data fails before anything is written or loaded
     check_plan(cfg, dist)  # and a run that cannot fit, before anything is written
     with runlock.hold(out) if dist.main else contextlib.nullcontext():  # one owner per run directory
-        return _train(cfg, dist, out, micro, accum, replicas, make_evaluator)
+        return _train(cfg, dist, out, micro, accum, replicas, evaluator)
 
 
 def _train(cfg: RunConfig, dist: Dist, out: Path, micro: int, accum: int, replicas: int,
-           make_evaluator: Callable[[Any], Evaluator] | None = None) -> Path:
+           evaluator: Evaluator | None = None) -> Path:
     """The training run proper, in a directory this process owns; a signal stops it at a step boundary with that
     step saved (see base/interrupt.py), so the same command continues exactly."""
     t, final = cfg.train, out / "model"
@@ -301,9 +299,8 @@ def _train(cfg: RunConfig, dist: Dist, out: Path, micro: int, accum: int, replic
     elif dist.main:  # no checkpoint: the run starts at step 0, so do its logs
         (out / "train_log.jsonl").unlink(missing_ok=True)
         (out / EVAL_LOG).unlink(missing_ok=True)
-    evaluator = make_evaluator(tok) if make_evaluator and dist.main else None  # its samples, built once
-    if make_evaluator is not None and start == 0:  # the curve starts at the model training starts from
-        if evaluator is not None:
+    if evaluator is not None and start == 0:  # the curve starts at the model training starts from
+        if dist.main:
             _evaluate(evaluator, model, out, 0, 0, 0.0, bf16)
         dist.barrier()
     if dist.world > 1 and not fsdp:  # the loss module goes through DDP's forward so its gradient hooks are armed
@@ -359,8 +356,8 @@ def _train(cfg: RunConfig, dist: Dist, out: Path, micro: int, accum: int, replic
                     board.add_scalar("train/lr", sched.get_last_lr()[0], step + 1)
                     board.add_scalar("train/tokens_per_s", row["tokens_per_s"], step + 1)
                     board.add_scalar("train/peak_mem_mb", row["peak_mem_mb"], step + 1)
-            if t.eval.every and ((step + 1) % t.eval.every == 0 or step + 1 == t.steps):
-                if evaluator is not None:
+            if evaluator is not None and ((step + 1) % t.eval.every == 0 or step + 1 == t.steps):
+                if dist.main:  # the first process evaluates
                     _evaluate(evaluator, model, out, step + 1, (step + 1) * t.batch_size * t.train_length,
                               (step + 1) * step_flops, bf16)
                 dist.barrier()  # the other processes wait for the first one's evaluation
@@ -403,10 +400,8 @@ def _evaluate(evaluator: Evaluator, model: Any, out: Path, step: int, tokens: in
             rows = evaluator(model)
     finally:
         model.train()
-    with open(out / EVAL_LOG, "a", encoding="utf-8") as f:  # one evaluation, one write: whole or torn at its end
-        f.write("".join(json.dumps({"step": step, "tokens": tokens, "flops": flops, **r}) + "\n" for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
+    # one evaluation, one write: whole, or torn at its end
+    append_jsonl(out / EVAL_LOG, *({"step": step, "tokens": tokens, "flops": flops, **r} for r in rows))
 
 
 def _check_sequence_parallel(cfg: RunConfig, world: int) -> None:

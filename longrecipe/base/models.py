@@ -34,6 +34,11 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
+def window(path: str | Path) -> int:
+    """A model's native context window: its config's max_position_embeddings (`path` as `resolve` takes it)."""
+    return int(json.loads((resolve(path) / "config.json").read_text())["max_position_embeddings"])
+
+
 def weight_files(path: Path) -> list[Path]:
     """The safetensors files transformers will read from `path` (one-line FileNotFoundError if none)."""
     if (path / WEIGHTS).is_file():

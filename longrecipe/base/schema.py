@@ -248,11 +248,19 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [row for _, row in iter_jsonl(path)]
 
 
-def append_jsonl(path: str | Path, row: dict[str, Any]) -> None:
-    """Append one complete line and flush it to disk: a kill leaves at most the line being written incomplete."""
+def append_jsonl(path: str | Path, *rows: dict[str, Any]) -> None:
+    """Append complete lines in one write and flush them to disk: a kill leaves at most the last line incomplete
+    (`drop_torn_line` removes it)."""
     import os
 
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         f.flush()
         os.fsync(f.fileno())
+
+
+def drop_torn_line(path: Path) -> None:
+    """Remove a last line without its newline (what a kill during `append_jsonl` leaves), so that the file reads."""
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        path.write_bytes(raw[: raw.rfind(b"\n") + 1])

@@ -127,7 +127,7 @@ class Demo:
 
     def __init__(self, cfg: DemoConfig, log=print):
         self.base = models.resolve(cfg.base)
-        self.native = int(json.loads((self.base / "config.json").read_text())["max_position_embeddings"])
+        self.native = models.window(self.base)
         self.cfg, self.log = cfg.resolved(self.native), log
         self.out = Path(cfg.out)
         self.configs = Path(longrecipe.train.__file__).parent / "configs"  # package data: train/configs/*.yaml

@@ -6,7 +6,6 @@ Layout of `out`: config.yaml, train_log.jsonl, model/ (the trained model), eval/
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from longrecipe.base import models, runlock
@@ -45,8 +44,7 @@ def eval_lengths(cfg: RunConfig) -> tuple[int, ...]:
     """eval.lengths, else the base model's window doubled up to the target (read from its config.json)."""
     if cfg.eval.lengths:
         return cfg.eval.lengths
-    native = int(json.loads((models.resolve(cfg.model.path) / "config.json").read_text())["max_position_embeddings"])
-    return default_lengths(native, cfg.train.target_length)
+    return default_lengths(models.window(cfg.model.path), cfg.train.target_length)
 
 
 def run_all(config_path: str, overrides: list[str] | tuple[str, ...] = (), log=print) -> Path:

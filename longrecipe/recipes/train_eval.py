@@ -1,7 +1,7 @@
 """Evaluation during training (`train.eval`): the evaluator the trainer calls between steps on the weights it is
 training (train/recipe.py), built from the evaluation components (evaluate/), which training itself never imports.
 
-The samples are built once, before the first step, by the same code as `longrecipe eval` (the same prompts, the
+The samples are built once, before anything is written, by the same code as `longrecipe eval` (the same prompts, the
 same scorers, the same keys: `train.eval.options` takes any eval key); the model generates through the hf backend
 wrapped around the training model (no copy, no reload). Rows land in RUN/train_eval.jsonl with the step, the
 training tokens and FLOPs; `report` draws them against training tokens.
@@ -10,9 +10,7 @@ training tokens and FLOPs; `report` draws them against training tokens.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,8 @@ from longrecipe.evaluate.runner import prepare, request, validate
 from longrecipe.tasks import chat
 from longrecipe.tasks.suites import REGISTRY
 from longrecipe.train.config import RunConfig
+from longrecipe.train.recipe import Evaluator
 
-Evaluator = Callable[[Any], list[dict[str, Any]]]
 SAMPLING = ("seed", "batch_size", "chat_template")  # the eval keys that still mean something inside training
 
 
@@ -34,8 +32,7 @@ def lengths(cfg: RunConfig) -> tuple[int, ...]:
     where the extension must arrive."""
     if cfg.train.eval.lengths:
         return cfg.train.eval.lengths
-    native = int(json.loads((models.resolve(cfg.model.path) / "config.json").read_text())["max_position_embeddings"])
-    return tuple(sorted({native, cfg.train.target_length}))
+    return tuple(sorted({models.window(cfg.model.path), cfg.train.target_length}))
 
 
 def eval_config(cfg: RunConfig) -> EvalConfig:
@@ -62,9 +59,9 @@ def eval_config(cfg: RunConfig) -> EvalConfig:
     return ecfg
 
 
-def evaluation(cfg: RunConfig) -> Callable[[Any], Evaluator]:
+def evaluation(cfg: RunConfig) -> Evaluator:
     """Check train.eval and build its samples now, before anything is written (a prompt that cannot be built is
-    one line, not a failure after training started); return what makes the evaluator from the training tokenizer."""
+    one line, not a failure after training started); the evaluator then scores the model it is given."""
     ecfg = eval_config(cfg)
     tokenizer = load_tokenizer(models.resolve(cfg.model.path))
     if ecfg.chat_template:
@@ -74,18 +71,14 @@ def evaluation(cfg: RunConfig) -> Callable[[Any], Evaluator]:
         raise ConfigError(f"train.eval: no sample fits {', '.join(map(str, ecfg.lengths))} tokens for "
                           f"{', '.join(ecfg.suites)}; choose longer train.eval.lengths")
 
-    def start(tokenizer: Any) -> Evaluator:
+    def evaluate(model: Any) -> list[dict[str, Any]]:
+        from longrecipe.evaluate.hf_backend import HFBackend
 
-        def evaluate(model: Any) -> list[dict[str, Any]]:
-            from longrecipe.evaluate.hf_backend import HFBackend
+        backend = HFBackend.from_model(model, tokenizer, ecfg.batch_size)
+        rows = []
+        for job in jobs:
+            texts = backend.generate([request(s) for s in job.samples])
+            rows += [dataclasses.asdict(r) for r in REGISTRY[job.suite].score(texts, job.samples)]
+        return rows
 
-            backend = HFBackend.from_model(model, tokenizer, ecfg.batch_size)
-            rows = []
-            for job in jobs:
-                texts = backend.generate([request(s) for s in job.samples])
-                rows += [dataclasses.asdict(r) for r in REGISTRY[job.suite].score(texts, job.samples)]
-            return rows
-
-        return evaluate
-
-    return start
+    return evaluate
