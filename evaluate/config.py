@@ -14,6 +14,7 @@ from typing import Any
 from longrecipe.base import config as C
 from longrecipe.base import models
 from longrecipe.base.config import ConfigError, bounded, check
+from longrecipe.evaluate import thinking
 from longrecipe.evaluate.backends import BACKENDS
 from longrecipe.tasks.base import Task, option_fields
 from longrecipe.tasks.suites import REGISTRY
@@ -35,6 +36,10 @@ class EvalConfig:
     seed: int = bounded(42, ge=0)
     batch_size: int = bounded(8, ge=1)
     chat_template: bool = False
+    # a reasoning model: its thought (between the markers of --think START,END, or 'on': <think>,</think>) is cut
+    # off before scoring and has think_tokens of its own on top of each answer budget (evaluate/thinking.py)
+    think: str | None = None
+    think_tokens: int = bounded(1024, ge=1)
     max_model_len: int | None = bounded(None, ge=1)
     device: str | None = None
     # model options: hf (dtype, attention kernel, layers spread over GPUs) and vLLM (tensor parallel, memory)
@@ -135,6 +140,7 @@ def check_input(cfg: EvalConfig) -> tuple[Path, int]:
     of a second rather than the ~5 s those imports take. Returns the model (or tokenizer) folder and its window;
     the runner adds the model tasks' own checks."""
     check(cfg)
+    thinking.check_config(cfg)
     if not cfg.suites or not cfg.lengths:
         raise ConfigError("give at least one suite and one length")
     if min(cfg.lengths) < 1:

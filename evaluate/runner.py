@@ -27,7 +27,7 @@ from longrecipe.base.config import ConfigError
 from longrecipe.base.io import write_json, write_text
 from longrecipe.base.schema import ModelInfo, Results, ScoreRow, append_jsonl, drop_torn_line, read_jsonl, run_info
 from longrecipe.base.tokenization import load_tokenizer
-from longrecipe.evaluate import general, perplexity
+from longrecipe.evaluate import general, perplexity, thinking
 from longrecipe.evaluate.backends import BACKENDS, Completion, Request
 from longrecipe.evaluate.config import (  # noqa: F401  (build_config: the API callers use with run_eval)
     ADDITIVE,
@@ -56,6 +56,7 @@ class Job:
     samples: list[Sample]
     version: int | str = 1
     built_at: int = 0  # the length the samples were built for (the model's window for suites without lengths)
+    think: thinking.Thinking | None = None  # --think: how its answers are asked for and cut from the thought
 
     def path(self, out: Path) -> Path:
         return out / "predictions" / self.suite / self.task / f"{self.length or 'na'}.jsonl"
@@ -167,6 +168,7 @@ def prepare(cfg: EvalConfig, tokenizer: Any, log=print, window: int = 0) -> list
     """The generation suites' samples, one job per (suite, task, length), in registry order."""
     jobs: list[Job] = []
     note = _once(log)
+    think = thinking.from_config(cfg)
     for task in _selected(cfg):
         if task.evaluator:
             continue
@@ -175,7 +177,7 @@ def prepare(cfg: EvalConfig, tokenizer: Any, log=print, window: int = 0) -> list
             groups: dict[str, list[Sample]] = {}
             for s in task.samples(tokenizer, length, cfg.samples, cfg.seed, options, log=note):
                 groups.setdefault(s.task, []).append(s)
-            jobs += [Job(task.name, sub, length if task.per_length else None, samples, task.version, length)
+            jobs += [Job(task.name, sub, length if task.per_length else None, samples, task.version, length, think)
                      for sub, samples in groups.items()]
     return jobs
 
@@ -219,16 +221,26 @@ def merge_shards(job: Job, out: Path) -> None:
         f.unlink()
 
 
-def request(s: Sample) -> Request:
-    """What every backend is asked for a sample (the run manifest records the same)."""
+def request(s: Sample, think: thinking.Thinking | None = None) -> Request:
+    """What every backend is asked for a sample (the run manifest records the same). With --think: the prompt
+    without its answer prefix (it would sit where the thought begins: evaluate/thinking.py) and the thought's
+    budget on top of the answer's."""
+    if think:
+        return Request(s.input, think.tokens + s.max_new_tokens)
     return Request(s.prompt, s.max_new_tokens)
 
 
-def _row(s: Sample, pred: str) -> dict:
+def _row(s: Sample, pred: str, think: thinking.Thinking | None = None) -> dict:
+    """A prediction row. With --think its `prediction` is the answer after the thought (what every suite scores),
+    `raw` the whole generation and `thinking_closed` false where the thought never ended (an empty answer)."""
     engine = {"finish_reason": pred.finish_reason, "generated_tokens": pred.tokens} if isinstance(
         pred, Completion) else {}
-    return {"index": s.index, "prediction": str(pred), "outputs": s.references, "length": s.length, "depth": s.depth,
-            "answer_position": s.answer_position, "prompt_sha1": _prompt_sha(s), **engine, **s.extra}
+    text, cut = str(pred), {}
+    if think:
+        found = thinking.scored(think, text, request(s, think).prompt, s.answer_prefix)
+        text, cut = found.answer, {"raw": str(pred), "thinking_closed": found.closed}
+    return {"index": s.index, "prediction": text, "outputs": s.references, "length": s.length, "depth": s.depth,
+            "answer_position": s.answer_position, "prompt_sha1": _prompt_sha(s), **engine, **cut, **s.extra}
 
 
 def check_empties(cfg: EvalConfig, job: Job, preds: list[dict], out: Path) -> None:
@@ -236,7 +248,8 @@ def check_empties(cfg: EvalConfig, job: Job, preds: list[dict], out: Path) -> No
     answers are taken out of its predictions file (atomically) so that the same command asks for them again.
 
     Why: a vLLM server started without room for a length answers empty strings past its RoPE cache; scored,
-    that is a silent 0 (passkey, NIAH) or a column of nulls (RULER) that reads like a model that cannot retrieve."""
+    that is a silent 0 (passkey, NIAH) or a column of nulls (RULER) that reads like a model that cannot retrieve.
+    With --think a thought that never ended is an empty answer too (`thinking_closed: false`), and named so."""
     empty = [p for p in preds if not p["prediction"].strip()]
     if not preds or len(empty) <= cfg.empty_limit * len(preds):
         return
@@ -245,7 +258,11 @@ def check_empties(cfg: EvalConfig, job: Job, preds: list[dict], out: Path) -> No
     write_text(path, "".join(json.dumps(r) + "\n" for r in read_jsonl(path) if r["index"] in keep))
     reasons = sorted({str(p.get("finish_reason")) for p in empty})
     where = f"{job.suite}/{job.task}@{job.length}" if job.length else f"{job.suite}/{job.task}"
-    if not BACKENDS[cfg.backend].local_model:  # a served endpoint: the server's own window
+    unclosed = sum(p.get("thinking_closed") is False for p in empty)
+    if unclosed:  # --think: the thought used every token it had and the answer is empty
+        cause = (f"{unclosed} of them are thoughts that never ended within --think-tokens {cfg.think_tokens} plus "
+                 f"the answer's budget: raise --think-tokens")
+    elif not BACKENDS[cfg.backend].local_model:  # a served endpoint: the server's own window
         n = job.length or job.built_at
         cause = (f"a server without room for {n} tokens answers nothing (or garbage) past its RoPE cache: serve the "
                  f"model with `longrecipe serve MODEL --max-model-len {n}` (it writes the overrides vLLM needs)")
@@ -285,11 +302,11 @@ def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print,
     bar = tqdm(total=len(todo), desc=f"{job.suite}/{job.task}@{job.length}", disable=not todo, leave=False)
     for start in range(0, len(todo), step):
         batch = todo[start : start + step]
-        reqs = [request(s) for s in batch]
+        reqs = [request(s, job.think) for s in batch]
         finished = backend.completed(reqs) if hasattr(backend, "completed") else enumerate(backend.generate(reqs))
         for i, pred in finished:
             with interrupt.deferred():  # a signal never cuts a line: it stops the run after it
-                append_jsonl(path, row := _row(batch[i], pred))
+                append_jsonl(path, row := _row(batch[i], pred, job.think))
                 done[batch[i].index] = row
                 _written()
             new_tokens += len(backend.tokenizer(pred, add_special_tokens=False)["input_ids"])
@@ -317,13 +334,13 @@ def predict_pooled(jobs: list[Job], backend: Any, out: Path, batch_size: int, lo
     for start in range(0, len(todo), step):
         batch = todo[start : start + step]
         t0 = time.time()
-        preds = backend.generate([request(s) for _, s in batch])
+        preds = backend.generate([request(s, job.think) for job, s in batch])
         share = (time.time() - t0) / len(batch)
         for (job, s), pred in zip(batch, preds, strict=True):
             path = job.path(out)
             path.parent.mkdir(parents=True, exist_ok=True)
             with interrupt.deferred():
-                append_jsonl(path, _row(s, pred))
+                append_jsonl(path, _row(s, pred, job.think))
                 _written()
             acc = spent.setdefault(id(job), [job, 0, 0.0, 0])
             acc[1] += 1
@@ -415,6 +432,8 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
     tokenizer = load_tokenizer(path, trust_remote_code=cfg.trust_remote_code)
     if cfg.chat_template:
         chat.wrapper(tokenizer)  # a tokenizer without a template is a one-line error before anything is written
+    if think := thinking.from_config(cfg):
+        thinking.check_tokenizer(think, tokenizer)
     jobs = prepare(cfg, tokenizer, log, window)
     for job in jobs:  # stale predictions are refused before anything is written
         predict_done(job, out)
@@ -446,7 +465,8 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
                 rows += task.score(texts, job.samples)
                 more = task.follow_up(tokenizer, job.built_at, suite_options(cfg, task), job.samples, texts)
                 if more:
-                    queue.insert(0, Job(job.suite, more[0].task, job.length, more, job.version, job.built_at))
+                    queue.insert(0, Job(job.suite, more[0].task, job.length, more, job.version, job.built_at,
+                                        job.think))
             engine = backend.settings() if hasattr(backend, "settings") else {}
             if getattr(backend, "retried", 0):
                 log(f"{backend.retried} requests retried (server errors, timeouts, dropped or cut answers)")
@@ -477,17 +497,20 @@ def run_manifest(cfg: EvalConfig, tokenizer: Any, jobs: list[Job], engine: dict[
     runs put side by side differ in one (reports/settings.py). Why: "vLLM scores differ from HF" (LongBench#95,
     RULER#80) is most often a dtype, a chat template or a token budget that nothing recorded."""
     template = getattr(tokenizer, "chat_template", None) if cfg.chat_template else None
-    asked = {f"{j.suite}/{j.task}": request(j.samples[0]) for j in jobs if j.samples}
+    asked = {f"{j.suite}/{j.task}": request(j.samples[0], j.think) for j in jobs if j.samples}
     generation = {k: {"max_new_tokens": r.max_new_tokens, "stop": list(r.stop)} for k, r in asked.items()}
     truncation = {t.name: {"side": t.truncation, "limit": getattr(suite_options(cfg, t), "max_length", None)}
                   for t in _selected(cfg)}
+    think = thinking.from_config(cfg)  # only where set: a manifest without it is a run scored as generated
+    cut = {"thinking": {"start": think.start, "end": think.end, "think_tokens": think.tokens,
+                        "answer_prefix_sent": False}} if think else {}
     return {"backend": cfg.backend, "backend_version": engine.get("backend_version"),
             "served_model": engine.get("served_model"),
             "dtype": engine.get("dtype", None if cfg.dtype == "auto" else cfg.dtype),
             "attn_implementation": engine.get("attn_implementation"),
             "chat_template_sha256": hashlib.sha256(str(template).encode()).hexdigest() if template else None,
             "tokenizer_sha256": tokenizer_sha256(tokenizer), "truncation": truncation, "generation": generation,
-            "sampling": {"temperature": 0.0, "top_p": 1.0, "greedy": True}, "seed": cfg.seed}
+            "sampling": {"temperature": 0.0, "top_p": 1.0, "greedy": True}, "seed": cfg.seed, **cut}
 
 
 def _previous_rows(out: Path) -> list[ScoreRow]:

@@ -13,7 +13,7 @@ from typing import Any
 
 # settings whose change can move a score (served_model and the like are names, not settings)
 SCORE_MOVING = ("backend", "backend_version", "dtype", "attn_implementation", "chat_template_sha256",
-                "tokenizer_sha256", "truncation", "generation", "sampling", "seed")
+                "tokenizer_sha256", "truncation", "generation", "sampling", "seed", "thinking")
 PER_TASK = ("truncation", "generation")  # compared per suite or task that both runs hold
 
 
