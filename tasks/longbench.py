@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from longrecipe.base import downloads
 from longrecipe.base.schema import ScoreRow, iter_jsonl
 from longrecipe.tasks.base import Sample, TaskBase, option
 from longrecipe.tasks.longbench_spec import MAX_NEW_TOKENS, PROMPTS
@@ -229,21 +230,38 @@ def checked_records(path: Path, fields: Sequence[str]) -> list[dict]:
 LB_CATEGORIES = ("Single-Doc QA", "Multi-Doc QA", "Summarization", "Few-shot Learning", "Code Completion",
                  "Synthetic Tasks")
 NEEDS_DIR = ("the LongBench suites need --longbench-dir: a folder of JSONL files in LongBench's record format "
-             "({dataset}.jsonl, {dataset}_e.jsonl, longbench_v2.jsonl)")
+             "({dataset}.jsonl, {dataset}_e.jsonl, longbench_v2.jsonl), or the copy `longrecipe data pull longbench` "
+             "caches")
+
+
+def check_dir(options: LongBenchOptions) -> None:
+    """--longbench-dir as given; without it the cached copy, verified, or (online) fetched now: before the runner
+    takes the run's identity, which hashes the folder. Offline without one: one line (NEEDS_DIR and why)."""
+    try:
+        downloads.use("longbench", options.dir, required=True)
+    except downloads.NotCached:
+        raise ValueError(f"{NEEDS_DIR}; none is cached and downloads are off ({downloads.offline_reason()})") from None
 
 
 @dataclass(frozen=True)
 class LongBenchOptions:
     """Shared by longbench, longbench_e and longbench_v2 (one data folder)."""
 
-    dir: str | None = option(None, "folder of LongBench JSONL files (original record format)", key="longbench_dir",
-                             data=True)
+    dir: str | None = option(None, "folder of LongBench JSONL files (original record format; default: the copy "
+                             "`longrecipe data pull longbench` caches, fetched by the run when online)",
+                             key="longbench_dir", data=True)
     datasets: tuple[str, ...] = option((), "comma list (default: every file present)", key="longbench_datasets",
                                        additive=True)
     max_length: int | None = option(None, "prompt tokens kept by middle truncation (default: window - tokens to "
                                     "generate)", key="longbench_max_length", ge=1)
     cot: bool = option(False, "LongBench v2 with the chain-of-thought pass", key="longbench_cot")
     chat_template: bool = option(False, key="chat_template")
+
+    def __post_init__(self) -> None:
+        """Without --longbench-dir, the copy in the cache (`longrecipe data pull longbench`, or an online run): in
+        the options, so that the run's identity hashes that folder as it hashes a given one."""
+        if self.dir is None:
+            object.__setattr__(self, "dir", downloads.local("longbench"))
 
 
 class LongBench(TaskBase):
@@ -259,8 +277,7 @@ class LongBench(TaskBase):
                 gate_metrics=("avg_en", "avg_zh"))
 
     def check(self, options: LongBenchOptions) -> None:
-        if not options.dir:
-            raise ValueError(NEEDS_DIR)
+        check_dir(options)
 
     def files(self, options: LongBenchOptions) -> list[tuple[str, Path]]:
         folder = Path(options.dir)

@@ -14,7 +14,7 @@ from typing import Any
 
 from longrecipe.base.schema import ScoreRow
 from longrecipe.tasks.base import Sample, TaskBase
-from longrecipe.tasks.longbench import NEEDS_DIR, LongBenchOptions, checked_records, middle_truncate
+from longrecipe.tasks.longbench import LongBenchOptions, check_dir, checked_records, middle_truncate
 from longrecipe.tasks.longbench_v2_spec import TEMPLATE_0SHOT, TEMPLATE_COT, TEMPLATE_COT_ANSWER
 from longrecipe.tasks.views import View
 
@@ -76,8 +76,7 @@ class LongBenchV2(TaskBase):
     view = View(columns=())
 
     def check(self, options: LongBenchOptions) -> None:
-        if not options.dir:
-            raise ValueError(NEEDS_DIR)
+        check_dir(options)
 
     def _samples(self, tokenizer: Any, length: int, options: LongBenchOptions,
                  reasoning: Sequence[str] | None = None) -> list[Sample]:

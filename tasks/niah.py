@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from longrecipe.base import corpus
+from longrecipe.base import corpus, downloads
 from longrecipe.base.schema import ScoreRow
 from longrecipe.tasks.base import Sample, TaskBase, option
 from longrecipe.tasks.counting import count_tokens
@@ -121,12 +121,20 @@ class NiahOptions:
     essay_dir: str | None = option(None, key="essay_dir", data=True, env="LONGRECIPE_ESSAYS_DIR")
     chat_template: bool = option(False, key="chat_template")
 
+    def __post_init__(self) -> None:
+        """`--essay-dir paul_graham_essays`: the cached essays (as RulerOptions reads it)."""
+        object.__setattr__(self, "essay_dir", downloads.named(self.essay_dir, "paul_graham_essays"))
+
 
 class Niah(TaskBase):
     """The original needle (San Francisco) at every (length, depth): one score row per depth."""
 
     name, version, Options = "niah", TASK_VERSION, NiahOptions
     view = View(columns=(), heatmap="Needle in a Haystack", gate="depth_means")
+
+    def check(self, options: NiahOptions) -> None:
+        if options.essay_dir is not None:  # the cached essays verified, or fetched when the name is not cached yet
+            downloads.use("paul_graham_essays", options.essay_dir, required=True)
 
     def samples(self, tokenizer: Any, length: int, n: int, seed: int, options: NiahOptions,
                 log: Callable[[str], None] = print) -> list[Sample]:

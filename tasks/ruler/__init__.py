@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from longrecipe.base import models
+from longrecipe.base import downloads, models
 from longrecipe.base.io import write_text
 from longrecipe.base.schema import ScoreRow, read_jsonl
 from longrecipe.base.tokenization import load_tokenizer, tokenizer_hash
@@ -27,7 +27,10 @@ from longrecipe.tasks.ruler import common, cwe, fwe, niah, qa, vt
 from longrecipe.tasks.views import Column, Plot, Table, View
 
 TASK_VERSION = 1
-ESSAY_HELP = "folder of essays (*.txt) for essay haystacks (default: built-in Python text)"
+ESSAY_HELP = ("folder of essays (*.txt) for essay haystacks, or paul_graham_essays for the copy `longrecipe data pull "
+              "paul_graham_essays` caches (default: built-in Python text)")
+ESSAYS = "paul_graham_essays"  # the essay source of longrecipe.base.downloads
+QA_SOURCES = {"qa_1": ("qa_squad", "squad"), "qa_2": ("qa_hotpot", "hotpotqa")}  # task -> (option, source)
 THRESHOLD = 85.6  # Llama-2-7B at 4k: RULER's bar for the effective length
 
 
@@ -179,10 +182,22 @@ SUMMARY_TASKS = ("average", "summary")
 class RulerOptions:
     tasks: tuple[str, ...] = option((), "comma list of RULER tasks (default: all whose sources are available)",
                                     additive=True)
-    qa_squad: str | None = option(None, "SQuAD v2 JSON for RULER qa_1", key="qa_squad", data=True)
-    qa_hotpot: str | None = option(None, "HotpotQA JSON for RULER qa_2", key="qa_hotpot", data=True)
+    qa_squad: str | None = option(None, "SQuAD v2 JSON for RULER qa_1 (default: the copy `longrecipe data pull squad` "
+                                  "caches, fetched by the run when online)", key="qa_squad", data=True)
+    qa_hotpot: str | None = option(None, "HotpotQA JSON for RULER qa_2 (default: the copy `longrecipe data pull "
+                                   "hotpotqa` caches, fetched by the run when online)", key="qa_hotpot", data=True)
     essay_dir: str | None = option(None, ESSAY_HELP, key="essay_dir", data=True, env="LONGRECIPE_ESSAYS_DIR")
     chat_template: bool = option(False, key="chat_template")
+
+    def __post_init__(self) -> None:
+        """The SQuAD / HotpotQA copy `longrecipe data pull` (or an online run) put in the cache stands in for an
+        absent --qa-squad / --qa-hotpot, and `--essay-dir paul_graham_essays` names the cached essays: written into
+        the options, so that the run's identity hashes the file the run reads, as it hashes a flag's file. (A
+        stat per source: the config builds these options often; `Ruler.sources` checks the content.)"""
+        for attr, name in QA_SOURCES.values():
+            if getattr(self, attr) is None:
+                object.__setattr__(self, attr, downloads.local(name))
+        object.__setattr__(self, "essay_dir", downloads.named(self.essay_dir, ESSAYS))
 
 
 class Ruler(TaskBase):
@@ -203,14 +218,30 @@ class Ruler(TaskBase):
         bad = [t for t in options.tasks if t not in TASKS]
         if bad:
             raise ValueError(f"unknown RULER task {bad[0]!r}; choose from {', '.join(TASKS)}")
+        self.sources(options)  # here, before the runner takes the run's identity: it hashes what was fetched
+
+    def sources(self, options: RulerOptions, log: Callable[[str], None] = print) -> dict[str, str | None]:
+        """The QA file of each qa task to run (None: skipped) once the essays are checked. A flag's own file is
+        used as given; otherwise the cached copy (verified against its manifest) or, online, one fetched now. Tasks
+        named in --ruler-tasks need theirs (offline: one line naming the flag and `longrecipe data pull`); the
+        default set ("all whose sources are available") skips what it cannot get, offline without a try."""
+        if options.essay_dir is not None:
+            downloads.use(ESSAYS, options.essay_dir, required=True, log=log)
+        return {task: downloads.use(QA_SOURCES[task][1], getattr(options, QA_SOURCES[task][0]),
+                                    required=bool(options.tasks), log=log)
+                for task in options.tasks or TASKS if task in QA_SOURCES}
 
     def samples(self, tokenizer: Any, length: int, n: int, seed: int, options: RulerOptions,
                 log: Callable[[str], None] = print) -> list[Sample]:
-        qa = {"qa_1": options.qa_squad, "qa_2": options.qa_hotpot}
+        qa = self.sources(options, log)
         tasks = list(options.tasks or TASKS)
         missing = [t for t in tasks if t in qa and qa[t] is None]
         if missing and not options.tasks:
-            log(f"note: RULER {', '.join(missing)} skipped: pass --qa-squad / --qa-hotpot (SQuAD v2 / HotpotQA JSON)")
+            names = [QA_SOURCES[t][1] for t in missing]
+            failed = [w for w in map(downloads.unavailable, names) if w] if not downloads.offline_reason() else []
+            log(f"note: RULER {', '.join(missing)} skipped: pass --qa-squad / --qa-hotpot (SQuAD v2 / HotpotQA JSON), "
+                f"or run `longrecipe data pull {' '.join(names)}` where the network allows"
+                + (f" ({failed[0]})" if failed else ""))
             tasks = [t for t in tasks if t not in missing]
         out: list[Sample] = []
         for task in tasks:

@@ -85,7 +85,8 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
              essay_dir: str | None = None, wrap=lambda s: s, qa_file: str | None = None) -> list[dict]:
     if qa_file is None:
         raise C.SourceError(f"{task} needs a local QA file: qa_file= a SQuAD v2 JSON (qa_1) or a HotpotQA JSON "
-                            f"(qa_2); nothing is downloaded")
+                            f"(qa_2); generate() downloads nothing (the ruler suite uses --qa-squad / --qa-hotpot, "
+                            f"else the copy `longrecipe data pull squad hotpotqa` caches)")
     qas, docs = (read_squad if args["dataset"] == "squad" else read_hotpotqa)(str(qa_file))
     if not qas:
         raise C.SourceError(f"{qa_file}: no answerable questions")

@@ -12,8 +12,8 @@ from helpers import ROOT, TRAIN_CONFIG, cli, cli_process, one_line_exit_2
 
 from longrecipe.recipes.cli import build_parser
 
-COMMANDS = ("tiny-base", "passkey", "train", "tokenize", "export", "eval", "models", "serve", "report", "check",
-            "analyze", "run", "demo", "merge")
+COMMANDS = ("tiny-base", "passkey", "train", "tokenize", "export", "eval", "models", "data", "serve", "report",
+            "check", "analyze", "run", "demo", "merge")
 
 
 def test_help_lists_every_subcommand():
@@ -43,6 +43,7 @@ CONSOLE = {
     "export": (["{tmp}/nothing", "--out", "{tmp}/hf"], "{tmp}/nothing"),
     "eval": (["--model", "/no/such/model", "--out", "{tmp}/o"], "no model at /no/such/model"),
     "models": (["pull"], "models pull needs a model name"),
+    "data": (["pull"], "data pull needs one or more names"),
     "serve": (["{tmp}/nope"], "no model at"),
     "report": (["{tmp}/nowhere", "--out", "{tmp}/rep"], "{tmp}/nowhere"),
     "check": (["{tmp}/nowhere", "--baseline", "{tmp}/b.json"], "no results file"),
@@ -67,6 +68,7 @@ def test_console_script_refuses_in_one_line_with_exit_2(tmp_path, command):
     ["eval", "--model", "/no/such/model", "--out", "{tmp}/o"],
     ["eval", "--model", "tiny", "--lengths", "1024", "--out", "{tmp}/o"],
     ["eval", "--model", "tiny", "--ruler-tasks", "niah_single_9", "--out", "{tmp}/o"],
+    ["data", "pull", "squad", "nope"],
     ["train", "--config", TRAIN_CONFIG, "out={tmp}/o", "train.lr=.nan"],
     ["run", "--config", TRAIN_CONFIG, "out={tmp}/o", "eval.samples=0"],
 ])
