@@ -1,6 +1,18 @@
 """Every suite, registered in the order runs and reports list them. Adding a suite = its file + one line here."""
 
-from longrecipe.tasks import general, json_kv, longbench, longbench_v2, niah, passkey, ppl, ruler
+from longrecipe.tasks import (
+    babilong,
+    general,
+    graphwalks,
+    helmet,
+    json_kv,
+    longbench,
+    longbench_v2,
+    niah,
+    passkey,
+    ppl,
+    ruler,
+)
 from longrecipe.tasks.base import REGISTRY, Task, register
 
 SUITES: tuple[Task, ...] = (
@@ -11,6 +23,9 @@ SUITES: tuple[Task, ...] = (
     longbench_v2.TASK,
     passkey.TASK,
     json_kv.TASK,
+    helmet.TASK,
+    graphwalks.TASK,
+    babilong.TASK,
     ppl.TASK,
     general.TASK,
 )

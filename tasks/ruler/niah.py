@@ -44,12 +44,15 @@ def _line_context(base: list[str], n: int, needles: list[str], rng: np.random.Ge
 
 
 def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int, seed: int, task: str,
-             essay_dir: str | None = None, wrap=lambda s: s) -> list[dict]:
+             essay_dir: str | None = None, wrap=lambda s: s, answer_prefix: str = ANSWER_PREFIX,
+             tokens_to_generate: int = TOKENS_TO_GENERATE) -> list[dict]:
+    """RULER's samples; `answer_prefix` and `tokens_to_generate` differ for HELMET's copies of these tasks
+    (tasks/helmet.py: the prefix after a newline, 50 or 100 tokens)."""
     k = max(args["num_needle_k"], args["num_needle_q"])
     nv, nq, haystack = args["num_needle_v"], args["num_needle_q"], args["type_haystack"]
     if haystack == "essay":
         C.essay_words(essay_dir)  # a missing essay folder fails here, before any work
-    template, prefix, type_v = TEMPLATE, ANSWER_PREFIX, args["type_needle_v"]
+    template, prefix, type_v = TEMPLATE, answer_prefix, args["type_needle_v"]
     if nq * nv == 1:
         template, prefix, type_v = singular(template), singular(prefix), type_v[:-1]
     out, hint = [], None
@@ -91,7 +94,7 @@ def generate(args: dict[str, Any], tokenizer: Any, length: int, num_samples: int
 
         unit = 1.3 if haystack == "essay" else C.count_tokens(tokenizer, C.NOISE if haystack == "noise" else
                                                               needles[0])
-        prompt, hint = C.fit(build, tokenizer, length - TOKENS_TO_GENERATE, unit, lo=1, hint=hint)
+        prompt, hint = C.fit(build, tokenizer, length - tokens_to_generate, unit, lo=1, hint=hint)
         out.append(C.record(tokenizer, prompt, prefix.format(type_needle_v=type_v, query=query), answers, index,
-                            TOKENS_TO_GENERATE))
+                            tokens_to_generate))
     return out
