@@ -37,7 +37,7 @@ from typing import Any
 from longrecipe.base import downloads
 from longrecipe.base.corpus import essay_text
 from longrecipe.base.schema import ScoreRow
-from longrecipe.tasks import chat
+from longrecipe.tasks import cache, chat
 from longrecipe.tasks.base import Sample, TaskBase, option
 from longrecipe.tasks.counting import count_tokens
 from longrecipe.tasks.ruler import ESSAY_HELP, ESSAYS, common
@@ -525,13 +525,20 @@ class Babilong(TaskBase):
     def samples(self, tokenizer: Any, length: int, n: int, seed: int, options: BabilongOptions,
                 log: Callable[[str], None] = print) -> list[Sample]:
         folder = self.folder(options)
-        out = []
-        for task in options.tasks:
-            made = (published(folder, task, tokenizer, length, n, options.chat_template) if folder else
-                    generate(task, tokenizer, length, n, seed, options.essay_dir, options.chat_template))
-            out += [Sample(d["index"], d["input"], d["outputs"], "", MAX_NEW_TOKENS, task, length, d["length"],
-                           extra={"question": d["question"]}) for d in made]
-        return out
+
+        def build() -> list[Sample]:
+            out = []
+            for task in options.tasks:
+                made = (published(folder, task, tokenizer, length, n, options.chat_template) if folder else
+                        generate(task, tokenizer, length, n, seed, options.essay_dir, options.chat_template))
+                out += [Sample(d["index"], d["input"], d["outputs"], "", MAX_NEW_TOKENS, task, length, d["length"],
+                               extra={"question": d["question"]}) for d in made]
+            return out
+
+        if folder:  # the published rows are read as they are: nothing to fit
+            return build()
+        sources = {"essays": common.source_hash(options.essay_dir)}
+        return cache.samples(cache.path(self.name, self.version, tokenizer, length, n, seed, options, sources), build)
 
     def score(self, predictions: list[str], samples: list[Sample]) -> list[ScoreRow]:
         task = samples[0].task

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from longrecipe.base.schema import ScoreRow
-from longrecipe.tasks import chat
+from longrecipe.tasks import cache, chat
 from longrecipe.tasks.base import Sample, TaskBase, option
 from longrecipe.tasks.counting import count_tokens
 from longrecipe.tasks.views import Column, Plot, Table, View
@@ -278,9 +278,10 @@ class GraphWalks(TaskBase):
 
     def samples(self, tokenizer: Any, length: int, n: int, seed: int, options: GraphWalksOptions,
                 log: Callable[[str], None] = print) -> list[Sample]:
-        return [s for task in TASKS for s in generate(tokenizer, length, n, task, seed, options.depth,
-                                                      options.max_out_degree, options.max_new_tokens,
-                                                      options.chat_template)]
+        where = cache.path(self.name, self.version, tokenizer, length, n, seed, options)
+        return cache.samples(where, lambda: [s for task in TASKS for s in generate(
+            tokenizer, length, n, task, seed, options.depth, options.max_out_degree, options.max_new_tokens,
+            options.chat_template)])
 
     def score(self, predictions: list[str], samples: list[Sample]) -> list[ScoreRow]:
         """The answer prefix goes back in front of each generation before parsing, as HELMET does in base mode."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from longrecipe.base import downloads
 from longrecipe.base.schema import ScoreRow
-from longrecipe.tasks import chat, json_kv
+from longrecipe.tasks import cache, chat, json_kv
 from longrecipe.tasks.base import Sample, TaskBase, option
 from longrecipe.tasks.ruler import CONFIGS, ESSAY_HELP, ESSAYS, common, niah
 from longrecipe.tasks.views import Column, Plot, Table, View
@@ -84,14 +84,18 @@ class HelmetRecall(TaskBase):
 
     def samples(self, tokenizer: Any, length: int, n: int, seed: int, options: HelmetOptions,
                 log: Callable[[str], None] = print) -> list[Sample]:
-        out = []
-        for name in options.tasks:
-            if name == "json_kv":
-                made = json_kv.generate(tokenizer, length, n, seed, 2, options.chat_template)
-                out += [Sample.from_dict(d, name, length) for d in made]
-            else:
-                out += needle_samples(name, tokenizer, length, n, seed, options.essay_dir, options.chat_template)
-        return out
+        where = cache.path(self.name, self.version, tokenizer, length, n, seed, options,
+                           {"essays": common.source_hash(options.essay_dir)} if "ruler_niah_mv" in options.tasks
+                           else None)
+        return cache.samples(where, lambda: [s for name in options.tasks
+                                             for s in self.task_samples(name, tokenizer, length, n, seed, options)])
+
+    def task_samples(self, name: str, tokenizer: Any, length: int, n: int, seed: int,
+                     options: HelmetOptions) -> list[Sample]:
+        if name == "json_kv":
+            made = json_kv.generate(tokenizer, length, n, seed, 2, options.chat_template)
+            return [Sample.from_dict(d, name, length) for d in made]
+        return needle_samples(name, tokenizer, length, n, seed, options.essay_dir, options.chat_template)
 
     def score(self, predictions: list[str], samples: list[Sample]) -> list[ScoreRow]:
         task = samples[0].task

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from longrecipe.base.schema import ScoreRow
-from longrecipe.tasks import chat
+from longrecipe.tasks import cache, chat
 from longrecipe.tasks.base import Sample, TaskBase, option
 from longrecipe.tasks.counting import count_tokens
 from longrecipe.tasks.longbench import normalize_answer
@@ -127,8 +127,9 @@ class JsonKv(TaskBase):
 
     def samples(self, tokenizer: Any, length: int, n: int, seed: int, options: JsonKvOptions,
                 log: Callable[[str], None] = print) -> list[Sample]:
-        made = generate(tokenizer, length, n, seed, options.shots, options.chat_template)
-        return [Sample.from_dict(d, "json_kv", length) for d in made]
+        where = cache.path(self.name, self.version, tokenizer, length, n, seed, options)
+        made = lambda: generate(tokenizer, length, n, seed, options.shots, options.chat_template)  # noqa: E731
+        return cache.samples(where, lambda: [Sample.from_dict(d, "json_kv", length) for d in made()])
 
     def score(self, predictions: list[str], samples: list[Sample]) -> list[ScoreRow]:
         values = [100 * substring_exact_match(p, s.references[0]) for p, s in zip(predictions, samples)]
