@@ -223,11 +223,17 @@ def merge_shards(job: Job, out: Path) -> None:
 
 def request(s: Sample, think: thinking.Thinking | None = None) -> Request:
     """What every backend is asked for a sample (the run manifest records the same). With --think: the prompt
-    without its answer prefix (it would sit where the thought begins: evaluate/thinking.py) and the thought's
-    budget on top of the answer's."""
+    without its answer prefix, which the answer pass sends after the thought (evaluate/thinking.py)."""
     if think:
-        return Request(s.input, think.tokens + s.max_new_tokens)
+        return thinking.AfterThought(s.input, s.max_new_tokens, (), s.answer_prefix)
     return Request(s.prompt, s.max_new_tokens)
+
+
+def make_backend(cfg: EvalConfig, model_dir: Path) -> Any:
+    """The run's backend; with --think asked in two passes (the thought, then the answer)."""
+    think = thinking.from_config(cfg)
+    backend = BACKENDS[cfg.backend].make(cfg, model_dir)
+    return thinking.TwoPass(backend, think) if think else backend
 
 
 def _row(s: Sample, pred: str, think: thinking.Thinking | None = None) -> dict:
@@ -236,7 +242,9 @@ def _row(s: Sample, pred: str, think: thinking.Thinking | None = None) -> dict:
     engine = {"finish_reason": pred.finish_reason, "generated_tokens": pred.tokens} if isinstance(
         pred, Completion) else {}
     text, cut = str(pred), {}
-    if think:
+    if isinstance(pred, thinking.Thought):  # two passes: the answer pass's text is the prediction
+        cut = {"raw": pred.raw, "thinking_closed": pred.closed}
+    elif think:  # one text holding thought and answer
         found = thinking.scored(think, text, request(s, think).prompt, s.answer_prefix)
         text, cut = found.answer, {"raw": str(pred), "thinking_closed": found.closed}
     return {"index": s.index, "prediction": text, "outputs": s.references, "length": s.length, "depth": s.depth,
@@ -378,7 +386,7 @@ def _worker(cfg: EvalConfig, model_dir: Path, jobs: list[Job], out: Path, shard:
         if cfg.backend == "vllm" and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
             # one list: on CPU the backend runs one engine rank (tensor_parallel_size is a GPU option there)
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in cores)
-    backend = BACKENDS[cfg.backend].make(cfg, model_dir)
+    backend = make_backend(cfg, model_dir)
     try:
         for job in jobs:
             predict(job, backend, out, cfg.batch_size, print, shard)
@@ -441,7 +449,7 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
     with runlock.hold(out):  # one owner per run directory (a refusal below leaves no lock behind)
         _WRITTEN[0] = 0
         # an unreachable server: before any write (data parallel: each worker builds its own engine)
-        backend = BACKENDS[cfg.backend].make(cfg, path) if jobs and not parallel else None
+        backend = make_backend(cfg, path) if jobs and not parallel else None
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "eval_config.json", {**flat(cfg), "identity": _merged_identity(out, identity)})
         rows: list[ScoreRow] = []
@@ -503,7 +511,7 @@ def run_manifest(cfg: EvalConfig, tokenizer: Any, jobs: list[Job], engine: dict[
                   for t in _selected(cfg)}
     think = thinking.from_config(cfg)  # only where set: a manifest without it is a run scored as generated
     cut = {"thinking": {"start": think.start, "end": think.end, "think_tokens": think.tokens,
-                        "answer_prefix_sent": False}} if think else {}
+                        "answer_prefix": "sent after the thought"}} if think else {}
     return {"backend": cfg.backend, "backend_version": engine.get("backend_version"),
             "served_model": engine.get("served_model"),
             "dtype": engine.get("dtype", None if cfg.dtype == "auto" else cfg.dtype),

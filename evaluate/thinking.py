@@ -7,8 +7,11 @@ EleutherAI/lm-evaluation-harness#3675). So the text scored is what follows the L
 open when the tokens ran out is an empty answer (a null, `thinking_closed: false` in its prediction row), never the
 thought. The runner applies this in one place (`runner._row`) before any suite's `score`, so every scorer gets it.
 
-Budgets: the thought has `think_tokens` of its own on top of each sample's answer budget, in one request of both
-(as RULER's port in scitix/sieval#11 asks: max_tokens = the answer's budget + the thinking budget).
+Budgets, in two passes per sample (`TwoPass`, around any backend): the thought is generated until its end marker
+with `think_tokens` of its own; then the prompt, the thought, the end marker and the sample's answer prefix are sent
+again and the answer gets the sample's own budget (a long thought never eats the answer's tokens; a one-request
+budget of both, as scitix/sieval#11 does, would). A thought that uses all its tokens without ending is an empty
+answer; a generation that opens no thought is the answer itself (a model that did not think).
 
 Answer prefixes: RULER and NIAH end the prompt with the start of the answer ("... mentioned in the provided text
 is"); under a chat template it opens the assistant's turn (RULER's scripts/data/prepare.py: the model template,
@@ -16,17 +19,19 @@ then the answer prefix; NVIDIA/RULER#108 re-joined `input + answer_prefix` where
 For a reasoning model that spot is where its thought begins: a forced prefix there makes it answer without
 thinking or think inside the sentence (lm-eval#3403: `gen_prefix` "prevents models to use think tokens";
 NVIDIA-NeMo/Gym#998: continuing the assistant message works in non-reasoning mode only). With `--think` the prefix
-is therefore not sent (the manifest says so); the question itself still asks for the answer. The scorers here read
-the model's words AFTER the prefix (a prediction never holds the prefix), so an answer that restates the prefix has
-it removed: every scorer sees the text it would see without thinking.
+therefore goes after the thought, at the start of the answer pass, where it means what it means without thinking;
+the prediction is the continuation after it, as the scorers read it. (A generation scored without the second pass,
+e.g. a model that did not think, has a restated prefix removed: every scorer sees the text it would see.)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from longrecipe.base.config import ConfigError
+from longrecipe.evaluate.backends import Completion, Request
 
 DEFAULT_PAIR = ("<think>", "</think>")
 
@@ -109,3 +114,63 @@ def scored(think: Thinking, text: str, prompt: str, prefix: str) -> Split:
     `prompt` is what was sent: a prompt ending with the start marker opened the thought itself."""
     found = split(text, think.start, think.end, opened=prompt.rstrip().endswith(think.start))
     return found._replace(answer=drop_prefix(found.answer, prefix))
+
+
+@dataclass(frozen=True)
+class AfterThought(Request):
+    """A sample's request under --think: its prompt without the answer prefix, which the answer pass sends after
+    the thought; `max_new_tokens` is the answer's own budget."""
+
+    answer_prefix: str = ""
+
+
+class Thought(Completion):
+    """The answer pass's text (what the suites score) with the whole generation (`raw`: thought, end marker,
+    prefix, answer) and whether the thought ended (`closed`)."""
+
+    raw: str
+    closed: bool
+
+    def __new__(cls, text: str, raw: str, closed: bool, finish_reason: str | None = None,
+                tokens: int | None = None) -> Thought:
+        obj = super().__new__(cls, text, finish_reason, tokens)
+        obj.raw, obj.closed = raw, closed
+        return obj
+
+
+class TwoPass:
+    """Any backend asked in two passes (the module docstring says why): every thought of a batch, then every answer
+    of the thoughts that ended. The runner sees a backend that generates Thoughts; everything else (tokenizer,
+    settings, close) is the inner backend's. No `completed` stream: a sample is done only after its second pass."""
+
+    def __init__(self, inner: Any, think: Thinking):
+        self.inner, self.think = inner, think
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "completed":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def generate(self, requests: Sequence[Request]) -> list[Thought]:
+        start, end = self.think.start, self.think.end
+        first = self.inner.generate([Request(r.prompt, self.think.tokens, (end,)) for r in requests])
+        out: list[Thought | None] = [None] * len(requests)
+        again = []
+        for i, (r, t) in enumerate(zip(requests, first, strict=True)):
+            prefix = getattr(r, "answer_prefix", "")
+            tokens = getattr(t, "tokens", None)
+            if start not in t and not r.prompt.rstrip().endswith(start):  # no thought: this is the answer
+                out[i] = Thought(drop_prefix(str(t).strip(), prefix), str(t), True, getattr(t, "finish_reason", None),
+                                 tokens)
+            elif getattr(t, "finish_reason", None) == "length":  # the thought used all its tokens, never ended
+                out[i] = Thought("", str(t), False, "length", tokens)
+            else:
+                again.append(i)
+        second = self.inner.generate([Request(requests[i].prompt + first[i] + end + getattr(requests[i],
+                                                                                          "answer_prefix", ""),
+                                              requests[i].max_new_tokens, requests[i].stop) for i in again])
+        for i, a in zip(again, second, strict=True):
+            spent = (getattr(first[i], "tokens", None) or 0) + (getattr(a, "tokens", None) or 0)
+            raw = first[i] + end + getattr(requests[i], "answer_prefix", "") + a
+            out[i] = Thought(str(a), raw, True, getattr(a, "finish_reason", None), spent or None)
+        return out  # type: ignore[return-value]

@@ -569,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--chat-template", action="store_true",
                     help="apply the tokenizer's chat template (RULER, NIAH, passkey, LongBench)")
     sp.add_argument("--think", default=None, help="a reasoning model: 'on' (<think>,</think>) or START,END; its "
-                    "thought is cut off before scoring and the answer prefix is not sent (evaluate/thinking.py)")
+                    "thought is generated first, then the answer after it (evaluate/thinking.py)")
     sp.add_argument("--think-tokens", type=int, default=1024, help="--think: the thought's own token budget, on top "
                     "of each answer's (default 1024)")
     add_option_flags(sp)

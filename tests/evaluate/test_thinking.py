@@ -1,6 +1,6 @@
-"""`--think` (evaluate/thinking.py): a reasoning model's thought is cut off before scoring, its answer prefix is not
-sent, its budget comes on top of the answer's; a scripted fake reasoning output goes through every generation
-suite's scorer, and one tiny run checks the requests, the prediction rows, the manifest and the run identity."""
+"""`--think` (evaluate/thinking.py): a reasoning model's thought and its answer in two passes with their own budgets,
+the answer prefix after the thought; a scripted fake reasoning output goes through every generation suite's scorer;
+tiny runs check the two passes against a direct generation, the prediction rows, the manifest and the identity."""
 
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ def test_the_prefix_is_not_sent_and_a_restated_one_is_not_scored():
 
     s = Sample(0, "Q?", ["x"], " The answer is", 32)
     assert request(s) == request(s, None) and (request(s).prompt, request(s).max_new_tokens) == ("Q? The answer is", 32)
-    assert (request(s, THINK).prompt, request(s, THINK).max_new_tokens) == ("Q?", 32 + 64)
+    asked = request(s, THINK)  # the answer's own budget; the prefix waits for the answer pass
+    assert (asked.prompt, asked.max_new_tokens, asked.answer_prefix) == ("Q?", 32, " The answer is")
     found = thinking.scored(THINK, "<think>maybe y</think>\nThe answer is x.", "Q?", s.answer_prefix)
     assert found == Split("x.", "<think>maybe y</think>", True)
     assert thinking.scored(THINK, "x.", "Q?<think>\n", "").closed is False  # the prompt opened the thought
@@ -178,19 +179,87 @@ def test_a_thought_that_never_ended_counts_as_empty(tmp_path):
     assert [json.loads(x)["index"] for x in lines(job.path(tmp_path))] == [2]  # asked again by the same command
 
 
+class Scripted:
+    """A backend whose answers are written out here (the runner's other backends are tested against real models):
+    what the two passes ask for, and what each pass answers, in full view."""
+
+    tokenizer = None
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers, self.asked = answers, []
+
+    def generate(self, requests):
+        from longrecipe.evaluate.backends import Completion
+
+        self.asked.append(list(requests))
+        out = []
+        for r in requests:
+            text = self.answers[r.prompt]
+            cut = text.split(r.stop[0])[0] if r.stop and r.stop[0] in text else text
+            ended = cut != text or len(text.split()) <= r.max_new_tokens
+            out.append(Completion(cut, "stop" if ended else "length", min(len(text.split()), r.max_new_tokens)))
+        return out
+
+
+def test_two_passes_give_the_thought_and_the_answer_their_own_budgets():
+    """Pass one: every prompt with the thought's budget, stopping at the end marker. Pass two, for the thoughts that
+    ended: prompt + thought + end marker + the answer prefix, with the answer's own budget and stop strings."""
+    think = Thinking("<think>", "</think>", 5)
+    thought = "<think> it is 7 or 8, say 8 "
+    script = {"Q1:": thought + "</think> ignored", "Q1:" + thought + "</think> The answer is": " 8.",
+              "Q2:": "<think> a b c d e f g h", "Q3:": " The answer is 9"}
+    inner = Scripted(script)
+    backend = thinking.TwoPass(inner, think)
+    asked = [thinking.AfterThought(q, 3, (".",), " The answer is") for q in ("Q1:", "Q2:", "Q3:")]
+    got = backend.generate(asked)
+    first, second = inner.asked
+    assert [(r.prompt, r.max_new_tokens, r.stop) for r in first] == [(q, 5, ("</think>",)) for q in ("Q1:", "Q2:",
+                                                                                                     "Q3:")]
+    assert [(r.prompt, r.max_new_tokens, r.stop) for r in second] == [("Q1:" + thought + "</think> The answer is", 3,
+                                                                       (".",))]
+    assert [(str(g), g.closed) for g in got] == [(" 8", True), ("", False), ("9", True)]
+    assert got[0].raw == thought + "</think> The answer is 8" and got[0].tokens == 5 + 1  # both passes counted
+    assert got[1].raw == "<think> a b c d e f g h" and got[1].finish_reason == "length"
+    assert not hasattr(backend, "completed")  # the runner must not stream half-answered samples
+
+
+def test_a_real_model_is_asked_the_answer_after_its_thought(tmp_path, tiny_dir):
+    """The tiny model through both passes: the passkey prompt ends with "The pass key is", taken as the opening
+    marker (as a chat template that opens the thought), and "8" as the end marker, so that pass one stops inside
+    the number it writes. Each answer equals a direct greedy generation from prompt + thought + "8" (the answer
+    pass, recomputed), and each raw generation is thought + marker + answer."""
+    from longrecipe.base.tokenization import load_tokenizer
+    from longrecipe.evaluate.backends import Request
+    from longrecipe.evaluate.hf_backend import HFBackend
+    from longrecipe.tasks import passkey
+
+    out = tmp_path / "run"
+    res = cli("eval", "--model", "tiny", "--suite", "passkey", "--lengths", "128", "--samples", "2", "--think",
+              "key is,8", "--think-tokens", "8", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [json.loads(x) for x in lines(out / "predictions" / "passkey" / "passkey" / "128.jsonl")]
+    prompts = {d["index"]: d["input"] for d in passkey.generate(load_tokenizer(tiny_dir), 128, 2, 42)}
+    hf = HFBackend(str(tiny_dir), device="cpu")
+    assert len(rows) == 2 and all(r["thinking_closed"] and r["prediction"] for r in rows), rows
+    for r in rows:
+        thought = r["raw"][: len(r["raw"]) - len(r["prediction"]) - 1]
+        assert r["raw"] == thought + "8" + r["prediction"] and "8" not in thought
+        assert hf.generate([Request(prompts[r["index"]] + thought + "8", 10)])[0] == r["prediction"]
+
+
 def test_a_thinking_run_asks_for_both_budgets_and_records_them(tmp_path):
     out = tmp_path / "run"
     res = cli("eval", "--model", "tiny", "--suite", "passkey", "--lengths", "128", "--samples", "2", "--think", "on",
               "--think-tokens", "6", "--out", str(out))
     assert res.returncode == 0, res.stderr[-2000:]
     rows = [json.loads(x) for x in lines(out / "predictions" / "passkey" / "passkey" / "128.jsonl")]
-    assert len(rows) == 2 and all(0 < r["generated_tokens"] <= 10 + 6 for r in rows), rows
+    assert len(rows) == 2 and all(0 < r["generated_tokens"] <= 6 for r in rows), rows  # no thought: pass one only
     assert all(r["prediction"] == split(r["raw"]).answer and r["thinking_closed"] == split(r["raw"]).closed
                for r in rows), rows
     manifest = json.loads((out / "results.json").read_text())["manifest"]
-    assert manifest["generation"] == {"passkey/passkey": {"max_new_tokens": 10 + 6, "stop": []}}
+    assert manifest["generation"] == {"passkey/passkey": {"max_new_tokens": 10, "stop": []}}
     assert manifest["thinking"] == {"start": "<think>", "end": "</think>", "think_tokens": 6,
-                                    "answer_prefix_sent": False}
+                                    "answer_prefix": "sent after the thought"}
     saved = json.loads((out / "eval_config.json").read_text())
     assert (saved["think"], saved["think_tokens"]) == ("on", 6)
     assert (saved["identity"]["settings"]["think"], saved["identity"]["settings"]["think_tokens"]) == ("on", 6)
