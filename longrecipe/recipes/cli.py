@@ -521,7 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("tokenize", cmd_tokenize, "tokenize a corpus (JSONL, Parquet, hub:NAME) once into a memory-mapped token "
                                          "store (resumable)")
     sp.add_argument("source", help="JSONL file, Parquet file or folder, or hub:NAME[@SPLIT] (a Hugging Face dataset)")
-    sp.add_argument("--model", required=True, help="model (or tokenizer) directory, 'tiny' or 'tiny-v2'")
+    sp.add_argument("--model", required=True, help="model (or tokenizer) directory, 'tiny' or 'tiny-v2', a pulled "
+                    "name, or a hub id org/name[@revision] (from the Hugging Face cache; downloaded when online)")
     sp.add_argument("--out", required=True, help="store folder (re-running resumes an interrupted build)")
     sp.add_argument("--text-field", default="text")
 
@@ -535,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("overrides", nargs="*", help="key=value overrides of the config, e.g. suites=ruler "
                     "lengths=4096,8192")
     sp.add_argument("--model", default=None, help="model directory, 'tiny' or 'tiny-v2', a pulled name "
-                    "(smollm2-135m), or the served model name with --backend openai")
+                    "(smollm2-135m), a hub id org/name[@revision], or the served model name with --backend openai")
     sp.add_argument("--suite", default="ruler", help=f"comma list of {', '.join(REGISTRY)}")
     sp.add_argument("--lengths", type=_lengths, default=[256], help="comma list of context lengths")
     sp.add_argument("--backend", choices=tuple(BACKENDS), default="hf",
@@ -591,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("serve", cmd_serve, "start vLLM's OpenAI server for a model with the RoPE overrides it needs at "
              "--max-model-len, then probe its greedy answers against transformers; Ctrl-C stops it")
-    sp.add_argument("model", help="model directory, 'tiny' or 'tiny-v2', or a pulled name (smollm2-135m)")
+    sp.add_argument("model", help="model directory, 'tiny' or 'tiny-v2', a pulled name (smollm2-135m), or a hub id")
     sp.add_argument("--max-model-len", type=int, default=None, help="tokens per request (default: the model's "
                     "max_position_embeddings)")
     sp.add_argument("--port", type=int, default=8000)
