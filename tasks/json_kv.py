@@ -127,9 +127,11 @@ class JsonKv(TaskBase):
 
     def samples(self, tokenizer: Any, length: int, n: int, seed: int, options: JsonKvOptions,
                 log: Callable[[str], None] = print) -> list[Sample]:
-        where = cache.path(self.name, self.version, tokenizer, length, n, seed, options)
-        made = lambda: generate(tokenizer, length, n, seed, options.shots, options.chat_template)  # noqa: E731
-        return cache.samples(where, lambda: [Sample.from_dict(d, "json_kv", length) for d in made()])
+        def build() -> list[Sample]:
+            made = generate(tokenizer, length, n, seed, options.shots, options.chat_template)
+            return [Sample.from_dict(d, "json_kv", length) for d in made]
+
+        return cache.samples(cache.path(self.name, self.version, tokenizer, length, n, seed, options), build)
 
     def score(self, predictions: list[str], samples: list[Sample]) -> list[ScoreRow]:
         values = [100 * substring_exact_match(p, s.references[0]) for p, s in zip(predictions, samples)]
