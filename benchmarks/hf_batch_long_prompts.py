@@ -56,8 +56,8 @@ def sdpa_alone(length: int, heads: int = 9, head_dim: int = 64) -> None:
 def main() -> None:
     import torch
 
-    from longrecipe.base import modeling, models
-    from longrecipe.base.modeling import greedy_generate, load_model
+    from longrecipe.base import inference, model_dirs
+    from longrecipe.base.inference import greedy_generate, load_model
     from longrecipe.tasks import ruler
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,7 +70,7 @@ def main() -> None:
     sdpa_alone(args.length)
     if args.sdpa_only:
         return
-    path = models.resolve(args.model)
+    path = model_dirs.resolve(args.model)
     model, tok = load_model(path, device="cpu", dtype=torch.float32)
     half = args.prompts // 2
     samples = [s for task, n in (("niah_single_1", half), ("niah_multikey_1", args.prompts - half))
@@ -79,7 +79,7 @@ def main() -> None:
     prompts = [s["input"] + s["answer_prefix"] for s in samples]
     eos = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
     rows = {}
-    modeling.CPU_ALONE_FROM = 10**9  # the padded batches themselves (greedy_generate avoids them on CPU)
+    inference.CPU_ALONE_FROM = 10**9  # the padded batches themselves (greedy_generate avoids them on CPU)
     for batch in (8, 1):
         with torch.inference_mode():
             t0 = time.perf_counter()

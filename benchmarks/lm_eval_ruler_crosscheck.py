@@ -21,7 +21,7 @@ N, on one loaded model.
         --essay-dir ../shared/data/paul_graham_essays
 
 `--same-prompts` takes the other half of the question: lm-eval runs each named cell alone (its samples logged), and
-our generation (longrecipe.base.modeling.greedy_generate, the hf backend's) and scorer run on lm-eval's exact
+our generation (longrecipe.base.inference.greedy_generate, the hf backend's) and scorer run on lm-eval's exact
 prompt strings: per-sample identical answers and both scores, so a score gap is split into "the harnesses answer
 and score the same prompt differently" and "they build different prompts". Written to
 docs/smollm2/lm_eval_same_prompts.md.
@@ -68,9 +68,9 @@ def reference(lengths: list[int], samples: int, essay_dir: str, batch_size: int 
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
 
-    model = str(models.resolve("smollm2-135m"))
+    model = str(model_dirs.resolve("smollm2-135m"))
     lm = HFLM(pretrained=model, max_length=max(lengths) + 256, dtype="float32", device="cpu", batch_size=batch_size)
     scores, seconds = {}, {}
     for n in lengths:
@@ -95,10 +95,10 @@ def compare_prompt(task: str, length: int, essay_dir: str) -> None:
     _lm_eval_offline.patch(essay_dir)
     from transformers import AutoTokenizer
 
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
     from longrecipe.tasks import ruler
 
-    tok = AutoTokenizer.from_pretrained(models.resolve("smollm2-135m"))
+    tok = AutoTokenizer.from_pretrained(model_dirs.resolve("smollm2-135m"))
     mine = ruler.generate(task, tok, length, 1, seed=42, essay_dir=essay_dir)[0]["input"]
     utils = importlib.import_module(f"lm_eval.tasks.ruler.{task}_utils")
     with contextlib.redirect_stdout(io.StringIO()):
@@ -115,11 +115,11 @@ def same_prompts(cells: list[tuple[str, int]], samples: int, essay_dir: str) -> 
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from longrecipe.base import models
-    from longrecipe.base.modeling import greedy_generate
+    from longrecipe.base import model_dirs
+    from longrecipe.base.inference import greedy_generate
     from longrecipe.tasks import ruler
 
-    path = str(models.resolve("smollm2-135m"))
+    path = str(model_dirs.resolve("smollm2-135m"))
     lm = HFLM(pretrained=path, max_length=max(n for _, n in cells) + 256, dtype="float32", device="cpu", batch_size=8)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

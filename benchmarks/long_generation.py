@@ -149,11 +149,11 @@ def main() -> None:
     p.add_argument("--timeout", type=int, default=600, help="seconds per cell before it is reported as a timeout")
     p.add_argument("--json", default="", help="also write the rows here")
     args = p.parse_args()
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
     from longrecipe.base.tokenization import load_tokenizer
     from longrecipe.tasks.ruler import common
 
-    tok = load_tokenizer(models.resolve("smollm2-135m"))
+    tok = load_tokenizer(model_dirs.resolve("smollm2-135m"))
     lengths = [int(x) for x in args.lengths.split(",")]
     common.essay_words(args.essay_dir)  # read once in the parent: every child shares it
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,9 +32,9 @@ ensure_importable()
 def main() -> None:
     from transformers import AutoTokenizer
 
-    from longrecipe.base import models
-    from longrecipe.recipes.tinybase import RULER_NEEDLE
+    from longrecipe.base import model_dirs
     from longrecipe.tasks import ruler
+    from longrecipe.tasks.kv_format import RULER_NEEDLE
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny-v2")
@@ -46,11 +46,11 @@ def main() -> None:
     ap.add_argument("--induction", action="store_true", help="also test the model for induction heads")
     ap.add_argument("--binding", action="store_true", help="also score answers on dense key-binding rows")
     args = ap.parse_args()
-    tok = AutoTokenizer.from_pretrained(models.resolve(args.model))
+    tok = AutoTokenizer.from_pretrained(model_dirs.resolve(args.model))
     if args.predict or args.induction or args.binding:
-        from longrecipe.base.modeling import load_model
+        from longrecipe.base.inference import load_model
 
-        model, tok = load_model(models.resolve(args.model))
+        model, tok = load_model(model_dirs.resolve(args.model))
     if args.induction:
         print(induction(model, tok, args.seed))
     if args.binding:
@@ -76,7 +76,7 @@ def main() -> None:
 
 def induction(model, tok, seed: int) -> str:
     """Top-1 accuracy on the second copy of random token sequences (8 each of 20, 60 and 150 tokens)."""
-    from longrecipe.recipes.tinybase import induction_accuracy
+    from longrecipe.recipes.tinybase.evals import induction_accuracy
 
     rng = np.random.default_rng(seed)
     out = [f"{n} tokens {induction_accuracy(model, tok, n, 8, rng):.2f}" for n in (20, 60, 150)]
@@ -87,7 +87,8 @@ def binding(model, tok, seed: int) -> str:
     """Exactly right answers (every answer token the argmax, teacher-forced) on dense key-binding rows."""
     import torch
 
-    from longrecipe.recipes.tinybase import DocSampler, TinyBaseConfig
+    from longrecipe.recipes.tinybase.config import TinyBaseConfig
+    from longrecipe.recipes.tinybase.rows import DocSampler
 
     sampler, out = DocSampler(tok, TinyBaseConfig(), np.random.default_rng(seed)), []
     for length in (224, 384, 512):
@@ -108,8 +109,8 @@ def binding(model, tok, seed: int) -> str:
 
 def picks(model, tok, samples: list[dict]) -> str:
     """Which needle's value the model's answer starts with: the asked key's, another key's, or none."""
-    from longrecipe.base.modeling import greedy_generate
-    from longrecipe.recipes.tinybase import RULER_NEEDLE
+    from longrecipe.base.inference import greedy_generate
+    from longrecipe.tasks.kv_format import RULER_NEEDLE
 
     preds = greedy_generate(model, tok, [s["input"] + s["answer_prefix"] for s in samples], 40)
     count = {"asked": 0, "another needle's": 0, "neither": 0}

@@ -48,9 +48,9 @@ def lmeval_child(args: argparse.Namespace) -> None:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
 
-    model = str(models.resolve("tiny"))
+    model = str(model_dirs.resolve("tiny"))
     lengths = [int(x) for x in args.lengths.split(",")]
     model_s = [0.0]
     real_generate = HFLM.generate_until

@@ -40,13 +40,13 @@ TASKS = (*NIAH, "vt", "cwe", "fwe")
 def tokenizer(kind: str, folder: Path):
     from transformers import AutoTokenizer
 
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
 
     if kind == "tiny":
-        return AutoTokenizer.from_pretrained(models.resolve("tiny"))
+        return AutoTokenizer.from_pretrained(model_dirs.resolve("tiny"))
     path = folder / "bpe16k"
     if not path.exists():
-        from longrecipe.recipes.tinybase import train_tokenizer
+        from longrecipe.recipes.tinybase.tokenizer import train_tokenizer
 
         train_tokenizer(16384).save_pretrained(path)
     return AutoTokenizer.from_pretrained(path)

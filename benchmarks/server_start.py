@@ -22,7 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from longrecipe.base import models
+from longrecipe.base import model_dirs
 from longrecipe.evaluate import serving
 
 
@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
-    model = models.resolve(args.model)
+    model = model_dirs.resolve(args.model)
     log = Path(tempfile.mkdtemp()) / "server.log"
     times: dict[str, list[float]] = {"uni": [], "mp": []}
     for r in range(args.repeats):

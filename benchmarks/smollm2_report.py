@@ -63,7 +63,7 @@ def main() -> None:
     p.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"))
     p.add_argument("--niah-depths", type=int, default=11)
     p.add_argument("--batch-size", type=int, default=8, help="hf rows per generate call (on CPU prompts of >= "
-                   "2048 tokens run one per call anyway: longrecipe.base.modeling.CPU_ALONE_FROM)")
+                   "2048 tokens run one per call anyway: longrecipe.base.inference.CPU_ALONE_FROM)")
     p.add_argument("--name", default="", help="run folder under docs/smollm2/runs (default smollm2-BACKEND): "
                    "a length run with other sample counts, e.g. 16k with fewer samples, goes into its own run")
     args = p.parse_args()

@@ -28,9 +28,10 @@ ensure_importable()
 def main() -> None:
     import torch
 
-    from longrecipe.base import models
-    from longrecipe.base.modeling import load_model
-    from longrecipe.recipes.tinybase import RULER_MIX, passkey_accuracy, ruler_accuracy
+    from longrecipe.base import model_dirs
+    from longrecipe.base.inference import load_model
+    from longrecipe.recipes.tinybase.config import RULER_MIX
+    from longrecipe.recipes.tinybase.evals import passkey_accuracy, ruler_accuracy
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny")
@@ -44,7 +45,7 @@ def main() -> None:
                     help="essays for RULER's essay haystacks (default: $LONGRECIPE_ESSAYS_DIR, else built-in text)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    path = models.resolve(args.model)
+    path = model_dirs.resolve(args.model)
     model, tok = load_model(path, device=args.device, dtype=torch.float32)  # fp32 on a GPU too: as measured here
     native = int(model.config.max_position_embeddings)
     if args.rope != "none":

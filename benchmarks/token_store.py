@@ -28,7 +28,7 @@ import json, resource, sys
 from pathlib import Path
 def rss(): return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
 from longrecipe.base.tokenization import load_tokenizer
-from longrecipe.base.models import resolve
+from longrecipe.base.model_dirs import resolve
 from longrecipe.train import data as D, store as S
 from longrecipe.train.recipe import load_config
 mode, src, store = sys.argv[1:4]

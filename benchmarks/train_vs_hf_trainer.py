@@ -42,13 +42,13 @@ def setup(length: int, longest: int, tokens: int, steps: int):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
     from longrecipe.train import data as D
     from longrecipe.train import rope
     from longrecipe.train.config import DataConfig, TrainConfig
 
     torch.manual_seed(0)
-    path = models.resolve("tiny")
+    path = model_dirs.resolve("tiny")
     conf = AutoConfig.from_pretrained(path)
     rope.apply(conf, "ntk-at-target", longest)
     model = AutoModelForCausalLM.from_pretrained(path, config=conf, attn_implementation="sdpa")

@@ -26,11 +26,11 @@ TASKS = ("niah_single_1", "niah_multikey_2", "niah_multivalue")
 def child(backend: str, lengths: list[int], samples: int, batch: int) -> None:
     from types import SimpleNamespace
 
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
     from longrecipe.evaluate.backends import BACKENDS, Request
     from longrecipe.tasks import ruler
 
-    path = str(models.resolve("tiny"))
+    path = str(model_dirs.resolve("tiny"))
     t0 = time.time()
     cfg = SimpleNamespace(device=None, batch_size=batch, dtype="auto", trust_remote_code=False,
                           attn_implementation="sdpa", device_map=None, max_model_len=max(lengths), lengths=lengths,

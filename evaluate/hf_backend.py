@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from longrecipe.base.modeling import greedy_generate, load_model
-from longrecipe.evaluate.backends import Completion, Request, truncate_at_stop
+from longrecipe.base.config import option
+from longrecipe.evaluate.backends import BackendBase, Completion, Dtype, Request, truncate_at_stop
 
 
-class HFBackend:
+@dataclass(frozen=True)
+class HFOptions:
+    dtype: Dtype = option("auto", "weights dtype (auto: float32 on CPU, bfloat16 on CUDA for hf; the model's for "
+                          "vLLM)")
+    attn_implementation: str = option("sdpa", "hf: sdpa, eager or flash_attention_2", neutral=True)
+    device_map: str | None = option(None, "hf: 'auto' spreads the layers over every visible GPU", neutral=True)
+
+
+class HFBackend(BackendBase):
     """transformers: batched greedy decoding with KV cache and left padding, CPU or GPU."""
 
     name = "hf"
+    Options = HFOptions
 
     def __init__(self, model_dir: str, device: str | None = None, batch_size: int = 8, dtype: str = "auto",
                  trust_remote_code: bool = False, attn_implementation: str = "sdpa", device_map: str | None = None):
+        import torch
+
+        from longrecipe.base.inference import load_model
+
         torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
         self.model, self.tokenizer = load_model(model_dir, device=device, dtype=torch_dtype,
                                                 trust_remote_code=trust_remote_code,
@@ -49,11 +61,26 @@ class HFBackend:
 
     @classmethod
     def from_config(cls, cfg: Any, model_dir: Path) -> HFBackend:
-        return cls(str(model_dir), device=cfg.device, batch_size=cfg.batch_size, dtype=cfg.dtype,
-                   trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation,
-                   device_map=cfg.device_map)
+        from longrecipe.evaluate.config import backend_options
+
+        opts = backend_options(cfg)
+        return cls(str(model_dir), device=cfg.device, batch_size=cfg.batch_size, dtype=opts.dtype,
+                   trust_remote_code=cfg.trust_remote_code, attn_implementation=opts.attn_implementation,
+                   device_map=opts.device_map)
+
+    @classmethod
+    def lm_eval_model(cls, cfg: Any, options: Any, model_dir: Path, window: int,
+                      log: Any = print) -> tuple[str, dict[str, Any]]:
+        """lm-eval's `hf` model on the run's device (default: CUDA when present, else CPU) and dtype."""
+        import torch
+
+        return "hf", {"pretrained": str(model_dir), "max_length": int(window), "dtype": options.dtype,
+                      "trust_remote_code": cfg.trust_remote_code,
+                      "device": cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")}
 
     def generate(self, requests: Sequence[Request]) -> list[str]:
+        from longrecipe.base.inference import greedy_generate
+
         out: list[str] = [""] * len(requests)
         by_len: dict[int, list[int]] = {}
         for i, r in enumerate(requests):
@@ -67,9 +94,16 @@ class HFBackend:
                 out[i] = Completion(cut, "stop" if ended or cut != t else "length", n)
         return out
 
-    @torch.inference_mode()
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Sum of log-probs of each continuation given its context (context tokenized with special tokens)."""
+        import torch
+
+        with torch.inference_mode():
+            return self._loglikelihood(pairs)
+
+    def _loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        import torch
+
         out = []
         device = next(self.model.parameters()).device
         for context, continuation in pairs:

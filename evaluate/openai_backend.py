@@ -22,11 +22,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer
-
-from longrecipe.evaluate.backends import Completion, Request, truncate_at_stop
+from longrecipe.base.config import ConfigError, option
+from longrecipe.evaluate.backends import BackendBase, Completion, Request, truncate_at_stop
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -35,13 +36,61 @@ class ServerError(ValueError):
     """The endpoint cannot be used (unreachable, another model, a refused request): one line."""
 
 
-class OpenAIBackend:
+@dataclass(frozen=True)
+class OpenAIOptions:
+    base_url: str | None = option(None, "--backend openai: the endpoint, e.g. http://127.0.0.1:8000/v1",
+                                  neutral=True)
+    tokenizer: str | None = option(None, "--backend openai: the served model's tokenizer directory")
+    # the NAME of the environment variable holding the key, never the key
+    api_key_env: str | None = option(None, "--backend openai: NAME of the environment variable that holds the API "
+                                     "key (the key itself is never passed or written)", neutral=True)
+    concurrency: int = option(8, "--backend openai: requests in flight", neutral=True, ge=1)
+    request_timeout: float = option(600.0, "--backend openai: seconds per request", neutral=True, gt=0)
+    retries: int = option(5, "--backend openai: retries (exponential backoff) on connection errors, 429 and 5xx",
+                          neutral=True, ge=0)
+
+
+class OpenAIBackend(BackendBase):
     name = "openai"
+    Options = OpenAIOptions
+    local_model = False  # a served endpoint: no local weights, no log-likelihood suites, no data-parallel engines
+    streams = True  # hands back each request as it completes
 
     @classmethod
     def from_config(cls, cfg: Any, model_dir: Any) -> OpenAIBackend:
-        return cls(cfg.base_url, cfg.model, str(model_dir), cfg.api_key_env, cfg.concurrency, cfg.request_timeout,
-                   cfg.retries)
+        from longrecipe.evaluate.config import backend_options
+
+        o = backend_options(cfg)
+        return cls(o.base_url, cfg.model, str(model_dir), o.api_key_env, o.concurrency, o.request_timeout, o.retries)
+
+    @classmethod
+    def check(cls, cfg: Any, options: OpenAIOptions) -> None:
+        if not options.base_url or not options.tokenizer:
+            raise ConfigError(f"--backend {cls.name} needs --base-url (e.g. http://127.0.0.1:8000/v1) and "
+                              f"--tokenizer DIR (the served model's tokenizer, to build and fit prompts); --model is "
+                              f"the served name")
+
+    @classmethod
+    def lm_eval_model(cls, cfg: Any, options: OpenAIOptions, model_dir: Path, window: int,
+                      log: Any = print) -> tuple[str, dict[str, Any]]:
+        """lm-eval's `local-completions` model on the endpoint (the served model's tokenizer, token-id requests),
+        made to score what its hf model scores on the same weights: the BOS the tokenizer adds by default (hf keeps
+        it, the API model drops it unless asked), and 2 tokens more than the window (the API model keeps 1 for the
+        token it asks the server to generate and 1 more for rolling windows), capped at the served max_model_len.
+        Our backend checks the endpoint first (unreachable, another model, an unset --api-key-env: one line) and
+        reads the key, which travels as a header in memory only."""
+        served = cls.from_config(cfg, model_dir)
+        tok = served.tokenizer
+        probe = tok("a")["input_ids"]
+        bos = tok.bos_token_id is not None and bool(probe) and probe[0] == tok.bos_token_id
+        wide = int(window) + 2
+        args = {"base_url": options.base_url.rstrip("/") + "/completions", "model": cfg.model,
+                "tokenizer": str(model_dir), "tokenizer_backend": "huggingface", "tokenized_requests": True,
+                "num_concurrent": options.concurrency, "max_retries": max(1, options.retries),
+                "timeout": int(options.request_timeout), "seed": cfg.seed, "trust_remote_code": False,
+                "add_bos_token": bos, "max_length": min(wide, served.max_length) if served.max_length else wide}
+        return "local-completions", {**args, "header": {"Authorization": f"Bearer {served._key}"}} if served._key \
+            else args
 
     def __init__(self, base_url: str, model: str, tokenizer_dir: str, api_key_env: str | None = None,
                  concurrency: int = 8, timeout: float = 600.0, retries: int = 5, backoff: float = 1.0):
@@ -52,6 +101,8 @@ class OpenAIBackend:
             self._key = os.environ.get(api_key_env)
             if not self._key:
                 raise ServerError(f"--api-key-env {api_key_env}: that environment variable is not set")
+        from transformers import AutoTokenizer
+
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
         self.max_length = self._check_model()
         self.send_ids = True

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from longrecipe.base import corpus, models
-from longrecipe.base.modeling import load_model, next_token_scores
+from longrecipe.base import corpus, model_dirs
+from longrecipe.base.inference import load_model, next_token_scores
 from longrecipe.base.schema import ScoreRow
 from longrecipe.tasks.ppl import TASK_VERSION, PplOptions
 
@@ -51,7 +51,7 @@ def run_perplexity(model_dir: str | Path, lengths: Sequence[int], device: str | 
                    windows_at_longest: int = 8, text_file: str | None = None, log=print) -> list[ScoreRow]:
     """Every length scores the same tokens (the first `windows_at_longest` x max(lengths) of the text), so the
     lengths differ only in how much context each token has."""
-    model, tok = load_model(models.resolve(str(model_dir)), device=device)
+    model, tok = load_model(model_dirs.resolve(str(model_dir)), device=device)
     bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
     stream = token_stream(tok, heldout_texts(text_file))
     budget = min(len(stream), windows_at_longest * (max(lengths) - len(bos)))
@@ -73,9 +73,12 @@ def run_perplexity(model_dir: str | Path, lengths: Sequence[int], device: str | 
 def check(cfg: Any, options: PplOptions) -> None:
     """The ppl suite scores a model's weights on this machine; a served model's log-likelihoods come through the
     general suite (lm-eval's local-completions: `longrecipe_heldout` gives word/byte perplexity and bits per byte)."""
-    if cfg.backend == "openai":
-        raise ValueError("--suite ppl scores local weights and cannot run with --backend openai; use --suite general "
-                         "--general-tasks longrecipe_heldout for a served model's perplexity")
+    from longrecipe.evaluate.backends import BACKENDS
+
+    if not BACKENDS[cfg.backend].local_model:
+        raise ValueError(f"--suite ppl scores local weights and cannot run with --backend {cfg.backend} (a served "
+                         f"model); use --suite general --general-tasks longrecipe_heldout for a served model's "
+                         f"perplexity")
 
 
 def evaluate(cfg: Any, options: PplOptions, model_dir: Path, out: Path, log=print) -> list[ScoreRow]:

@@ -24,16 +24,18 @@ from tqdm.auto import tqdm
 
 from longrecipe.base import interrupt, runlock
 from longrecipe.base.config import ConfigError
+from longrecipe.base.identity import changed
 from longrecipe.base.io import write_json, write_text
 from longrecipe.base.schema import ModelInfo, Results, ScoreRow, append_jsonl, drop_torn_line, read_jsonl, run_info
 from longrecipe.base.tokenization import load_tokenizer
-from longrecipe.evaluate import general, perplexity, thinking
-from longrecipe.evaluate.backends import BACKENDS, Completion, Request
+from longrecipe.evaluate import lm_eval_bridge, perplexity, thinking
+from longrecipe.evaluate.backends import BACKENDS, Completion, Request, backend_option_fields
 from longrecipe.evaluate.config import (  # noqa: F401  (build_config: the API callers use with run_eval)
     ADDITIVE,
     COMMON,
     NEUTRAL,
     EvalConfig,
+    backend_options,
     build_config,
     check_input,
     flat,
@@ -43,7 +45,8 @@ from longrecipe.tasks import chat
 from longrecipe.tasks.base import Sample, Task, option_fields
 from longrecipe.tasks.suites import REGISTRY
 
-EVALUATORS = {"perplexity": perplexity, "lm_eval": general}  # model tasks: each module has check() and evaluate()
+# model tasks: each module has check() and evaluate()
+EVALUATORS = {"perplexity": perplexity, "lm_eval": lm_eval_bridge}
 
 
 @dataclass
@@ -90,23 +93,26 @@ def _content_hash(path: str) -> str:
     return digest.hexdigest()
 
 
+def identity_keys(cfg: EvalConfig) -> tuple[list[str], list[str]]:
+    """The config keys that decide a run's identity (the run's own settings, its backend's and its suites' options
+    that change a sample or a score), and those among them that name data files (their content counts)."""
+    keys = [k for k in COMMON if k not in ADDITIVE + NEUTRAL]
+    owned = backend_option_fields(BACKENDS[cfg.backend].cls) + [kf for t in _selected(cfg) for kf in option_fields(t)]
+    keys += [key for key, f in owned if not (f.metadata.get("additive") or f.metadata.get("neutral"))]
+    data = [key for key, f in owned if f.metadata.get("data")]
+    return list(dict.fromkeys(keys)), data
+
+
 def run_identity(cfg: EvalConfig, model_dir: Path) -> dict[str, Any]:
-    """What decides "resume into this --out, or refuse": every common setting and every option of the suites run
+    """What decides "resume into this --out, or refuse": every setting of the run, its backend and its suites
     that changes a sample or a score, the model's config and weight files (names and sizes), and the content of
     every data file the run reads."""
     everything = flat(cfg)
-    settings = {k: everything[k] for k in COMMON if k not in ADDITIVE + NEUTRAL}
-    data_keys = []
-    for task in _selected(cfg):
-        for key, f in option_fields(task):
-            if not (f.metadata.get("additive") or f.metadata.get("neutral")):
-                settings[key] = everything[key]
-            if f.metadata.get("data") and everything.get(key):
-                data_keys.append(key)
+    keys, data_keys = identity_keys(cfg)
     files = {f.name: f.stat().st_size for f in sorted(model_dir.iterdir()) if f.is_file()
              and (f.suffix == ".safetensors" or f.name.startswith("tokenizer") or f.name == "config.json")}
-    data = {k: _content_hash(everything[k]) for k in data_keys}
-    return json.loads(json.dumps({"settings": settings, "model_files": files,
+    data = {k: _content_hash(everything[k]) for k in data_keys if everything.get(k)}
+    return json.loads(json.dumps({"settings": {k: everything[k] for k in keys}, "model_files": files,
                                   "model_config": _content_hash(str(model_dir / "config.json")), "data": data}))
 
 
@@ -117,8 +123,8 @@ def _identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     diff = []
     for part, fmt in names.items():
         a, b = old.get(part) or {}, new.get(part) or {}
-        keys = sorted(set(a) | set(b)) if part == "model_files" else sorted(set(a) & set(b))
-        diff += [fmt.format(k) for k in keys if a.get(k) != b.get(k)]
+        both = part != "model_files"  # a model file only one side has is a difference
+        diff += [fmt.format(k) for k in changed(a, b, both_only=both)]
     if old.get("model_config") != new.get("model_config"):
         diff.append("the model's config.json")
     return diff
@@ -142,12 +148,10 @@ def _check_same_run(out: Path, cfg: EvalConfig, identity: dict[str, Any]) -> Non
         old = json.loads(saved.read_text())
     except ValueError:
         raise ConfigError(f"{saved} is unreadable; use a new --out") from None
-    if "identity" not in old:  # written by an older version: compare the settings it recorded
-        keys = ("model", "backend", "samples", "seed", "essay_dir", "qa_squad", "qa_hotpot", "niah_depths")
-        now = flat(cfg)
-        diff = [k for k in keys if old.get(k) != now.get(k)]
-    else:
+    if "identity" in old:
         diff = _identity_diff(old["identity"], identity)
+    else:  # written by an older version, without an identity: the settings it recorded, compared key by key
+        diff = changed({k: old[k] for k in identity["settings"] if k in old}, identity["settings"])
     if diff:
         raise ConfigError(f"{out} holds predictions of a different run ({diff[0]} differs); use a new --out")
 
@@ -306,12 +310,12 @@ def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print,
     todo = [s for s in job.samples if s.index not in done and s.index % n == i]
     t0, new_tokens = time.time(), 0
     # a backend that hands back each request as it completes (a server) gets the whole job at once
-    step = (len(todo) or 1) if hasattr(backend, "completed") else max(batch_size, getattr(backend, "chunk", 0))
+    step = (len(todo) or 1) if backend.streams else max(batch_size, backend.preferred_batch)
     bar = tqdm(total=len(todo), desc=f"{job.suite}/{job.task}@{job.length}", disable=not todo, leave=False)
     for start in range(0, len(todo), step):
         batch = todo[start : start + step]
         reqs = [request(s, job.think) for s in batch]
-        finished = backend.completed(reqs) if hasattr(backend, "completed") else enumerate(backend.generate(reqs))
+        finished = backend.completed(reqs)
         for i, pred in finished:
             with interrupt.deferred():  # a signal never cuts a line: it stops the run after it
                 append_jsonl(path, row := _row(batch[i], pred, job.think))
@@ -336,7 +340,7 @@ def predict_pooled(jobs: list[Job], backend: Any, out: Path, batch_size: int, lo
     to generate, then context length (a stable sort: jobs stay contiguous), so a batch holds similar prompts."""
     todo = [(job, s) for job in jobs for s in job.samples if s.index not in predict_done(job, out)]
     todo.sort(key=lambda js: (js[1].max_new_tokens, js[0].length or 0))
-    step = max(batch_size, getattr(backend, "chunk", 0))
+    step = max(batch_size, backend.preferred_batch)
     spent: dict[int, list] = {}  # id(job) -> [job, samples, seconds, generated tokens]
     bar = tqdm(total=len(todo), desc=f"predict ({len(jobs)} jobs)", disable=not todo, leave=False)
     for start in range(0, len(todo), step):
@@ -377,22 +381,21 @@ def _worker(cfg: EvalConfig, model_dir: Path, jobs: list[Job], out: Path, shard:
     """One data-parallel worker (a spawned process): its GPUs, or its share of the CPU threads, its own engine."""
     i, n = shard
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops the workers
+    cls, options = BACKENDS[cfg.backend].cls, backend_options(cfg)
     if torch.cuda.device_count():  # before CUDA is initialised in this process
-        tp = cfg.tensor_parallel_size
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in range(i * tp, (i + 1) * tp))
+        per = cls.gpus(options)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in range(i * per, (i + 1) * per))
     else:
         cores = cpu_share(i, n)
         torch.set_num_threads(len(cores))
-        if cfg.backend == "vllm" and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
-            # one list: on CPU the backend runs one engine rank (tensor_parallel_size is a GPU option there)
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in cores)
+        for key, value in cls.worker_env(options, cores).items():  # the engine's own binding, unless the user's
+            os.environ.setdefault(key, value)
     backend = make_backend(cfg, model_dir)
     try:
         for job in jobs:
             predict(job, backend, out, cfg.batch_size, print, shard)
     finally:
-        if hasattr(backend, "close"):
-            backend.close()
+        backend.close()
 
 
 def predict_parallel(cfg: EvalConfig, model_dir: Path, jobs: list[Job], out: Path) -> None:
@@ -459,7 +462,7 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
                 merge_shards(job, out)
             if parallel:
                 predict_parallel(cfg, path, jobs, out)
-            elif not hasattr(backend, "completed"):  # a local engine: full batches across jobs
+            elif not backend.streams:  # a local engine: full batches across jobs
                 predict_pooled(jobs, backend, out, cfg.batch_size, log)
             queue = list(jobs)
             while queue:
@@ -475,7 +478,7 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
                 if more:
                     queue.insert(0, Job(job.suite, more[0].task, job.length, more, job.version, job.built_at,
                                         job.think))
-            engine = backend.settings() if hasattr(backend, "settings") else {}
+            engine = backend.settings()
             if getattr(backend, "retried", 0):
                 log(f"{backend.retried} requests retried (server errors, timeouts, dropped or cut answers)")
             del backend
@@ -510,11 +513,12 @@ def run_manifest(cfg: EvalConfig, tokenizer: Any, jobs: list[Job], engine: dict[
     truncation = {t.name: {"side": t.truncation, "limit": getattr(suite_options(cfg, t), "max_length", None)}
                   for t in _selected(cfg)}
     think = thinking.from_config(cfg)  # only where set: a manifest without it is a run scored as generated
+    dtype = getattr(backend_options(cfg), "dtype", "auto")
     cut = {"thinking": {"start": think.start, "end": think.end, "think_tokens": think.tokens,
                         "answer_prefix": "sent after the thought"}} if think else {}
     return {"backend": cfg.backend, "backend_version": engine.get("backend_version"),
             "served_model": engine.get("served_model"),
-            "dtype": engine.get("dtype", None if cfg.dtype == "auto" else cfg.dtype),
+            "dtype": engine.get("dtype", None if dtype == "auto" else dtype),
             "attn_implementation": engine.get("attn_implementation"),
             "chat_template_sha256": hashlib.sha256(str(template).encode()).hexdigest() if template else None,
             "tokenizer_sha256": tokenizer_sha256(tokenizer), "truncation": truncation, "generation": generation,

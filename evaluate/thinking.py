@@ -141,15 +141,18 @@ class Thought(Completion):
 class TwoPass:
     """Any backend asked in two passes (the module docstring says why): every thought of a batch, then every answer
     of the thoughts that ended. The runner sees a backend that generates Thoughts; everything else (tokenizer,
-    settings, close) is the inner backend's. No `completed` stream: a sample is done only after its second pass."""
+    settings, close) is the inner backend's. It does not stream: a sample is done only after its second pass."""
+
+    streams = False
 
     def __init__(self, inner: Any, think: Thinking):
         self.inner, self.think = inner, think
 
     def __getattr__(self, name: str) -> Any:
-        if name == "completed":
-            raise AttributeError(name)
         return getattr(self.inner, name)
+
+    def completed(self, requests: Sequence[Request]) -> Any:
+        return enumerate(self.generate(requests))
 
     def generate(self, requests: Sequence[Request]) -> list[Thought]:
         start, end = self.think.start, self.think.end

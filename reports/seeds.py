@@ -21,6 +21,7 @@ import pandas as pd
 
 from longrecipe.base.io import write_text
 from longrecipe.reports import load, plots, tables
+from longrecipe.reports.record import study_record
 
 RULE = ("a difference is called one only when it exceeds both 2x the pooled seed std and 2 binomial standard "
         "errors of the difference (samples of all seeds)")
@@ -132,11 +133,15 @@ def _var(p: float, n: float) -> float:
 
 
 def build_seed_report(seed_dirs: Sequence[str | Path], out: str | Path, target: int | None = None,
-                      ref: str = "flt", suites: Sequence[str] = ("passkey", "niah", "ruler")) -> list[Path]:
-    """Table 1 and every suite table as mean ± std over the seeds, the differences against `ref` under RULE,
-    score-vs-length plots with error bars (seed std), heatmaps of the seed means, and scores.csv (every seed)."""
+                      ref: str | None = None, suites: Sequence[str] | None = None) -> list[Path]:
+    """Table 1 and every suite table as mean ± std over the seeds, the differences against `ref` under RULE in
+    `suites`, score-vs-length plots with error bars (seed std), heatmaps of the seed means, and scores.csv (every
+    seed). `ref` / `suites` None: as the study recorded them (reports/record.py)."""
     out = Path(out)
     df = frame(seed_dirs)
+    if ref is None or suites is None:
+        rec = study_record(seed_dirs)
+        ref, suites = ref if ref is not None else rec.reference, suites if suites is not None else rec.suites
     seeds = df.seed.nunique()
     written = []
     mean, std = per_seed(df, tables.table1)
@@ -148,7 +153,7 @@ def build_seed_report(seed_dirs: Sequence[str | Path], out: str | Path, target: 
             mean, std = per_seed(df, lambda d, s=suite, sp=spec: tables.by_length(d, s, sp))
             if not mean.empty:
                 written += write_pm(mean, std, out, spec.name, spec.caption, seeds, lower=spec.lower)
-    diffs = [d.assign(suite=s) for s in suites if not (d := differences(df, s, ref)).empty]
+    diffs = [d.assign(suite=s) for s in suites if ref is not None and not (d := differences(df, s, ref)).empty]
     if diffs:
         table = pd.concat(diffs)
         table = table[["suite", *[c for c in table.columns if c != "suite"]]]

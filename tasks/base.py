@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from longrecipe.base.config import option  # noqa: F401  (suites declare their options with it)
 from longrecipe.base.schema import ScoreRow
 from longrecipe.tasks.views import View
 
@@ -44,15 +45,6 @@ class Sample:
         return cls(int(d["index"]), d["input"], list(d["outputs"]), d.get("answer_prefix", ""),
                    int(d.get("max_new_tokens", 32)), task, context_length, d.get("length"), d.get("depth"),
                    d.get("answer_position"))
-
-
-def option(default: Any, help: str = "", key: str | None = None, data: bool = False, additive: bool = False,
-           neutral: bool = False, env: str | None = None, **bounds: float) -> Any:
-    """A field of a suite's options: `key` is its config key and CLI flag (default `<suite>_<field>`); `data`: a
-    file or folder whose content is part of the run's identity; `additive`: may grow between runs into one --out;
-    `neutral`: changes no sample and no score; `env`: the environment variable that gives its flag a default."""
-    meta = {"help": help, "key": key, "data": data, "additive": additive, "neutral": neutral, "env": env, **bounds}
-    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)

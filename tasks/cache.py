@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from longrecipe.base.io import write_text
-from longrecipe.base.models import cache_root
+from longrecipe.base.model_dirs import cache_root
 from longrecipe.base.schema import read_jsonl
 from longrecipe.base.tokenization import tokenizer_hash
 from longrecipe.tasks.base import Sample

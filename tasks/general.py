@@ -1,4 +1,4 @@
-"""General ability through lm-eval (the model itself is scored: evaluate/general.py): our three local tasks by
+"""General ability through lm-eval (the model itself is scored: evaluate/lm_eval_bridge.py): our three local tasks by
 default, or any lm-eval task names."""
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from longrecipe.base import downloads
 from longrecipe.base.schema import ScoreRow
 from longrecipe.tasks import cache, chat, json_kv
 from longrecipe.tasks.base import Sample, TaskBase, option
-from longrecipe.tasks.ruler import CONFIGS, ESSAY_HELP, ESSAYS, common, niah
+from longrecipe.tasks.ruler import CONFIGS, ESSAY_HELP, ESSAYS, common, ruler_niah
 from longrecipe.tasks.views import Column, Plot, Table, View
 
 TASK_VERSION = 1
@@ -33,7 +33,7 @@ TASK_VERSION = 1
 NEEDLES = {"ruler_niah_mk_2": ("niah_multikey_2", 50), "ruler_niah_mk_3": ("niah_multikey_3", 100),
            "ruler_niah_mv": ("niah_multivalue", 50)}
 TASKS = ("json_kv", *NEEDLES)
-PREFIX = "\n" + niah.ANSWER_PREFIX.lstrip()  # HELMET: user template + "\n" + system template
+PREFIX = "\n" + ruler_niah.ANSWER_PREFIX.lstrip()  # HELMET: user template + "\n" + system template
 
 
 def needle_samples(name: str, tokenizer: Any, length: int, n: int, seed: int, essay_dir: str | None,
@@ -41,7 +41,7 @@ def needle_samples(name: str, tokenizer: Any, length: int, n: int, seed: int, es
     """One of HELMET's RULER tasks: RULER's needles and haystack, HELMET's prefix and generation length."""
     task, tokens = NEEDLES[name]
     wrap = chat.wrapper(tokenizer) if chat_template else (lambda s: s)
-    made = niah.generate(CONFIGS[task]["args"], tokenizer, length, n, seed, task, essay_dir, wrap,
+    made = ruler_niah.generate(CONFIGS[task]["args"], tokenizer, length, n, seed, task, essay_dir, wrap,
                          answer_prefix="" if chat_template else PREFIX, tokens_to_generate=tokens)
     return [Sample.from_dict(d, name, length) for d in made]
 

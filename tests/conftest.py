@@ -30,14 +30,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_dir() -> Path:
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
 
-    return models.resolve("tiny")
+    return model_dirs.resolve("tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny(tiny_dir):
-    from longrecipe.base.modeling import load_model
+    from longrecipe.base.inference import load_model
 
     return load_model(tiny_dir, device="cpu")
 

@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from longrecipe.base import corpus, models
+from longrecipe.base import corpus, model_dirs
+from longrecipe.base.inference import load_model, next_token_scores
 from longrecipe.base.io import atomic_dir, write_json
-from longrecipe.base.modeling import load_model, next_token_scores
 from longrecipe.base.tokenization import tokenizer_hash
 from longrecipe.train.lexicon import TYPES, token_types
 
@@ -121,8 +121,8 @@ def run(base_path: str, extended_path: str, data: str, out: str | Path, window: 
         top: float = 0.2, score: str = "logit", max_windows: int | None = 64, device: str | None = None,
         text_field: str = "text") -> dict:
     """`longrecipe analyze`: load both models, check the tokenizers match, analyze, write CSV/JSON/plots."""
-    base, tok = load_model(models.resolve(base_path), device=device)
-    ext, tok2 = load_model(models.resolve(extended_path), device=device)
+    base, tok = load_model(model_dirs.resolve(base_path), device=device)
+    ext, tok2 = load_model(model_dirs.resolve(extended_path), device=device)
     if not same_tokenizer(tok, tok2):
         raise ValueError("the base and extended models use different tokenizers: the analysis compares "
                          "next-token scores position by position, so they must share one")

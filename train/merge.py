@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from longrecipe.base import models
+from longrecipe.base import model_dirs
 from longrecipe.base.io import atomic_dir
 
 ARCH_KEYS = ("architectures", "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -56,7 +56,7 @@ def merge_state(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[flo
 
 
 def merge_models(paths: Sequence[str], weights: Sequence[float] | None, out: str | Path) -> Path:
-    dirs = [models.resolve(p) for p in paths]
+    dirs = [model_dirs.resolve(p) for p in paths]
     if len(dirs) < 2:
         raise ValueError("merge needs at least two models")
     weights = list(weights) if weights else [1.0 / len(dirs)] * len(dirs)

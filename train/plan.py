@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from longrecipe.base import models
+from longrecipe.base import model_dirs
 from longrecipe.train.config import RunConfig
 from longrecipe.train.flops import training_flops
 
@@ -113,7 +113,7 @@ def parse_size(text: str) -> float:
 def model_shape(path: str) -> tuple[dict[str, Any], str]:
     """The model's config.json when it is on this machine, else a built-in shape matched by the folder's name."""
     try:
-        conf = models.resolve(path, download=False) / "config.json"  # a plan never downloads a model
+        conf = model_dirs.resolve(path, download=False) / "config.json"  # a plan never downloads a model
     except (OSError, ValueError):
         conf = Path(path) / "config.json"
     if conf.is_file():

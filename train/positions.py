@@ -16,12 +16,18 @@ import numpy as np
 @dataclass(frozen=True)
 class Method:
     """A position method: `baseline` marks the study's baselines (LongRecipe is the method under test);
-    `full_length` trains on rows of the target length."""
+    `full_length` trains on rows of the target length; `tiny_config` names its training config in train/configs/
+    for the demo's tiny base ("": tiny_<name>.yaml)."""
 
     name: str
     help: str
     baseline: bool = True
     full_length: bool = False
+    tiny_config: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.tiny_config:
+            object.__setattr__(self, "tiny_config", f"tiny_{self.name}.yaml")
 
 
 # The registry: train.method choices (config Literal, CLI) and the study's methods. A new method = one entry here

@@ -12,7 +12,6 @@ import contextlib
 import datetime
 import importlib.util
 import json
-import math
 import os
 import resource
 import shutil
@@ -29,7 +28,8 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from longrecipe.base import config as C
-from longrecipe.base import interrupt, models, runlock
+from longrecipe.base import interrupt, model_dirs, runlock
+from longrecipe.base.identity import changed
 from longrecipe.base.io import atomic_dir, write_text
 from longrecipe.base.schema import append_jsonl, drop_torn_line, read_jsonl
 from longrecipe.train import data as D
@@ -59,6 +59,7 @@ from longrecipe.train.plan import (
     plan_for,
     sequence_problem,
 )
+from longrecipe.train.schedule import optimizer_step, warmup_cosine
 
 
 class Dist:
@@ -95,13 +96,16 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
     return C.load(RunConfig, path, overrides).validate()
 
 
-def load_tokenizer(cfg: RunConfig):
-    return AutoTokenizer.from_pretrained(models.resolve(cfg.model.path), trust_remote_code=cfg.model.trust_remote_code)
+def load_training_tokenizer(cfg: RunConfig):
+    """The tokenizer of the model a run trains (base/tokenization.load_tokenizer loads any folder's)."""
+    return AutoTokenizer.from_pretrained(model_dirs.resolve(cfg.model.path),
+                                         trust_remote_code=cfg.model.trust_remote_code)
 
 
-def load_model(cfg: RunConfig, device: torch.device, tokenizer: Any = None):
-    """Model with the RoPE of the extension target written into its config before the model is built."""
-    path = models.resolve(cfg.model.path)
+def load_training_model(cfg: RunConfig, device: torch.device, tokenizer: Any = None):
+    """The model a run trains, with the RoPE of the extension target written into its config before the model is
+    built (base/inference.load_model loads a folder as it is, for inference)."""
+    path = model_dirs.resolve(cfg.model.path)
     trc = cfg.model.trust_remote_code
     mconf = AutoConfig.from_pretrained(path, trust_remote_code=trc)
     if cfg.train.stage == "extension":
@@ -111,7 +115,7 @@ def load_model(cfg: RunConfig, device: torch.device, tokenizer: Any = None):
         attn_implementation=attn_implementation(cfg.model.attn_implementation, device),
     ).to(device)
     apply_checkpointing(model, cfg)
-    return model, tokenizer if tokenizer is not None else load_tokenizer(cfg)
+    return model, tokenizer if tokenizer is not None else load_training_tokenizer(cfg)
 
 
 def apply_checkpointing(model: Any, cfg: RunConfig) -> list[bool]:
@@ -187,22 +191,19 @@ def attn_implementation(name: str, device: torch.device) -> str:
 
 def lr_lambda(cfg: RunConfig):
     t = cfg.train
-
-    def f(step: int) -> float:
-        warm = min(1.0, (step + 1) / max(1, t.warmup))
-        if t.schedule == "constant":
-            return warm
-        progress = min(1.0, step / max(1, t.steps))
-        return warm * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-    return f
+    return warmup_cosine(t.warmup, t.steps, t.schedule, t.min_lr_ratio)
 
 
 def _check_same_config(out: Path, cfg: RunConfig) -> None:
+    """Resume only the same training: `out` may differ (a moved run folder still resumes), and so may `eval` (what
+    `run` evaluates afterwards moves no weight)."""
     saved = out / "config.yaml"
-    where = lambda d: {k: v for k, v in d.items() if k != "out"}  # noqa: E731 (a moved run folder still resumes)
-    if saved.exists() and where(_with_defaults(C.read_yaml(saved))) != where(C.to_dict(cfg)):
-        raise ValueError(f"{out} holds a run with a different config; resume with the same config or use a new out")
+    if not saved.exists():
+        return
+    diff = changed(_with_defaults(C.read_yaml(saved)), C.to_dict(cfg), ignore=("out", "eval"))
+    if diff:
+        raise ValueError(f"{out} holds a run with a different config ({diff[0]} differs); resume with the same "
+                         f"config or use a new out")
 
 
 def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
@@ -255,7 +256,7 @@ def run_training(config_path: str | None, overrides: list[str] | tuple[str, ...]
             print(f"note: {out} already holds the finished run ({final}); nothing to do (use a new out to train "
                   f"again)", file=sys.stderr)
         return final
-    models.resolve(cfg.model.path)  # a missing model is one line before anything is written
+    model_dirs.resolve(cfg.model.path)  # a missing model is one line before anything is written
     evaluator = evaluation(cfg) if t.eval.every and evaluation else None  # bad eval keys: one line, too
     _validate_data(cfg, out)  # bad data fails before anything is written or loaded
     check_plan(cfg, dist)  # and a run that cannot fit, before anything is written
@@ -270,11 +271,11 @@ def _train(cfg: RunConfig, dist: Dist, out: Path, micro: int, accum: int, replic
     t, final = cfg.train, out / "model"
     if dist.main:
         C.save(cfg, out / "config.yaml")
-    tok = load_tokenizer(cfg)
+    tok = load_training_tokenizer(cfg)
     builder = D.build(tok, cfg.data, t, _token_store(cfg, out, tok, dist))
     base_mb = _rss_mb() if dist.device.type == "cpu" else 0.0  # the data's host memory is not the plan's
     torch.manual_seed(t.seed)
-    model, tok = load_model(cfg, dist.device, tok)
+    model, tok = load_training_model(cfg, dist.device, tok)
     sp = ulysses.groups(t.sequence_parallel)
     attn_saved = ulysses.enable(model) if sp is not None else None
     replica = dist.rank // t.sequence_parallel  # the processes of one group train the same rows
@@ -335,11 +336,8 @@ def _train(cfg: RunConfig, dist: Dist, out: Path, micro: int, accum: int, replic
                         loss_sum = net(batch)
                     (loss_sum * dist.world / count).backward()  # DDP and FSDP average over processes: undo it
                 total += float(loss_sum.detach())
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+            gnorm = optimizer_step(model, opt, sched, t.max_grad_norm)
             gnorm = float(gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm)  # FSDP2: a DTensor
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
             loss = dist.sum(total) / count
             if dist.main and (step + 1) % t.log_every == 0:
                 dt = max(time.time() - step_t0, 1e-9)
@@ -409,7 +407,7 @@ def _check_sequence_parallel(cfg: RunConfig, world: int) -> None:
     if world == 1:
         raise ValueError(f"train.sequence_parallel={cfg.train.sequence_parallel} needs that many processes per "
                          f"group: launch with torchrun --nproc_per_node N (a multiple of it)")
-    shape = AutoConfig.from_pretrained(models.resolve(cfg.model.path),
+    shape = AutoConfig.from_pretrained(model_dirs.resolve(cfg.model.path),
                                        trust_remote_code=cfg.model.trust_remote_code).to_dict()
     if (problem := sequence_problem(shape, cfg.train, world)) is not None:
         raise ValueError(problem)
@@ -506,7 +504,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not empty; choose a new --out")
     cfg = load_config(str(run_config))
-    model, tok = load_model(cfg, torch.device("cpu"))
+    model, tok = load_training_model(cfg, torch.device("cpu"))
     if (ckpt / DCP_METADATA).is_file():
         load_sharded(ckpt, LossModule(model, 0))
     else:

@@ -34,6 +34,20 @@ def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, l
     return field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
 
 
+def option(default: Any, help: str = "", key: str | None = None, data: bool = False, additive: bool = False,
+           neutral: bool = False, env: str | None = None, flag: str | None = None, **bounds: float) -> Any:
+    """A field of a settings dataclass that is also a config key and a CLI flag (a suite's, a backend's or the eval
+    run's own options; the flag is generated from it): `key` is its config key (default: the owner's rule, e.g.
+    `<suite>_<field>`); `data`: a file or folder whose content is part of the run's identity; `additive`: may grow
+    between runs into one --out; `neutral`: changes no sample and no score; `env`: the environment variable that gives
+    its flag a default; `flag`: the flag's name where it is not the key's (`--suite` for `suites`); bounds as in
+    `bounded`. Why one machinery: a setting is declared once, with its default, range and help, and every flag,
+    config key, validation and identity rule is read from that declaration."""
+    meta = {"help": help, "key": key, "data": data, "additive": additive, "neutral": neutral, "env": env,
+            "flag": flag, **bounds}
+    return field(default=default, metadata=meta)
+
+
 def _check_range(value: Any, meta: Any, where: str) -> None:
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return

@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 
 from longrecipe.base import runlock
 from longrecipe.base.io import atomic_dir, file_sha256, write_json
-from longrecipe.base.models import cache_root
+from longrecipe.base.model_dirs import cache_root
 
 OFFLINE_VARS = ("LONGRECIPE_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 HUB = "https://huggingface.co"

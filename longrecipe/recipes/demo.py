@@ -34,13 +34,16 @@ from typing import Any
 from transformers import AutoTokenizer
 
 import longrecipe.train
-from longrecipe.base import models, runlock
+from longrecipe.base import model_dirs, runlock
+from longrecipe.base.identity import changed
 from longrecipe.base.io import write_json, write_text
 from longrecipe.base.schema import read_jsonl
-from longrecipe.evaluate.runner import build_config, run_eval
+from longrecipe.evaluate.config import from_section
+from longrecipe.evaluate.runner import run_eval
 from longrecipe.recipes.longdocs import write_corpus
-from longrecipe.recipes.study import write_kept_study, write_study_tables
+from longrecipe.recipes.study import DEMO_RECORD, write_kept_study, write_study_tables
 from longrecipe.recipes.train_eval import evaluation
+from longrecipe.reports.record import ratio_label  # the one builder of the name (the compute table reads it)
 from longrecipe.reports.report import build_report
 from longrecipe.reports.seeds import build_seed_report
 from longrecipe.train import analysis
@@ -118,16 +121,12 @@ class DemoConfig:
         return max(2, round(self.ratio * self.target))
 
 
-def _label(ratio: float) -> str:
-    return f"longrecipe-{round(100 * ratio)}pct"
-
-
 class Demo:
     """The study's steps, each skipped when its output already exists (a re-run resumes)."""
 
     def __init__(self, cfg: DemoConfig, log=print):
-        self.base = models.resolve(cfg.base)
-        self.native = models.window(self.base)
+        self.base = model_dirs.resolve(cfg.base)
+        self.native = model_dirs.window(self.base)
         self.cfg, self.log = cfg.resolved(self.native), log
         self.out = Path(cfg.out)
         self.configs = Path(longrecipe.train.__file__).parent / "configs"  # package data: train/configs/*.yaml
@@ -171,14 +170,24 @@ class Demo:
                 f"data.plain_fraction={c.plain_fraction}", f"train.eval.every={c.curve_every}",
                 f"train.eval.samples={c.curve_samples}"]
 
+    def method_config(self, method: str) -> str:
+        """A method's training config in train/configs/, as its `Method` entry names it (`tiny_config`)."""
+        name = METHODS[method].tiny_config
+        if not (self.configs / name).is_file():
+            raise ValueError(f"method {method!r}: no training config {self.configs / name} (Method.tiny_config in "
+                             f"train/positions.py names it)")
+        return name
+
     def baselines(self) -> dict[str, Path]:
         """FLT at the target length; PoSE and RandPos at `ratio` of it: the same number of samples each (their
-        extension stage: the PoSE one is also the analysis' extended model)."""
+        extension stage: the PoSE one is also the analysis' extended model). Every method's config is looked up
+        before any is trained: a missing one stops the demo at its start."""
         c = self.cfg
+        configs = {method: self.method_config(method) for method in METHODS}
         out = {}
         for method in BASELINES:
             length = c.target if METHODS[method].full_length else c.train_length
-            out[method] = self.train(method, f"tiny_{method}.yaml", self._extension_overrides(length))
+            out[method] = self.train(method, configs[method], self._extension_overrides(length))
         return out
 
     def post_train(self, name: str, extended: Path) -> dict[str, Path]:
@@ -208,9 +217,9 @@ class Demo:
     def longrecipe(self, ratio: float, anchors: Path) -> dict[str, Path]:
         """Extension with impactful-sentence selection and jumping positions, replay, merge with the original."""
         c = self.cfg
-        name = _label(ratio)
+        name = ratio_label(ratio)
         length = max(2, round(ratio * c.target))
-        ext = self.train(f"{name}/extension", "tiny_longrecipe.yaml", [
+        ext = self.train(f"{name}/extension", self.method_config("longrecipe"), [
             *self._extension_overrides(length), "data.selection=impactful", f"data.anchors_from={anchors}"])
         return {"extension": ext, **self.post_train(name, ext)}
 
@@ -222,12 +231,13 @@ class Demo:
             c = self.cfg
             lengths = lengths or c.lengths
             self.log(f"eval {name}: {', '.join(suites)}")
-            ecfg = build_config(dict(
-                model=str(model), out=str(out), suites=suites, lengths=lengths, backend=c.backend,
-                allow_extrapolation=True, samples=c.samples, seed=c.seed + 42, essay_dir=c.essay_dir,
-                niah_depths=c.niah_depths, general_max_length=self.native, general_limit=c.general_limit,
-                ruler_tasks=c.ruler_tasks,
-                general_tasks=("longrecipe_cloze", "longrecipe_passkey_short", "longrecipe_heldout")))
+            # the study's own settings of the suites; general ability at the native window
+            section = {"suites": suites, "lengths": lengths, "backend": c.backend, "samples": c.samples,
+                       "seed": c.seed + 42, "essay_dir": c.essay_dir, "options": {
+                           "niah_depths": c.niah_depths, "ruler_tasks": c.ruler_tasks,
+                           "general_max_length": self.native, "general_limit": c.general_limit}}
+            ecfg = from_section(section, {"model": str(model), "out": str(out), "allow_extrapolation": True},
+                                "demo", "the demo")
             run_eval(ecfg, command="longrecipe demo" + (" --quick" if c.quick else ""), log=self.log)
         return out
 
@@ -265,7 +275,7 @@ class Demo:
             if abs(r - c.ratio) < 1e-9:
                 ratio_runs.append((r, runs[-1]))
                 continue
-            ratio_runs.append((r, self.evaluate(_label(r), self.longrecipe(r, anchors)["merged"],
+            ratio_runs.append((r, self.evaluate(ratio_label(r), self.longrecipe(r, anchors)["merged"],
                                                 ("ruler", "passkey", "ppl"), c.ratio_lengths)))
         self.compute["analysis"] = {"flops": self._analysis_flops(), "wall_s": self._analysis_wall()}
         write_json(self.out / "compute.json", self.compute)
@@ -287,7 +297,7 @@ class Demo:
                 out: Path) -> None:
         if out.exists() and self.cfg.report is None:
             shutil.rmtree(out)  # the report is derived data: rebuilt whole from the results every time
-        stages = {**{m: m for m in BASELINES}, "longrecipe": f"{_label(self.cfg.ratio)}/extension"}
+        stages = {**{m: m for m in BASELINES}, "longrecipe": f"{ratio_label(self.cfg.ratio)}/extension"}
         logs = {name: self.out / "train" / stage / "train_log.jsonl" for name, stage in stages.items()}
         curves = {name: self.out / "train" / stage / "train_eval.jsonl" for name, stage in stages.items()}
         build_report(runs, out, target=self.cfg.target, train_logs=logs,
@@ -301,14 +311,10 @@ class Demo:
 def changed_settings(cfg: DemoConfig, saved: dict[str, Any]) -> list[str]:
     """The settings in which `cfg` differs from a run's saved demo_config.json. Studies may be added to a finished
     run (report, ratios, stages); a setting the saved file lacks (written before the setting existed) counts as its
-    default, so that such a run still resumes."""
-    keep = ("report", "ratios", "stages")
+    default, so that such a run still resumes; one it holds that no longer exists is not compared."""
     defaults = {f.name: f.default for f in dataclasses.fields(DemoConfig)}
-    def plain(v: Any) -> Any:  # tuples as the saved lists
-        return json.loads(json.dumps(v))
-
-    return [k for k, v in dataclasses.asdict(cfg).items()
-            if k not in keep and plain(v) != saved.get(k, plain(defaults.get(k)))]
+    known = {k: v for k, v in saved.items() if k in defaults}
+    return changed(known, dataclasses.asdict(cfg), ignore=("report", "ratios", "stages"), defaults=defaults)
 
 
 def keep_seed(runs: list[Path], folder: Path) -> None:
@@ -330,7 +336,7 @@ def keep_study(folder: Path, compute: dict, ratio: float, runs: list[Path], stag
     keep_seed(extra, folder / "study")
     write_json(folder / "study" / "study.json", {
         "compute": compute, "ratio": ratio, "stage_runs": [r.name for r in stage_runs],
-        "ratio_runs": [[r, p.name] for r, p in ratio_runs]})
+        "ratio_runs": [[r, p.name] for r, p in ratio_runs], **DEMO_RECORD.to_json()})
 
 
 def run_demo(cfg: DemoConfig, log=print) -> Path:

@@ -33,10 +33,10 @@ import numpy as np
 
 from longrecipe.base import corpus
 from longrecipe.base.io import write_text
-from longrecipe.recipes.tinybase import NOISE  # the formats the base model retrieves in
-from longrecipe.recipes.tinybase import RULER_QUESTION as QUESTION
 from longrecipe.tasks import passkey
-from longrecipe.tasks.ruler import niah as ruler_niah
+from longrecipe.tasks.kv_format import NOISE  # the formats the base model retrieves in
+from longrecipe.tasks.kv_format import RULER_QUESTION as QUESTION
+from longrecipe.tasks.ruler import ruler_niah
 
 INTRO = ruler_niah.TEMPLATE.split("\n", 1)[0]  # "Some special magic {type_needle_v} are hidden ... afterwards."
 

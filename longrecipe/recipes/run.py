@@ -6,12 +6,12 @@ Layout of `out`: config.yaml, train_log.jsonl, model/ (the trained model), eval/
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from longrecipe.base import models, runlock
-from longrecipe.base.config import ConfigError
-from longrecipe.evaluate.config import EvalConfig
-from longrecipe.evaluate.runner import build_config, run_eval, validate
+from longrecipe.base import model_dirs, runlock
+from longrecipe.evaluate.config import EvalConfig, RunEval, from_section
+from longrecipe.evaluate.runner import run_eval, validate
 from longrecipe.recipes.train_eval import evaluation
 from longrecipe.reports.report import build_report
 from longrecipe.train.config import RunConfig
@@ -27,31 +27,27 @@ def default_lengths(native: int, target: int) -> tuple[int, ...]:
     return (*out, target)
 
 
-def eval_config(cfg: RunConfig, lengths: tuple[int, ...], path: str, name: str) -> EvalConfig:
+def run_eval_config(cfg: RunConfig, lengths: tuple[int, ...], path: str, name: str) -> EvalConfig:
     """The `longrecipe eval` config that `run` evaluates model `path` with (into out/eval/NAME)."""
-    fixed = {"model": path, "out": str(Path(cfg.out) / "eval" / name)}
-    section = {"suites", "lengths", "backend", "samples", "essay_dir", "allow_extrapolation"}
-    bad = sorted((set(fixed) | section) & set(cfg.eval.options))
-    if bad:
-        raise ConfigError(f"eval.options.{bad[0]}: " + ("set by `run` itself" if bad[0] in fixed | {
-            "allow_extrapolation"} else f"use eval.{bad[0]}"))
-    return build_config({"suites": cfg.eval.suites, "lengths": tuple(lengths), "backend": cfg.eval.backend,
-                         "allow_extrapolation": True, "samples": cfg.eval.samples,
-                         "essay_dir": cfg.eval.essay_dir, **cfg.eval.options, **fixed})
+    ev = dataclasses.asdict(RunEval.of(cfg))
+    section = {k: v for k, v in ev.items() if k != "compare_base"}
+    return from_section({**section, "lengths": tuple(lengths)},
+                        {"model": path, "out": str(Path(cfg.out) / "eval" / name), "allow_extrapolation": True},
+                        "eval", "`run`")
 
 
 def eval_lengths(cfg: RunConfig) -> tuple[int, ...]:
     """eval.lengths, else the base model's window doubled up to the target (read from its config.json)."""
-    if cfg.eval.lengths:
-        return cfg.eval.lengths
-    return default_lengths(models.window(cfg.model.path), cfg.train.target_length)
+    if (ev := RunEval.of(cfg)).lengths:
+        return ev.lengths
+    return default_lengths(model_dirs.window(cfg.model.path), cfg.train.target_length)
 
 
 def run_all(config_path: str, overrides: list[str] | tuple[str, ...] = (), log=print) -> Path:
     cfg = load_config(config_path, overrides)
     out = Path(cfg.out)
     lengths = eval_lengths(cfg)
-    validate(eval_config(cfg, lengths, cfg.model.path, "base"))  # the eval section's suites and backend, first
+    validate(run_eval_config(cfg, lengths, cfg.model.path, "base"))  # the eval section's suites and backend, first
     with runlock.hold(out):  # one owner per run directory (training and evaluation inside take it again)
         return _run(cfg, config_path, overrides, out, lengths, log)
 
@@ -61,10 +57,10 @@ def _run(cfg: RunConfig, config_path: str, overrides: list[str] | tuple[str, ...
     log(f"[1/3] training {cfg.train.method} ({cfg.train.stage}) -> {out / 'model'}")
     model = run_training(config_path, overrides, evaluation)
     runs = []
-    targets = [("trained", str(model))] + ([("base", cfg.model.path)] if cfg.eval.compare_base else [])
+    targets = [("trained", str(model))] + ([("base", cfg.model.path)] if RunEval.of(cfg).compare_base else [])
     for name, path in targets:
         log(f"[2/3] evaluating {name} at {', '.join(map(str, lengths))}")
-        ecfg = eval_config(cfg, lengths, path, name)
+        ecfg = run_eval_config(cfg, lengths, path, name)
         run_eval(ecfg, command=f"longrecipe run --config {config_path}", log=log)
         runs.append(out / "eval" / name)
     log(f"[3/3] report -> {out / 'report'}")

@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from longrecipe.base import interrupt, models
+from longrecipe.base import interrupt, model_dirs
 from longrecipe.evaluate import serving
 
 PROBE_TASK = "passkey"  # its answers are digits: a parity difference is never a matter of formatting
@@ -128,7 +128,7 @@ def probe(model_dir: Path, url: str, served: str, length: int, samples: int) -> 
 
 def serve(opts: ServeOptions) -> int:
     check(opts)
-    model_dir = models.resolve(opts.model)
+    model_dir = model_dirs.resolve(opts.model)
     config = json.loads((model_dir / "config.json").read_text())
     length = opts.max_model_len or int(config["max_position_embeddings"])
     cpu = not _cuda()

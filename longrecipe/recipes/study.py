@@ -1,158 +1,40 @@
-"""The demo's extra tables: training compute per method, the Table-3 view and the token-ratio study.
+"""The demo's side of its study tables: what a demo study compares (its record), and the tables written with it.
 
-Why here and not in the demo: they are views of results files and of a compute record (plain numbers), so they
-belong with the other tables, which never import torch.
+Why here: the tables themselves are reports (reports/study.py) and follow what a study recorded; which baselines
+the demo trains (train.positions.METHODS), which run the others are held to (the full-length baseline) and which
+suites its differences table judges is the demo's choice, so it is stated here. It is also what a kept study
+written before study.json recorded it (and a seed folder without one, docs/demo-v1) was compared on, so
+`longrecipe report --seeds` falls back on it.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from longrecipe.reports import load, seeds, tables
-from longrecipe.tasks.views import Table
-from longrecipe.train.positions import BASELINES
+from longrecipe.reports import study
+from longrecipe.reports.record import StudyRecord
+from longrecipe.train.positions import BASELINES, METHODS
 
-TABLE3_CAPTION = "General ability before replay, after replay and after merge"
-STAGE_NAMES = {"longrecipe-extension": "before replay", "longrecipe-replay": "after replay",
-               "longrecipe": "after merge"}
+DEMO_RECORD = StudyRecord(methods=BASELINES,
+                          reference=next(m for m in BASELINES if METHODS[m].full_length),
+                          suites=("passkey", "niah", "ruler"))
 
 
 def compute_table(compute: Mapping[str, Mapping[str, float]], ratio: float) -> pd.DataFrame:
-    """Rows = methods; tokens, FLOPs (counted) and wall time of all their training, and FLOPs relative to FLT.
-    LongRecipe's row adds its stages (extension, replay) and the analysis forward passes; a baseline's, its replay
-    when the study gave every method LongRecipe's post-training."""
-    label = f"longrecipe-{round(100 * ratio)}pct"
-    groups: dict[str, list[str]] = {m: [m, f"{m}-post/replay"] for m in BASELINES if m in compute}
-    groups["longrecipe"] = [f"{label}/extension", f"{label}/replay", "analysis"]
-    for name in compute:
-        if name.startswith("longrecipe-") and name.endswith("/extension") and not name.startswith(label):
-            run = name.split("/")[0]
-            groups[run] = [name, f"{run}/replay", "analysis"]
-    rows = {}
-    for run, parts in groups.items():
-        found = [compute[p] for p in parts if p in compute]
-        if not found:
-            continue
-        ext = compute.get(parts[0], {})
-        rows[run] = {"train length": ext.get("seq_len", float("nan")),
-                     "samples": ext.get("sequences", float("nan")),
-                     "train tokens": sum(c.get("tokens", 0) for c in found),
-                     "FLOPs": sum(c.get("flops", 0.0) for c in found),
-                     "wall s": sum(c.get("wall_s", 0.0) for c in found)}
-    out = pd.DataFrame.from_dict(rows, orient="index")
-    if "flt" in rows:
-        out["FLOPs vs FLT"] = out["FLOPs"] / rows["flt"]["FLOPs"]
-    out.index.name = "method"
-    return out
-
-
-def table3(base: Path | None, stage_runs: Sequence[Path]) -> pd.DataFrame:
-    """General ability of the original model and of LongRecipe before replay, after replay, after merge (with
-    passkey and long-context perplexity, to show what each stage costs or restores at long range)."""
-    runs = ([base] if base is not None else []) + list(stage_runs)
-    df = load.frame(runs)
-    t = tables.table1(df[df.suite.isin(["general", "passkey", "ppl"])])
-    t = t.reindex([load.label(r) for r in runs])
-    t.index = ["original" if r == "base" else STAGE_NAMES.get(r, r) for r in t.index]
-    t.index.name = "model"
-    return t
-
-
-def token_ratio_table(ratio_runs: Sequence[tuple[float, Path]], flt: Path | None) -> pd.DataFrame:
-    """Rows = LongRecipe at each token ratio (and FLT at 100 %); columns = RULER at each length every row was
-    evaluated at (the demo evaluates the ratio runs up to the target only; FLT also beyond), their mean, passkey."""
-    pairs = [(f"LongRecipe {round(100 * r)}%", p) for r, p in sorted(ratio_runs)]
-    if flt is not None:
-        pairs.append(("FLT 100%", flt))
-    df = load.frame([p for _, p in pairs])
-    wide = tables.by_length(df, "ruler", Table("", "", tasks=("average",)))  # RULER (mean over tasks) by length
-    wide = wide.reindex([load.label(p) for _, p in pairs])
-    wide = wide[[c for c in wide.columns if wide[c].notna().all()]]  # lengths shared by every row
-    wide["Avg"] = wide.mean(axis=1)
-    wide.index = [name for name, _ in pairs]
-    wide.index.name = "training tokens"
-    passkey = df[df.suite == "passkey"].pivot_table(index="run", columns="context_length", values="value")
-    for n in passkey.columns:
-        col = [passkey[n].get(load.label(p), float("nan")) for _, p in pairs]
-        if not any(pd.isna(col)):
-            wide[f"passkey@{int(n)}"] = col
-    ppl = df[df.suite == "ppl"].pivot_table(index="run", columns="context_length", values="value")
-    ppl = ppl.reindex([load.label(p) for _, p in pairs]).dropna(axis=1)
-    if not ppl.empty:
-        n = max(ppl.columns)
-        wide[f"perplexity@{int(n)}"] = [ppl[n].get(load.label(p), float("nan")) for _, p in pairs]
-    return wide
+    """The demo's compute table (reports.study.compute_table with the demo's record)."""
+    return study.compute_table(compute, ratio, DEMO_RECORD)
 
 
 def write_study_tables(compute: Mapping[str, Mapping[str, float]], ratio: float, runs: Sequence[Path],
                        stage_runs: Sequence[Path], ratio_runs: Sequence[tuple[float, Path]], out: Path) -> list[Path]:
-    """compute.{md,tex,csv}, and table3 / token_ratio when the demo ran those studies."""
-    by_name = {load.label(r): Path(r) for r in runs}
-    written = _write_compute(compute, ratio, out)
-    if stage_runs:
-        written += _write_table3(by_name.get("base"), stage_runs, out)
-    if ratio_runs:
-        written += _write_token_ratio(ratio_runs, by_name.get("flt"), out)
-    return written
-
-
-def _write_compute(compute: Mapping[str, Mapping[str, float]], ratio: float, out: Path) -> list[Path]:
-    return tables.write(compute_table(compute, ratio), out, "compute", "Training compute per method", bold=False)
-
-
-def _write_table3(base: Path | None, stage_runs: Sequence[Path], out: Path) -> list[Path]:
-    return tables.write(table3(base, stage_runs), out, "table3", TABLE3_CAPTION)
-
-
-def _write_token_ratio(ratio_runs: Sequence[tuple[float, Path]], flt: Path | None, out: Path) -> list[Path]:
-    return tables.write(token_ratio_table(ratio_runs, flt), out, "token_ratio",
-                        "RULER by context length vs the share of target-length tokens trained on")
+    """One demo study's compute / table3 / token_ratio tables (reports.study with the demo's record)."""
+    return study.write_study_tables(compute, ratio, runs, stage_runs, ratio_runs, out, DEMO_RECORD)
 
 
 def write_kept_study(seed_dirs: Sequence[Path], out: Path) -> list[Path]:
-    """compute / table3 / token_ratio of a report over seeds, rebuilt from the seeds' kept studies
-    (`demo.keep_study`) alone: Table 3 as mean ± std over every seed that ran the stages (as the study's own table
-    when one did), the token-ratio table from the first seed folder (name order) that ran it, compute from the one
-    with the most ratio runs. Why per table: the extras may have run with some seeds only, not necessarily the
-    first, and not both with the same ones. None kept: nothing written."""
-    return write_kept_tables(read_kept_studies(seed_dirs), out)
-
-
-def write_kept_tables(kept: Sequence[dict], out: Path) -> list[Path]:
-    """write_kept_study's tables from kept studies already read (`read_kept_studies`)."""
-    if not kept:
-        return []
-    fullest = max(kept, key=lambda k: len(k["ratio_runs"]))  # max keeps the first of the fullest
-    written = _write_compute(fullest["compute"], fullest["ratio"], out)
-    staged = [k for k in kept if k["stage_runs"]]
-    if len(staged) == 1:
-        written += _write_table3(staged[0]["main"].get("base"), staged[0]["stage_runs"], out)
-    elif staged:
-        mean, std = seeds.mean_std([table3(k["main"].get("base"), k["stage_runs"]) for k in staged])
-        written += seeds.write_pm(mean, std, out, "table3", TABLE3_CAPTION, len(staged))
-    if ratios := next((k for k in kept if k["ratio_runs"]), None):
-        written += _write_token_ratio(ratios["ratio_runs"], ratios["main"].get("flt"), out)
-    return written
-
-
-def read_kept_studies(seed_dirs: Sequence[Path]) -> list[dict]:
-    """The kept studies of these seed folders (those that have one), in name order; a broken one is a ReportError.
-    `report --seeds` reads them before it writes any table, so that a broken study leaves no half report."""
-    return [_kept_study(Path(d)) for d in sorted(map(Path, seed_dirs)) if (Path(d) / "study" / "study.json").is_file()]
-
-
-def _kept_study(folder: Path) -> dict:
-    """One seed's kept study with its run names resolved to folders (main runs, then folder/study/<run>)."""
-    try:
-        study = json.loads((folder / "study" / "study.json").read_text())
-        main = {p.parent.name: p.parent for p in folder.glob("*/results.json")}
-        run = {**main, **{p.parent.name: p.parent for p in (folder / "study").glob("*/results.json")}}
-        return {"compute": study["compute"], "ratio": float(study["ratio"]), "main": main,
-                "stage_runs": [run[n] for n in study["stage_runs"]],
-                "ratio_runs": [(float(r), run[n]) for r, n in study["ratio_runs"]]}
-    except (ValueError, KeyError, TypeError) as err:
-        raise load.ReportError(f"{folder / 'study'}: not a kept study ({type(err).__name__}: {err})") from None
+    """The per-study tables of a report over the demo's seeds (reports.study.write_kept_study; a kept study without
+    a record: the demo's)."""
+    return study.write_kept_study(seed_dirs, out, DEMO_RECORD)

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from longrecipe.base import models
+from longrecipe.base import model_dirs
 from longrecipe.base.config import ConfigError
 from longrecipe.base.tokenization import load_tokenizer
-from longrecipe.evaluate.config import COMMON, EvalConfig, build_config
+from longrecipe.evaluate.config import COMMON, EvalConfig, backend_owners, from_section
 from longrecipe.evaluate.runner import prepare, request, validate
 from longrecipe.tasks import chat
 from longrecipe.tasks.suites import REGISTRY
@@ -32,10 +32,10 @@ def lengths(cfg: RunConfig) -> tuple[int, ...]:
     where the extension must arrive."""
     if cfg.train.eval.lengths:
         return cfg.train.eval.lengths
-    return tuple(sorted({models.window(cfg.model.path), cfg.train.target_length}))
+    return tuple(sorted({model_dirs.window(cfg.model.path), cfg.train.target_length}))
 
 
-def eval_config(cfg: RunConfig) -> EvalConfig:
+def train_eval_config(cfg: RunConfig) -> EvalConfig:
     """The `longrecipe eval` config of train.eval (validated: unknown suites and keys are one line)."""
     ev = cfg.train.eval
     scored_alone = [s for s in ev.suites if s in REGISTRY and (REGISTRY[s].evaluator or not REGISTRY[s].per_length)]
@@ -43,18 +43,14 @@ def eval_config(cfg: RunConfig) -> EvalConfig:
         choose = ", ".join(n for n, t in REGISTRY.items() if t.per_length and not t.evaluator)
         raise ConfigError(f"train.eval.suites: {scored_alone[0]} is not a generation suite scored per length "
                           f"(choose from {choose})")
-    fixed = {"suites", "lengths", "samples", "model", "out", "allow_extrapolation"}
-    bad = sorted(fixed & set(ev.options))
-    if bad:
-        raise ConfigError(f"train.eval.options.{bad[0]}: set by train.eval itself")
-    engine = sorted(k for k in ev.options if k in COMMON and k not in SAMPLING)
+    # one prompt at a time unless told (its KV cache sits beside the training state: train/plan.py counts it)
+    ecfg = from_section({"suites": ev.suites, "lengths": lengths(cfg), "samples": ev.samples, "options": ev.options},
+                        {"model": cfg.model.path, "out": str(Path(cfg.out) / "train_eval"),
+                         "allow_extrapolation": True}, "train.eval", "train.eval", defaults={"batch_size": 1})
+    engine = sorted(k for k in ev.options if (k in COMMON or k in backend_owners()) and k not in SAMPLING)
     if engine:  # the evaluator runs the training model as it is: an engine key would be silently ignored
         raise ConfigError(f"train.eval.options.{engine[0]}: set by training (the evaluator runs the model being "
                           f"trained); train.eval takes the suites' keys and {', '.join(SAMPLING)}")
-    # one prompt at a time unless told (its KV cache sits beside the training state: train/plan.py counts it)
-    ecfg = build_config({"batch_size": 1, **ev.options, "suites": ev.suites, "lengths": lengths(cfg),
-                         "samples": ev.samples, "allow_extrapolation": True, "model": cfg.model.path,
-                         "out": str(Path(cfg.out) / "train_eval")})
     validate(ecfg)
     return ecfg
 
@@ -62,8 +58,8 @@ def eval_config(cfg: RunConfig) -> EvalConfig:
 def evaluation(cfg: RunConfig) -> Evaluator:
     """Check train.eval and build its samples now, before anything is written (a prompt that cannot be built is
     one line, not a failure after training started); the evaluator then scores the model it is given."""
-    ecfg = eval_config(cfg)
-    tokenizer = load_tokenizer(models.resolve(cfg.model.path))
+    ecfg = train_eval_config(cfg)
+    tokenizer = load_tokenizer(model_dirs.resolve(cfg.model.path))
     if ecfg.chat_template:
         chat.wrapper(tokenizer)  # a tokenizer without a template: one line
     jobs = prepare(ecfg, tokenizer, log=lambda line: print(f"train.eval: {line}", file=sys.stderr))

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from longrecipe.base import downloads, models
+from longrecipe.base import downloads, model_dirs
 from longrecipe.base.io import write_text
 from longrecipe.base.schema import ScoreRow, read_jsonl
 from longrecipe.base.tokenization import load_tokenizer, tokenizer_hash
 from longrecipe.tasks import chat
 from longrecipe.tasks.base import Sample, TaskBase, option
-from longrecipe.tasks.ruler import common, cwe, fwe, niah, qa, vt
+from longrecipe.tasks.ruler import common, cwe, fwe, qa, ruler_niah, vt
 from longrecipe.tasks.views import Column, Plot, Table, View
 
 TASK_VERSION = 1
@@ -55,7 +55,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "qa_2": {"task": "qa", "args": {"dataset": "hotpotqa"}},
 }
 TASKS: tuple[str, ...] = tuple(CONFIGS)
-MODULES = {"niah": niah, "variable_tracking": vt, "common_words_extraction": cwe, "freq_words_extraction": fwe,
+MODULES = {"niah": ruler_niah, "variable_tracking": vt, "common_words_extraction": cwe, "freq_words_extraction": fwe,
            "qa": qa}
 TOKENS_TO_GENERATE = {name: MODULES[c["task"]].TOKENS_TO_GENERATE for name, c in CONFIGS.items()}
 METRIC = {name: ("string_match_part" if c["task"] == "qa" else "string_match_all") for name, c in CONFIGS.items()}
@@ -63,7 +63,7 @@ METRIC = {name: ("string_match_part" if c["task"] == "qa" else "string_match_all
 
 def _tokenizer(tokenizer: Any) -> Any:
     if isinstance(tokenizer, (str, Path)):
-        path = models.resolve(tokenizer) if str(tokenizer) in models.ALIASES else tokenizer
+        path = model_dirs.resolve(tokenizer) if str(tokenizer) in model_dirs.ALIASES else tokenizer
         return load_tokenizer(path)
     return tokenizer
 

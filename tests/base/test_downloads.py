@@ -219,7 +219,7 @@ def test_a_cached_longbench_folder_is_read_without_longbench_dir(server, cache, 
         where.write_bytes(data)
     path = D.fetch("longbench", log=lambda _: None)
     assert sorted(p.name for p in path.iterdir()) == ["hotpotqa.jsonl", "hotpotqa_e.jsonl", "longbench_v2.jsonl"]
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
     from longrecipe.evaluate.config import build_config, check_input, suite_options
     from longrecipe.evaluate.runner import _content_hash, run_identity
     from longrecipe.tasks import longbench, longbench_v2
@@ -228,7 +228,7 @@ def test_a_cached_longbench_folder_is_read_without_longbench_dir(server, cache, 
     cfg = build_config({"model": "tiny", "out": str(tmp_path / "run"), "suites": ["longbench", "longbench_v2"]})
     check_input(cfg)  # no --longbench-dir: the cached copy passes the suites' checks, offline
     assert suite_options(cfg, longbench.TASK).dir == str(path) == suite_options(cfg, longbench_v2.TASK).dir
-    assert run_identity(cfg, models.resolve("tiny"))["data"]["longbench_dir"] == _content_hash(str(path))
+    assert run_identity(cfg, model_dirs.resolve("tiny"))["data"]["longbench_dir"] == _content_hash(str(path))
     v1 = longbench.TASK.samples(tok, 256, 0, 0, suite_options(cfg, longbench.TASK))
     v2_samples = longbench_v2.TASK.samples(tok, 256, 0, 0, suite_options(cfg, longbench_v2.TASK))
     assert [s.task for s in v1] == ["hotpotqa"] * 3 and [s.references for s in v2_samples] == [["B"], ["B"]]
@@ -245,10 +245,10 @@ def test_longbench_offline_without_a_copy_names_the_flag_and_the_pull():
 
 @pytest.fixture(scope="module")
 def tok():
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
     from longrecipe.base.tokenization import load_tokenizer
 
-    return load_tokenizer(models.resolve("tiny"))
+    return load_tokenizer(model_dirs.resolve("tiny"))
 
 
 def test_ruler_qa_reads_the_cached_files_without_the_flags(server, cache, online, monkeypatch, qa_files, tok):
@@ -273,9 +273,9 @@ def test_ruler_qa_reads_the_cached_files_without_the_flags(server, cache, online
     assert RulerOptions(qa_squad=qa_files["qa_1"]).qa_squad == qa_files["qa_1"]  # a flag's file wins
     # the run identity hashes the fetched file exactly as it hashes a --qa-squad file
     cfg = build_config({"model": "tiny", "out": str(cache / "run"), "suites": ["ruler"]})
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
 
-    data = run_identity(cfg, models.resolve("tiny"))["data"]
+    data = run_identity(cfg, model_dirs.resolve("tiny"))["data"]
     assert data["qa_squad"] == _content_hash(squad) and data["qa_hotpot"] == _content_hash(hotpot)
 
 

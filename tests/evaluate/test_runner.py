@@ -84,11 +84,11 @@ def test_every_prediction_records_why_it_stopped_and_its_generated_tokens(tmp_pa
     """The hf backend reports each answer's finish reason ("stop": an end token or a stop string, "length":
     max_new_tokens) and generated-token count; the runner writes both into the prediction rows, and the settings
     that move a score into results.json's manifest."""
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
     from longrecipe.evaluate.backends import Request
     from longrecipe.evaluate.hf_backend import HFBackend
 
-    backend = HFBackend(str(models.resolve("tiny")), device="cpu")
+    backend = HFBackend(str(model_dirs.resolve("tiny")), device="cpu")
     ends = backend.generate([Request("The quick brown fox", 1), Request("The quick brown fox", 40, ("the",))])
     assert (ends[0].finish_reason, ends[0].tokens) == ("length", 1)
     assert ends[1].finish_reason == "stop" and 1 <= ends[1].tokens <= 40 and "the" not in ends[1]

@@ -121,12 +121,12 @@ def test_same_post_training_replays_and_merges_a_baseline_and_counts_its_compute
     import yaml
     from safetensors.torch import load_file
 
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
     from longrecipe.recipes.demo import Demo, DemoConfig
     from longrecipe.recipes.study import compute_table
 
     d = Demo(DemoConfig.quick_config(out=str(tmp_path / "demo"), same_post_training=True))
-    base = models.resolve("tiny-v2")
+    base = model_dirs.resolve("tiny-v2")
     post = d.post_train("pose-post", base)  # the base stands in for an extended model
     conf = yaml.safe_load((tmp_path / "demo" / "train" / "pose-post" / "replay" / "config.yaml").read_text())
     assert conf["train"]["stage"] == "replay" and conf["train"]["train_length"] == 512

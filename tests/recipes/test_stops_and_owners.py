@@ -105,12 +105,12 @@ def test_sigterm_during_eval_then_the_same_command_computes_only_what_was_not_wr
 def test_every_writing_command_refuses_a_folder_another_process_holds(tmp_path):
     """One line naming the folder and the holder's pid, exit 2, nothing in the folder changed: eval, train, run,
     demo into a held run folder; merge, export and tiny-base into a model folder whose lock (beside it) is held."""
-    from longrecipe.base import models
+    from longrecipe.base import model_dirs
 
     run = tmp_path / "held"
     run.mkdir()
     (run / "keep.txt").write_text("untouched")
-    tiny = str(models.resolve("tiny"))
+    tiny = str(model_dirs.resolve("tiny"))
     cases = {
         "eval": ("eval", "--model", "tiny", "--suite", "passkey", "--lengths", "128", "--samples", "2",
                  "--out", str(run)),

@@ -1,5 +1,6 @@
-"""The study tables (longrecipe/recipes/study.py): compute, Table 3 and the token-ratio table by hand, kept per seed
-and rebuilt over seeds."""
+"""The study tables (reports/study.py, with the demo's record from longrecipe/recipes/study.py): compute, Table 3 and
+the token-ratio table by hand, kept per seed and rebuilt over seeds; the study's record (reports/record.py); a
+method's training config through its `Method` entry."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def _results(folder: Path, rows: list[tuple]) -> Path:
 
 
 def test_compute_table_by_hand():
-    from longrecipe.recipes.study import compute_table
+    from longrecipe.reports.record import StudyRecord
+    from longrecipe.reports.study import compute_table
 
     compute = {"flt": {"sequences": 8, "seq_len": 2048, "tokens": 16384, "flops": 100.0, "wall_s": 10.0},
                "pose": {"sequences": 8, "seq_len": 614, "tokens": 4912, "flops": 25.0, "wall_s": 3.0},
@@ -31,7 +33,7 @@ def test_compute_table_by_hand():
                "longrecipe-30pct/replay": {"sequences": 4, "seq_len": 256, "tokens": 1024, "flops": 4.0,
                                            "wall_s": 1.0},
                "analysis": {"flops": 1.0, "wall_s": 0.5}}
-    t = compute_table(compute, 0.3)
+    t = compute_table(compute, 0.3, StudyRecord(("flt", "pose", "randpos"), "flt", ()))
     assert list(t.index) == ["flt", "pose", "longrecipe"]
     assert t.loc["longrecipe", "FLOPs"] == 30.0 and t.loc["longrecipe", "wall s"] == 4.5
     assert t.loc["longrecipe", "train tokens"] == 5936 and t.loc["longrecipe", "FLOPs vs FLT"] == 0.3
@@ -39,7 +41,7 @@ def test_compute_table_by_hand():
 
 
 def test_table3_and_token_ratio_tables(tmp_path):
-    from longrecipe.recipes.study import table3, token_ratio_table
+    from longrecipe.reports.study import table3, token_ratio_table
 
     def general(cloze):
         return [("general", "longrecipe_cloze", "acc", cloze, 1, None, None, 60),
@@ -133,3 +135,66 @@ def test_table3_over_seeds_is_mean_and_std_of_every_staged_seed(tmp_path):
     assert "| after merge | 60.0 ± 0.0 |" in md
     csv = pd.read_csv(tmp_path / "rep" / "table3.csv", index_col=0)
     assert csv.loc["before replay", "longrecipe_cloze (acc) std"] == pytest.approx(50**0.5)
+
+
+def test_the_compute_table_follows_the_recorded_methods_and_reference():
+    """Which rows are baselines and what the FLOPs are relative to is the study's record, not a default."""
+    from longrecipe.reports.record import StudyRecord
+    from longrecipe.reports.study import compute_table
+
+    compute = {"flt": {"flops": 100.0}, "pose": {"flops": 25.0}, "longrecipe-30pct/extension": {"flops": 50.0}}
+    t = compute_table(compute, 0.3, StudyRecord(("pose",), "pose", ()))
+    assert list(t.index) == ["pose", "longrecipe"] and list(t["FLOPs vs POSE"]) == [1.0, 2.0]
+    assert "FLOPs vs FLT" not in compute_table(compute, 0.3, StudyRecord(("flt", "pose"), None, ())).columns
+
+
+def test_the_seed_report_compares_as_the_study_recorded(tmp_path):
+    """study.json's record (methods, reference, suites) drives the differences table; a study that recorded none
+    gets the caller's fallback (the CLI: the demo's record), else what its runs show (the full-length baseline as
+    the reference); --reference still overrides the recorded one."""
+    from longrecipe.recipes.study import DEMO_RECORD
+    from longrecipe.reports.record import StudyRecord, study_record
+
+    def rows(v):
+        return [("passkey", "passkey", "exact_match", v, 1, 512, None, 20),
+                ("niah", "needle", "substring", v, 1, 512, None, 20),
+                ("ppl", "ppl", "perplexity", v, 1, 512, None, 20)]
+
+    folder = tmp_path / "seeds" / "seed-0"
+    for name, v in (("base", 10.0), ("flt", 90.0), ("pose", 50.0)):
+        _results(folder / name, rows(v))
+    assert study_record([folder]) == StudyRecord(("flt", "pose"), "flt", ("niah", "passkey"))
+    assert study_record([folder], DEMO_RECORD) == DEMO_RECORD
+    (folder / "study").mkdir()
+    (folder / "study" / "study.json").write_text(json.dumps(
+        {"compute": {}, "ratio": 0.3, "stage_runs": [], "ratio_runs": [], "methods": ["pose"], "reference": "pose",
+         "suites": ["passkey"]}))
+    assert study_record([folder], DEMO_RECORD) == StudyRecord(("pose",), "pose", ("passkey",))
+    res = cli("report", "--seeds", str(folder), "--out", str(tmp_path / "rep"))
+    assert res.returncode == 0, res.stderr
+    diff = (tmp_path / "rep" / "differences.md").read_text()
+    assert diff.startswith("Differences against pose,") and "| niah |" not in diff and "| flt | passkey |" in diff
+    res = cli("report", "--seeds", str(folder), "--out", str(tmp_path / "rep2"), "--reference", "base")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "rep2" / "differences.md").read_text().startswith("Differences against base,")
+
+
+def test_a_method_finds_its_training_config_through_its_entry(tmp_path, monkeypatch):
+    """Every Method names its tiny training config (tiny_<name>.yaml unless it says otherwise) and the demo trains
+    with that one; a method whose config is not there stops the demo at its start, in one line, before any
+    training; the ratio runs' name has one builder."""
+    import longrecipe.train
+    from longrecipe.recipes import demo
+    from longrecipe.reports.record import ratio_label
+    from longrecipe.train.positions import METHODS, Method
+
+    configs = Path(longrecipe.train.__file__).parent / "configs"
+    assert METHODS["flt"].tiny_config == "tiny_flt.yaml"
+    assert Method("x", "", tiny_config="a.yaml").tiny_config == "a.yaml"
+    assert all((configs / m.tiny_config).is_file() for m in METHODS.values())
+    assert demo.ratio_label is ratio_label and ratio_label(0.3) == "longrecipe-30pct"
+    monkeypatch.setitem(METHODS, "nope", Method("nope", "a baseline nobody wrote a config for"))
+    d = demo.Demo(demo.DemoConfig.quick_config(out=str(tmp_path / "demo")))
+    with pytest.raises(ValueError, match="method 'nope': no training config .*tiny_nope.yaml") as err:
+        d.run()
+    assert "\n" not in str(err.value) and not (tmp_path / "demo" / "train").exists()

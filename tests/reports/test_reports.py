@@ -173,11 +173,14 @@ def test_committed_reports_follow_from_their_committed_results(tmp_path):
     """docs/ keeps each committed report's inputs beside it (here: the demo's per-seed results) so that
     it can be rebuilt and extended without re-running anything; a table that no longer follows from them (a hand
     edit, an aggregation changed without rebuilding the report) fails here."""
+    from longrecipe.recipes.study import DEMO_RECORD
+    from longrecipe.reports.record import study_record
     from longrecipe.reports.seeds import build_seed_report
 
     seeds = sorted((ROOT / "docs" / "demo-v1" / "seeds").glob("seed-*"))
     assert len(seeds) >= 2
-    build_seed_report(seeds, tmp_path / "over-seeds", target=1024)
+    record = study_record(seeds, DEMO_RECORD)  # these seeds kept no study: compared as the demo compared them
+    build_seed_report(seeds, tmp_path / "over-seeds", target=1024, ref=record.reference, suites=record.suites)
     committed = sorted((ROOT / "docs" / "demo-v1" / "over-seeds").glob("*.md"))
     assert len(committed) >= 5
     for f in committed:
@@ -188,13 +191,16 @@ def test_committed_v2_study_follows_from_its_kept_seeds(tmp_path):
     """docs/demo (the v2 study) is `longrecipe report --seeds docs/demo/seeds/seed-* --target 2048`: every table in
     it, the per-study ones (compute, Table 3, token ratio) included, must come back from the kept seeds alone, or
     a seed run on another day could not be added to it."""
-    from longrecipe.recipes.study import write_kept_study
+    from longrecipe.recipes.study import DEMO_RECORD
+    from longrecipe.reports.record import study_record
     from longrecipe.reports.seeds import build_seed_report
+    from longrecipe.reports.study import write_kept_study
 
     seeds = sorted((ROOT / "docs" / "demo" / "seeds").glob("seed-*"))
     assert seeds and any((s / "study" / "study.json").is_file() for s in seeds)
-    build_seed_report(seeds, tmp_path, target=2048)
-    write_kept_study(seeds, tmp_path)
+    record = study_record(seeds, DEMO_RECORD)  # kept before study.json recorded it: the demo's
+    build_seed_report(seeds, tmp_path, target=2048, ref=record.reference, suites=record.suites)
+    write_kept_study(seeds, tmp_path, DEMO_RECORD)
     committed = sorted((ROOT / "docs" / "demo").glob("*.md"))
     assert {"compute.md", "table3.md"} <= {f.name for f in committed}
     for f in committed:

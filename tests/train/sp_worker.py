@@ -11,13 +11,13 @@ import torch
 import torch.distributed as dist
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from longrecipe.base import models
+from longrecipe.base import model_dirs
 from longrecipe.train import ulysses
 from longrecipe.train.loop import IGNORE, loss_and_count
 
 
 def model(kv_heads: int, checkpointing: bool) -> torch.nn.Module:
-    path = models.resolve("tiny")
+    path = model_dirs.resolve("tiny")
     conf = AutoConfig.from_pretrained(path)
     torch.manual_seed(0)
     if kv_heads == conf.num_key_value_heads:

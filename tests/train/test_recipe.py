@@ -49,7 +49,7 @@ def test_selective_checkpointing_keeps_the_losses_and_logs_throughput(tmp_path):
     # checkpointing recomputes activations in backward: same maths, so the same losses as none (and as full)
     from longrecipe.base.config import load
     from longrecipe.train.config import RunConfig
-    from longrecipe.train.recipe import apply_checkpointing, load_model
+    from longrecipe.train.recipe import apply_checkpointing, load_training_model
 
     args = [*SMALL, "train.steps=2"]
     runs = {}
@@ -63,7 +63,7 @@ def test_selective_checkpointing_keeps_the_losses_and_logs_throughput(tmp_path):
     row = runs["selective"][-1]
     assert row["tokens_per_s"] > 0 and row["peak_mem_mb"] > 100 and "mfu" not in row  # MFU only on known GPUs
     cfg = load(RunConfig, TRAIN_CONFIG, [*args, "train.checkpointing=selective", "train.checkpoint_every=2"])
-    model, _ = load_model(cfg, torch.device("cpu"))
+    model, _ = load_training_model(cfg, torch.device("cpu"))
     assert apply_checkpointing(model, cfg) == [True, False]  # the tiny model's 2 layers: every 2nd recomputed
     assert [layer.gradient_checkpointing for layer in model.model.layers] == [True, False]
 

