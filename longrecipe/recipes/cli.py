@@ -39,9 +39,18 @@ def _lengths(text: str) -> list[int]:
     return out
 
 
-# `tiny-base` flags that set TinyBaseV2Config fields (--mix, --rows too)
-STAGE2_KEYS = ("num_layers", "lr", "width", "head_dim", "schedule", "haystacks", "min_ruler_length", "warmup",
-               "follow_ups", "min_binding_length", "max_binding_length", "device", "workers", "minutes", "batch_size")
+def add_stage2_flags(sp: argparse.ArgumentParser) -> None:
+    """`tiny-base --init-from`'s flags, one per TinyBaseV2Config.FLAGS field (type, choices, help and default from
+    its declaration; None here, the config's default applied when the config is built)."""
+    from longrecipe.recipes.tinybase.config import TinyBaseV2Config
+
+    fields = {f.name: f for f in dataclasses.fields(TinyBaseV2Config)}
+    hints = typing.get_type_hints(TinyBaseV2Config)
+    for key in TinyBaseV2Config.FLAGS:
+        f, tp = fields[key], hints[key]
+        choices = typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
+        sp.add_argument("--" + key.replace("_", "-"), dest=key, type=None if choices else tp, choices=choices,
+                        default=None, help=_flag_help(key, f))
 
 
 def _stage2_overrides(args: argparse.Namespace) -> dict:
@@ -49,7 +58,7 @@ def _stage2_overrides(args: argparse.Namespace) -> dict:
     stage-2 config (a bad value is its one-line ConfigError, exit 2)."""
     from longrecipe.recipes.tinybase.config import TinyBaseV2Config, parse_mix, parse_rows
 
-    out = {k: getattr(args, k) for k in STAGE2_KEYS if getattr(args, k) is not None}
+    out = {k: getattr(args, k) for k in TinyBaseV2Config.FLAGS if getattr(args, k) is not None}
     _check_device(out.get("device", "cpu"))
     TinyBaseV2Config.check_overrides(out)
     if args.mix:
@@ -80,7 +89,7 @@ def cmd_tiny_base(args: argparse.Namespace) -> int:
     from longrecipe.recipes.tinybase import TinyBaseConfig, TinyBaseV2Config, train_tiny_base, train_tiny_base_v2
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    stage2_only = [f"--{k.replace('_', '-')}" for k in (*STAGE2_KEYS, "mix", "rows") if getattr(args, k)]
+    stage2_only = [f"--{k.replace('_', '-')}" for k in (*TinyBaseV2Config.FLAGS, "mix", "rows") if getattr(args, k)]
     if stage2_only and not args.init_from:
         raise UsageError(f"{stage2_only[0]} is a stage-2 option: it needs --init-from (stage 1 runs on the CPU with "
                          f"the committed model's schedule)")
@@ -452,33 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--init-from", default=None, help="stage 2 (v2, window 512): grow 'tiny' (v1) or a v1 directory, "
                     "or continue 'tiny-v2' or a v2 directory, on RULER's formats")
     sp.add_argument("--essay-dir", default=None, help="essays for the stage-2 progress checks (never trained on)")
-    sp.add_argument("--lr", type=float, default=None, help="stage 2: peak learning rate (default 1e-3)")
-    sp.add_argument("--warmup", type=int, default=None, help="stage 2: warmup steps (default 100)")
-    sp.add_argument("--schedule", choices=("cosine", "constant"), default=None, help="stage 2: lr schedule")
-    sp.add_argument("--num-layers", type=int, default=None,
-                    help="stage 2: grow v1 to this many layers (default 4; function-preserving, see `grow`)")
-    sp.add_argument("--width", type=int, default=None, help="stage 2: widen the model this many times (default 1)")
-    sp.add_argument("--head-dim", type=int, default=None,
-                    help="stage 2: grow every attention head to this width (a multiple of 32; function-preserving)")
-    sp.add_argument("--haystacks", type=int, default=None,
-                    help="stage 2: RULER rows use this many shuffled corpus haystacks (default 0: the corpus prefix)")
-    sp.add_argument("--min-ruler-length", type=int, default=None, help="stage 2: shortest RULER row (default 256)")
-    sp.add_argument("--min-binding-length", type=int, default=None, help="stage 2: shortest binding row (default "
-                    "192)")
-    sp.add_argument("--max-binding-length", type=int, default=None, help="stage 2: longest binding row (default: "
-                    "the window)")
-    sp.add_argument("--follow-ups", type=int, default=None, help="stage 2: NIAH rows ask up to N more single-key "
-                    "questions about other needles after their answer (default 0)")
     sp.add_argument("--mix", default="", help="stage 2: RULER task weights, e.g. niah_multikey_1=3,fwe=0.5")
     sp.add_argument("--rows", default="", help="stage 2: shares of row kinds, e.g. ruler=0.35,binding=0.35,"
                     "passkey=0.1,kv=0 (the rest: natural text; binding = dense key-binding rows, repeat = repeated "
                     "random sequences)")
-    sp.add_argument("--device", default=None, help="stage 2: cpu (default) or cuda (bf16 autocast)")
-    sp.add_argument("--workers", type=int, default=None, help="stage 2: processes building batches ahead of the "
-                    "model (default 0; the batches are the same for any number)")
-    sp.add_argument("--minutes", type=float, default=None, help="stage 2: wall-clock budget; the step count (at "
-                    "most --steps) is fitted to it after warmup, and the run stops and saves when it is spent")
-    sp.add_argument("--batch-size", type=int, default=None, help="stage 2: rows per step (default 16)")
+    add_stage2_flags(sp)
 
     sp = add("passkey", cmd_passkey, "passkey retrieval accuracy of a model at several lengths")
     sp.add_argument("--model", default="tiny", help="model directory, 'tiny' (default) or 'tiny-v2'")

@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass
 
 import pytest
+from helpers import cli
 
 from longrecipe.base.config import option
 from longrecipe.evaluate.backends import (
@@ -24,7 +25,6 @@ from longrecipe.evaluate.backends import (
     register_backend,
 )
 from longrecipe.evaluate.config import NEUTRAL, backend_owners, build_config, flat
-from longrecipe.recipes.cli import main
 
 CALLS: list[int] = []  # requests each generate() call received
 
@@ -74,33 +74,33 @@ def _score(run) -> float:
     return next(r["value"] for r in rows if r["suite"] == "passkey" and r["metric"] == "exact_match")
 
 
-def test_a_new_backend_runs_through_eval(echo_backend, tmp_path, capsys):
+def test_a_new_backend_runs_through_eval(echo_backend, tmp_path):
     run = tmp_path / "run"
     base = ["eval", "--model", "tiny", "--backend", "echo", "--suite", "passkey", "--lengths", "128", "--samples",
             "8", "--out", str(run)]
     # its option is a flag and a config key, validated like every other, and the CLI lists the backend
-    assert main([*base, "--echo-wrong-every", "-1"]) == 2
-    assert "echo_wrong_every: -1 must be >= 0" in capsys.readouterr().err
-    assert main([*base, "--echo-wrong-every", "1"]) == 0  # every key is divisible by 1: all wrong
+    res = cli(*base, "--echo-wrong-every", "-1")
+    assert res.returncode == 2 and "echo_wrong_every: -1 must be >= 0" in res.stderr
+    assert cli(*base, "--echo-wrong-every", "1").returncode == 0  # every key is divisible by 1: all wrong
     assert _score(run) == 0
     saved = json.loads((run / "eval_config.json").read_text())
     assert saved["echo_wrong_every"] == 1 and saved["identity"]["settings"]["echo_wrong_every"] == 1
     assert "echo_note" not in saved["identity"]["settings"]  # neutral: not part of the run's identity
-    assert main([*base, "--echo-wrong-every", "0"]) == 2  # another identity into the same --out: refused
-    assert "echo_wrong_every differs" in capsys.readouterr().err
+    res = cli(*base, "--echo-wrong-every", "0")  # another identity into the same --out: refused
+    assert res.returncode == 2 and "echo_wrong_every differs" in res.stderr
 
     fresh = tmp_path / "fresh"
     cfg = build_config({"model": "tiny", "out": str(fresh), "backend": "echo", "suites": ["passkey"],
                         "lengths": [128], "samples": 8})
     assert flat(cfg)["echo_wrong_every"] == 0  # the declared default, applied once
     CALLS.clear()
-    assert main([*base[:-1], str(fresh), "--echo-note", "first"]) == 0
+    assert cli(*base[:-1], str(fresh), "--echo-note", "first").returncode == 0
     assert _score(fresh) == 100 and CALLS == [8]  # the run's --batch-size 8 beats preferred_batch 3
     preds = next((fresh / "predictions").rglob("*.jsonl"))
     lines = preds.read_text().splitlines()
     preds.write_text("\n".join(lines[:5]) + "\n")  # a killed run: 5 of 8 answers kept
     CALLS.clear()
-    assert main([*base[:-1], str(fresh), "--echo-note", "second", "--batch-size", "1"]) == 0  # a neutral change
+    assert cli(*base[:-1], str(fresh), "--echo-note", "second", "--batch-size", "1").returncode == 0  # neutral
     assert CALLS == [3] and _score(fresh) == 100  # only the 3 missing samples asked for, in one preferred batch
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from longrecipe.base.config import ConfigError
+from longrecipe.base.config import ConfigError, option
 
 
 @dataclass(frozen=True)
@@ -51,32 +51,43 @@ class TinyBaseV2Config:
     natural text + passkey/key-value rows + RULER-format rows (own haystack: the Python corpus, seeds above
     TRAIN_SEED_BASE), loss on answers only for task rows, row-mean."""
 
-    num_layers: int = 4
+    num_layers: int = option(4, "stage 2: grow v1 to this many layers (function-preserving, see `grow`)")
     native_length: int = 512
     steps: int = 4000
-    batch_size: int = 16
-    lr: float = 1e-3
-    warmup: int = 100
+    batch_size: int = option(16, "stage 2: rows per step")
+    lr: float = option(1e-3, "stage 2: peak learning rate")
+    warmup: int = option(100, "stage 2: warmup steps")
     seed: int = 1
     min_doc_length: int = 96
     mix_ruler: float = 0.55
     mix_passkey: float = 0.12
     mix_kv: float = 0.08
     mix_binding: float = 0.0  # dense key-binding rows (DocSampler.binding_doc), min..max_binding_length tokens
-    min_binding_length: int = MIN_BINDING_LENGTH
+    min_binding_length: int = option(MIN_BINDING_LENGTH, "stage 2: shortest binding row")
     mix_repeat: float = 0.0  # repeated random sequences (DocSampler.repeat_doc), min_binding_length..max_binding_length
-    max_binding_length: int = 0  # 0: native_length (both >= MIN_BINDING_LENGTH: shorter rows overflow)
+    # 0: native_length (both >= MIN_BINDING_LENGTH: shorter rows overflow)
+    max_binding_length: int = option(0, "stage 2: longest binding row (0: the window)")
     save_every: int = 250
-    width: int = 1  # > 1: widen the grown model this many times (hidden size, heads, MLP), see `widen`
-    head_dim: int = 0  # > 0: grow every head to this dimension (a multiple of the old one), see `deepen_heads`
-    schedule: str = "cosine"  # or "constant": warmup then a flat lr (a continuation of a trained stage 2)
-    haystacks: int = 0  # > 0: RULER rows draw their haystack from this many shuffles of the corpus (not one prefix)
-    min_ruler_length: int = 256  # RULER rows are min_ruler_length..native_length tokens (+ the answer budget)
-    follow_ups: int = 0  # > 0: NIAH rows ask up to this many more single-key questions (RulerRows)
+    width: int = option(1, "stage 2: widen the model this many times (hidden size, heads, MLP; see `widen`)")
+    head_dim: int = option(0, "stage 2: grow every attention head to this width (a multiple of 32; "
+                                "function-preserving, see `deepen_heads`; 0: keep)")
+    schedule: Literal["cosine", "constant"] = option("cosine", "stage 2: lr schedule (constant: warmup then a flat lr, "
+                                                     "a continuation of a trained stage 2)")
+    haystacks: int = option(0, "stage 2: RULER rows use this many shuffled corpus haystacks (0: the corpus prefix)")
+    min_ruler_length: int = option(256, "stage 2: shortest RULER row (rows are this..native_length tokens, + the "
+                                   "answer budget)")
+    follow_ups: int = option(0, "stage 2: NIAH rows ask up to N more single-key questions about other needles "
+                                "after their answer")
     ruler_mix: tuple[tuple[str, float], ...] = tuple(RULER_MIX.items())
-    device: str = "cpu"  # "cuda": the model and its batches on the GPU, the forward under bf16 autocast
-    workers: int = 0  # > 0: processes that build the batches ahead of the model (the same batches as 0)
-    minutes: float = 0.0  # > 0: a wall-clock budget; the step count is fitted to it after warmup (see _fit_steps)
+    device: str = option("cpu", "stage 2: cpu or cuda (the model and its batches on the GPU, bf16 autocast)")
+    workers: int = option(0, "stage 2: processes building batches ahead of the model (the batches are the same "
+                                "for any number)")
+    minutes: float = option(0.0, "stage 2: wall-clock budget; the step count (at most --steps) is fitted to it "
+                                 "after warmup, and the run stops and saves when it is spent (0: none)")
+
+    # the fields `tiny-base --init-from` takes as flags (--num-layers, ...; --mix and --rows set the mixes)
+    FLAGS = ("num_layers", "lr", "width", "head_dim", "schedule", "haystacks", "min_ruler_length", "warmup",
+             "follow_ups", "min_binding_length", "max_binding_length", "device", "workers", "minutes", "batch_size")
 
     @classmethod
     def check_overrides(cls, values: dict[str, Any]) -> dict[str, Any]:
