@@ -64,8 +64,8 @@ class RunEval:
 
     suites: tuple[str, ...] = ("ruler", "niah", "passkey")
     lengths: tuple[int, ...] = ()  # default: the native window doubled up to the target length
-    samples: int = option(20, ge=1)
-    backend: str = "hf"  # a registered backend (evaluate/backends.py): `run` checks it, and the suites, before training
+    samples: int = option(EvalConfig.samples, ge=1)  # `longrecipe eval`'s defaults: one source
+    backend: str = EvalConfig.backend  # a registered backend: `run` checks it, and the suites, before training
     essay_dir: str | None = None
     compare_base: bool = True
     # any other `longrecipe eval` key (niah_depths, chat_template, dtype, batch_size, ...): eval.options.KEY=VALUE,

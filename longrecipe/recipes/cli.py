@@ -220,10 +220,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from longrecipe.recipes.demo import DemoConfig, run_demo
 
     kw = {k: v for k, v in (("out", args.out), ("report", args.report), ("essay_dir", args.essay_dir),
-                            ("backend", args.backend), ("stages", args.stages or args.full_study),
+                            ("stages", args.stages or args.full_study),
                             ("same_post_training", args.same_post_training),
                             ("ratios", args.ratios if args.ratios else (0.1, 0.2, 0.3, 0.4) if args.full_study
                              else ()))}
+    if args.backend:
+        kw["backend"] = args.backend
     if args.lengths:
         kw["lengths"] = tuple(args.lengths)
     if args.samples:
@@ -524,9 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "max_position_embeddings)")
     sp.add_argument("--port", type=int, default=8000)
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    sp.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: float32 on CPU (as --backend hf), "
+    served = BACKENDS["vllm"].cls.Options  # the engine `serve` starts: its defaults are the vllm backend's
+    sp.add_argument("--dtype", default=served.dtype, choices=DTYPES, help="auto: float32 on CPU (as --backend hf), "
                     "the model's on GPU")
-    sp.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per model")
+    sp.add_argument("--tensor-parallel-size", type=int, default=served.tensor_parallel_size, help="GPUs per model")
     sp.add_argument("--served-model-name", default=None, help="the name clients ask for (default: the model's "
                     "folder name)")
     sp.add_argument("--print-only", action="store_true", help="print the server command and exit")
@@ -607,8 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(train.eval; the report's train_eval_curves figure; 0: none; default 25, --quick 4)")
     sp.add_argument("--essay-dir", default=os.environ.get("LONGRECIPE_ESSAYS_DIR"),
                     help="folder of essays (*.txt) for essay haystacks (default: built-in Python text)")
-    sp.add_argument("--backend", choices=tuple(n for n, b in BACKENDS.items() if b.local_model), default="hf",
-                    help="a backend of local weights (the study trains its models here)")
+    sp.add_argument("--backend", choices=tuple(n for n, b in BACKENDS.items() if b.local_model), default=None,
+                    help="a backend of local weights (the study trains its models here; default: eval's)")
 
     sp = add("merge", cmd_merge, "weighted parameter average of models of one architecture")
     sp.add_argument("models", nargs="+", help="model directories (the first one's config is kept)")

@@ -38,7 +38,7 @@ from longrecipe.base import model_dirs, runlock
 from longrecipe.base.identity import changed
 from longrecipe.base.io import write_json, write_text
 from longrecipe.base.schema import read_jsonl
-from longrecipe.evaluate.config import from_section
+from longrecipe.evaluate.config import EvalConfig, from_section
 from longrecipe.evaluate.runner import run_eval
 from longrecipe.recipes.longdocs import write_corpus
 from longrecipe.recipes.study import DEMO_RECORD, write_kept_study, write_study_tables
@@ -90,7 +90,7 @@ class DemoConfig:
     niah_depths: int = 11
     general_limit: int | None = None
     essay_dir: str | None = None
-    backend: str = "hf"
+    backend: str = EvalConfig.backend  # a backend of local weights
     seed: int = 0
     seeds: int = 1  # seeds seed .. seed + seeds - 1, one study each (OUT/seed-K when more than one)
     # scores during each extension (train.eval): passkey at the native window and the target every N steps
