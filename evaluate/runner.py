@@ -309,8 +309,9 @@ def predict(job: Job, backend: Any, out: Path, batch_size: int, log=print,
         path = path.with_name(f"{path.stem}.shard-{i}-of-{n}.jsonl")
     todo = [s for s in job.samples if s.index not in done and s.index % n == i]
     t0, new_tokens = time.time(), 0
-    # a backend that hands back each request as it completes (a server) gets the whole job at once
-    step = (len(todo) or 1) if backend.streams else max(batch_size, backend.preferred_batch)
+    # a backend that hands back each request as it completes (a server) gets the whole job at once; a finished job
+    # asks nothing of the backend (a data-parallel parent reads its merged job without one)
+    step = 1 if not todo else len(todo) if backend.streams else max(batch_size, backend.preferred_batch)
     bar = tqdm(total=len(todo), desc=f"{job.suite}/{job.task}@{job.length}", disable=not todo, leave=False)
     for start in range(0, len(todo), step):
         batch = todo[start : start + step]
@@ -478,7 +479,7 @@ def run_eval(cfg: EvalConfig, command: str = "", log=print) -> Path:
                 if more:
                     queue.insert(0, Job(job.suite, more[0].task, job.length, more, job.version, job.built_at,
                                         job.think))
-            engine = backend.settings()
+            engine = backend.settings() if backend is not None else {}  # data parallel: the workers' engines
             if getattr(backend, "retried", 0):
                 log(f"{backend.retried} requests retried (server errors, timeouts, dropped or cut answers)")
             del backend
