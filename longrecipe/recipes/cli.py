@@ -217,38 +217,22 @@ def _ratios(text: str) -> tuple[float, ...]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The flags given (None: not given) over DemoConfig's defaults; the config checks its values (one line)."""
+    from longrecipe.base import model_dirs
     from longrecipe.recipes.demo import DemoConfig, run_demo
 
-    kw = {k: v for k, v in (("out", args.out), ("report", args.report), ("essay_dir", args.essay_dir),
-                            ("stages", args.stages or args.full_study),
-                            ("same_post_training", args.same_post_training),
-                            ("ratios", args.ratios if args.ratios else (0.1, 0.2, 0.3, 0.4) if args.full_study
-                             else ()))}
-    if args.backend:
-        kw["backend"] = args.backend
-    if args.lengths:
-        kw["lengths"] = tuple(args.lengths)
-    if args.samples:
-        kw["samples"] = args.samples
-    if args.curve_every is not None:
-        if args.curve_every < 0:
-            raise UsageError(f"--curve-every must be >= 0, got {args.curve_every}")
-        kw["curve_every"] = args.curve_every
-    if args.seeds < 1:
-        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.plain_fraction is not None:
-        if not 0 <= args.plain_fraction <= 1:
-            raise UsageError(f"--plain-fraction must be in [0, 1], got {args.plain_fraction}")
-        kw["plain_fraction"] = args.plain_fraction
-    kw.update(seeds=args.seeds, seed=args.seed, target=args.target)
-    from longrecipe.base import model_dirs
-
+    full = (0.1, 0.2, 0.3, 0.4) if args.full_study else None
+    given = {"out": args.out, "report": args.report, "essay_dir": args.essay_dir, "backend": args.backend,
+             "base": args.base, "lengths": tuple(args.lengths) if args.lengths else None, "samples": args.samples,
+             "curve_every": args.curve_every, "plain_fraction": args.plain_fraction, "seeds": args.seeds,
+             "seed": args.seed, "target": args.target, "stages": (args.stages or args.full_study) or None,
+             "same_post_training": args.same_post_training or None, "ratios": args.ratios or full}
+    kw = {k: v for k, v in given.items() if v is not None}
+    cfg = DemoConfig.quick_config(**kw) if args.quick else DemoConfig(**kw)
     try:
-        model_dirs.resolve(args.base)
+        model_dirs.resolve(cfg.base)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(f"--base: {err}") from None
-    kw["base"] = args.base
-    cfg = DemoConfig.quick_config(**kw) if args.quick else DemoConfig(**kw)
     report = run_demo(cfg)
     print(f"report: {report}")
     return 0
@@ -586,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("demo", cmd_demo, "the paper's study at toy scale: extend the embedded tiny model to 4x its window with "
              "FLT, PoSE, RandPos and LongRecipe, evaluate all of them and the base model, write the report")
-    sp.add_argument("--out", default="runs/demo", help="run directory (re-running resumes; default runs/demo)")
+    sp.add_argument("--out", default=None, help="run directory (re-running resumes; default runs/demo)")
     sp.add_argument("--report", default=None, help="report folder (default OUT/report)")
     sp.add_argument("--quick", action="store_true", help="a few steps and samples of everything (CI, minutes)")
     sp.add_argument("--stages", action="store_true", help="Table-3 view: general ability before replay, after "
@@ -595,16 +579,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--full-study", action="store_true", help="--stages and --ratios 0.1,0.2,0.3,0.4")
     sp.add_argument("--lengths", type=_lengths, default=None, help="evaluation lengths (default: the base's window "
                     "x 1, 2, 4, 8)")
-    sp.add_argument("--base", default="tiny-v2", help="the model extended: 'tiny-v2' (default: 8 layers, window 512), "
+    sp.add_argument("--base", default=None, help="the model extended: 'tiny-v2' (default: 8 layers, window 512), "
                     "'tiny' (v1: 2 layers, window 256) or a directory")
-    sp.add_argument("--target", type=int, default=0, help="target window (default 4x the base's)")
+    sp.add_argument("--target", type=int, default=None, help="target window (default 4x the base's)")
     sp.add_argument("--plain-fraction", type=float, default=None, help="share of the 30 %% methods' rows taken plain "
                     "(contiguous tokens, positions 0..n-1; the same rows for each method; default: the study's)")
     sp.add_argument("--same-post-training", action="store_true", help="give every method LongRecipe's replay and "
                     "merge with the base (the paper gives them to LongRecipe alone)")
-    sp.add_argument("--seeds", type=int, default=1, help="seeds --seed .. --seed + N - 1, one study each; the report "
-                    "gives mean +/- std and the differences that pass the rule (docs/study.md)")
-    sp.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    sp.add_argument("--seeds", type=int, default=None, help="seeds --seed .. --seed + N - 1, one study each (default "
+                    "1); the report gives mean +/- std and the differences that pass the rule (docs/study.md)")
+    sp.add_argument("--seed", type=int, default=None, help="first seed (default 0)")
     sp.add_argument("--samples", type=int, default=None, help="samples per task and length")
     sp.add_argument("--curve-every", type=int, default=None, help="passkey during each extension every N steps "
                     "(train.eval; the report's train_eval_curves figure; 0: none; default 25, --quick 4)")

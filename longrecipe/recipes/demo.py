@@ -35,6 +35,7 @@ from transformers import AutoTokenizer
 
 import longrecipe.train
 from longrecipe.base import model_dirs, runlock
+from longrecipe.base.config import bounded, check
 from longrecipe.base.identity import changed
 from longrecipe.base.io import write_json, write_text
 from longrecipe.base.schema import read_jsonl
@@ -68,9 +69,10 @@ class DemoConfig:
     report: str | None = None  # where the report goes (default: OUT/report)
     quick: bool = False
     base: str = "tiny-v2"  # the model extended: 'tiny-v2' (window 512), 'tiny' (v1, window 256) or a directory
-    target: int = 0  # 0: 4x the base's native window
+    target: int = bounded(0, ge=0)  # 0: 4x the base's native window
     ratio: float = 0.3  # training length of PoSE, RandPos and LongRecipe as a fraction of the target
-    plain_fraction: float = 0.0  # share of their rows kept plain (contiguous, positions 0..n-1): data.plain_fraction
+    # share of their rows kept plain (contiguous, positions 0..n-1): data.plain_fraction
+    plain_fraction: float = bounded(0.0, ge=0, le=1)
     ratios: tuple[float, ...] = ()  # token-ratio study: LongRecipe at each ratio (FLT is the 100 % point)
     stages: bool = False  # Table-3 view: general ability before replay, after replay, after merge
     steps: int = 300
@@ -86,17 +88,20 @@ class DemoConfig:
     analysis_windows: int = 32
     lengths: tuple[int, ...] = ()  # () : the native window x 1, 2, 4 and 8
     ruler_tasks: tuple[str, ...] = RULER_TASKS
-    samples: int = 20
+    samples: int = bounded(20, ge=1)
     niah_depths: int = 11
     general_limit: int | None = None
     essay_dir: str | None = None
     backend: str = EvalConfig.backend  # a backend of local weights
-    seed: int = 0
-    seeds: int = 1  # seeds seed .. seed + seeds - 1, one study each (OUT/seed-K when more than one)
+    seed: int = bounded(0, ge=0)
+    seeds: int = bounded(1, ge=1)  # seeds seed .. seed + seeds - 1, one study each (OUT/seed-K when more than one)
     # scores during each extension (train.eval): passkey at the native window and the target every N steps
     # (0: none), `curve_samples` samples each; the report's train_eval_curves figure
-    curve_every: int = 25
-    curve_samples: int = 10
+    curve_every: int = bounded(25, ge=0)
+    curve_samples: int = bounded(10, ge=1)
+
+    def __post_init__(self) -> None:
+        check(self)  # a bad value is one line naming its field, before anything runs
 
     @classmethod
     def quick_config(cls, **kw: Any) -> DemoConfig:

@@ -49,7 +49,7 @@ CONSOLE = {
     "check": (["{tmp}/nowhere", "--baseline", "{tmp}/b.json"], "no results file"),
     "analyze": (["--base", "{tmp}/nope", "--extended", "tiny", "--out", "{tmp}/a"], "no model at"),
     "run": (["--config", TRAIN_CONFIG, "out={tmp}/r", "eval.options.niah_depth=2"], "did you mean 'niah_depths'"),
-    "demo": (["--quick", "--out", "{tmp}/o", "--seeds", "0"], "--seeds must be >= 1"),
+    "demo": (["--quick", "--out", "{tmp}/o", "--seeds", "0"], "seeds: 0 must be >= 1"),
     "merge": (["tiny", "tiny", "--weights", "nan", "nan", "--out", "{tmp}/m"], "finite"),
 }
 

@@ -187,9 +187,9 @@ def test_run_refuses(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------- demo
 DEMO = [
-    row("--quick", "--out", "{tmp}/o", "--seeds", "0", says="--seeds must be >= 1"),
+    row("--quick", "--out", "{tmp}/o", "--seeds", "0", says="seeds: 0 must be >= 1"),
     row("--quick", "--out", "{tmp}/o", "--base", "{tmp}/none", says="--base: no model"),
-    row("--quick", "--out", "{tmp}/o", "--plain-fraction", "1.5", says="--plain-fraction must be in [0, 1]"),
+    row("--quick", "--out", "{tmp}/o", "--plain-fraction", "1.5", says="plain_fraction: 1.5 must be <= 1"),
     row("--quick", "--out", "{tmp}/o", "--ratios", "0.3,1.5", says="fractions in (0, 1]"),
     row("--quick", "--ratios", "0.1", "--lengths", "4096", "--out", "{tmp}/o", says="has none"),
     row("--quick", "--out", "{tmp}/demo", says="other settings",
