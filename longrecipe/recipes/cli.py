@@ -295,13 +295,18 @@ def add_setting_flags(sp: argparse.ArgumentParser) -> None:
 
 
 def eval_config_from_flags(args: argparse.Namespace):
-    """The eval settings, lowest first: the YAML file, `key=value` overrides, then the flags given on the command
-    line; every default is the declaration's, applied once by `build_config`. Every flag is a config key (`--suite`
-    is `suites`), validated by the config loader."""
+    """The eval settings, lowest first: a default an option reads from the environment (`env=`, e.g.
+    LONGRECIPE_ESSAYS_DIR), the YAML file, `key=value` overrides, then the flags given on the command line; every
+    other default is the declaration's, applied once by `build_config`. Every flag is a config key (`--suite` is
+    `suites`), validated by the config loader."""
     from longrecipe.base import config as C
 
-    data = C.merge_overrides(C.read_yaml(args.config) if args.config else {}, args.overrides)
-    data.update({d: v for d, v in vars(args).items() if d not in EVAL_SKIP and v is not None})
+    parser = args.eval_parser
+    keys = [d for d in vars(args) if d not in EVAL_SKIP]
+    from_env = {d: parser.get_default(d) for d in keys if parser.get_default(d) is not None}
+    data = C.merge_overrides({**from_env, **(C.read_yaml(args.config) if args.config else {})}, args.overrides)
+    data.update({d: getattr(args, d) for d in keys if getattr(args, d) is not None
+                 and getattr(args, d) != parser.get_default(d)})
     for required in ("model", "out"):
         if data.get(required) is None:
             raise UsageError(f"eval needs {required}: --{required} or '{required}:' in the --config file")

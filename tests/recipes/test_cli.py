@@ -81,3 +81,24 @@ def test_bad_input_is_refused_before_torch_is_imported(tmp_path, args):
                          capture_output=True, text=True, cwd=ROOT)
     assert res.stdout.split() == ["2", "False", "False"], res.stdout + res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_settings_layer_env_yaml_overrides_flags(tmp_path, monkeypatch):
+    """Lowest first: an option's environment default, the YAML file, key=value overrides, the flags given; a YAML
+    `essay_dir: null` (the self gates' built-in haystack) holds whatever LONGRECIPE_ESSAYS_DIR says."""
+    from longrecipe.evaluate.config import flat
+    from longrecipe.recipes.cli import build_parser, eval_config_from_flags
+
+    monkeypatch.setenv("LONGRECIPE_ESSAYS_DIR", str(tmp_path / "env-essays"))
+    yaml = tmp_path / "e.yaml"
+    yaml.write_text("model: tiny\nout: o\nsamples: 3\nessay_dir: null\n")
+
+    def config(*argv):
+        return flat(eval_config_from_flags(build_parser().parse_args(["eval", *argv])))
+
+    assert config("--model", "tiny", "--out", "o")["essay_dir"] == str(tmp_path / "env-essays")
+    got = config("--config", str(yaml))
+    assert got["essay_dir"] is None and got["samples"] == 3 and got["batch_size"] == 8  # YAML over env; declared
+    got = config("--config", str(yaml), "samples=4", "--essay-dir", "given")
+    assert got["samples"] == 4 and got["essay_dir"] == "given"
+    assert config("--config", str(yaml), "samples=4", "--samples", "5")["samples"] == 5
