@@ -24,17 +24,17 @@ TASKS = ("niah_single_1", "niah_multikey_2", "niah_multivalue")
 
 
 def child(backend: str, lengths: list[int], samples: int, batch: int) -> None:
-    from types import SimpleNamespace
+    import tempfile
 
     from longrecipe.base import model_dirs
     from longrecipe.evaluate.backends import BACKENDS, Request
+    from longrecipe.evaluate.config import build_config
     from longrecipe.tasks import ruler
 
     path = str(model_dirs.resolve("tiny"))
     t0 = time.time()
-    cfg = SimpleNamespace(device=None, batch_size=batch, dtype="auto", trust_remote_code=False,
-                          attn_implementation="sdpa", device_map=None, max_model_len=max(lengths), lengths=lengths,
-                          tensor_parallel_size=1, gpu_memory_utilization=0.85)
+    cfg = build_config({"model": path, "out": tempfile.mkdtemp(), "backend": backend, "batch_size": batch,
+                        "lengths": tuple(lengths), **({"max_model_len": max(lengths)} if backend == "vllm" else {})})
     b = BACKENDS[backend].make(cfg, path)
     start = time.time() - t0
     for length in lengths:

@@ -191,7 +191,7 @@ def check(cfg: Any, options: GeneralOptions) -> None:
     served model without lm-eval's API dependencies."""
     missing = [m for m in ("aiohttp", "tenacity") if importlib.util.find_spec(m) is None]
     if not BACKENDS[cfg.backend].local_model and missing:
-        raise ValueError(f"the general suite on --backend openai needs {missing[0]} (lm-eval's API models): "
+        raise ValueError(f"the general suite on --backend {cfg.backend} needs {missing[0]} (lm-eval's API models): "
                          f"pip install 'longrecipe[eval]'")
     if options.allow_code_execution:
         return

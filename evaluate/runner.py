@@ -151,7 +151,7 @@ def _check_same_run(out: Path, cfg: EvalConfig, identity: dict[str, Any]) -> Non
     if "identity" in old:
         diff = _identity_diff(old["identity"], identity)
     else:  # written by an older version, without an identity: the settings it recorded, compared key by key
-        diff = changed({k: old[k] for k in identity["settings"] if k in old}, identity["settings"])
+        diff = changed({k: old[k] for k in identity["settings"] if k in old}, identity["settings"], both_only=True)
     if diff:
         raise ConfigError(f"{out} holds predictions of a different run ({diff[0]} differs); use a new --out")
 

@@ -25,6 +25,8 @@ from longrecipe.train.config import RunConfig
 from longrecipe.train.recipe import Evaluator
 
 SAMPLING = ("seed", "batch_size", "chat_template")  # the eval keys that still mean something inside training
+# the keys train.eval sets itself (from_section names them: "use train.eval.KEY" / "set by train.eval itself")
+SECTION = ("suites", "lengths", "samples", "model", "out", "allow_extrapolation")
 
 
 def lengths(cfg: RunConfig) -> tuple[int, ...]:
@@ -43,14 +45,15 @@ def train_eval_config(cfg: RunConfig) -> EvalConfig:
         choose = ", ".join(n for n, t in REGISTRY.items() if t.per_length and not t.evaluator)
         raise ConfigError(f"train.eval.suites: {scored_alone[0]} is not a generation suite scored per length "
                           f"(choose from {choose})")
+    engine = sorted(k for k in ev.options if (k in COMMON or k in backend_owners()) and k not in SAMPLING
+              and k not in SECTION)
+    if engine:  # the evaluator runs the training model as it is: an engine key would be silently ignored
+        raise ConfigError(f"train.eval.options.{engine[0]}: set by training (the evaluator runs the model being "
+                          f"trained); train.eval takes the suites' keys and {', '.join(SAMPLING)}")
     # one prompt at a time unless told (its KV cache sits beside the training state: train/plan.py counts it)
     ecfg = from_section({"suites": ev.suites, "lengths": lengths(cfg), "samples": ev.samples, "options": ev.options},
                         {"model": cfg.model.path, "out": str(Path(cfg.out) / "train_eval"),
                          "allow_extrapolation": True}, "train.eval", "train.eval", defaults={"batch_size": 1})
-    engine = sorted(k for k in ev.options if (k in COMMON or k in backend_owners()) and k not in SAMPLING)
-    if engine:  # the evaluator runs the training model as it is: an engine key would be silently ignored
-        raise ConfigError(f"train.eval.options.{engine[0]}: set by training (the evaluator runs the model being "
-                          f"trained); train.eval takes the suites' keys and {', '.join(SAMPLING)}")
     validate(ecfg)
     return ecfg
 

@@ -278,3 +278,23 @@ def test_remote_code_never_runs_and_nothing_asks(tmp_path, tiny_dir):
     assert not marker.exists(), res.stderr[-2000:]
     assert "[y/N]" not in res.stdout + res.stderr and "custom code" not in res.stdout
     assert res.returncode in (0, 2), res.stderr[-2000:]  # loaded as plain Llama, or refused in one line
+
+
+def test_a_folder_from_before_run_identities_resumes_on_its_recorded_keys(tmp_path):
+    """An eval_config.json written before `identity` existed holds only the flat settings of its day (no think,
+    dtype, tokenizer...): the keys it recorded are compared, the ones it lacks are not, and a recorded key that
+    differs is named."""
+    from longrecipe.base import model_dirs
+    from longrecipe.evaluate.config import build_config
+    from longrecipe.evaluate.runner import _check_same_run, run_identity
+
+    out = tmp_path / "old"
+    out.mkdir()
+    cfg = build_config({"model": "tiny", "out": str(out), "suites": ["passkey"], "lengths": [128], "samples": 3})
+    identity = run_identity(cfg, model_dirs.resolve("tiny"))
+    old = {"model": "tiny", "backend": "hf", "samples": 3, "seed": 42, "essay_dir": None, "niah_depths": 11}
+    (out / "eval_config.json").write_text(json.dumps(old))
+    _check_same_run(out, cfg, identity)  # resumes: nothing it recorded differs
+    (out / "eval_config.json").write_text(json.dumps({**old, "samples": 5}))
+    with pytest.raises(ValueError, match="samples differs"):
+        _check_same_run(out, cfg, identity)
