@@ -150,6 +150,14 @@ class BackendSpec:
         return self.cls.from_config(cfg, model_dir)
 
 
+def visible_gpus() -> int:
+    """CUDA devices this process sees; torch is imported only when a check needs the count (more than one GPU asked
+    for), so that the other checks stay torch-free."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
 BACKENDS: dict[str, BackendSpec] = {}
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from longrecipe.base import config as C
 from longrecipe.base import model_dirs
 from longrecipe.base.config import ConfigError, check, option
 from longrecipe.evaluate import thinking
-from longrecipe.evaluate.backends import BACKENDS, backend_option_fields
+from longrecipe.evaluate.backends import BACKENDS, backend_option_fields, visible_gpus
 from longrecipe.tasks.base import Task, option_fields
 from longrecipe.tasks.suites import REGISTRY
 
@@ -161,13 +161,21 @@ def build_config(data: Mapping[str, Any]) -> EvalConfig:
     given = {k: v for k, v in data.items() if k in extra and k not in COMMON and v is not None}
     cfg = dataclasses.replace(cfg, options=given)
     resolved = {}
-    for task in REGISTRY.values():
-        inst = suite_options(cfg, task)
-        resolved.update({key: getattr(inst, f.name) for key, f in option_fields(task) if key in given})
+    for key, value in _option_values(cfg):
+        if key in given:
+            resolved[key] = value
+    return dataclasses.replace(cfg, options=resolved)
+
+
+def _option_values(cfg: EvalConfig) -> Iterator[tuple[str, Any]]:
+    """(config key, resolved value) of every backend's, then every suite's options, each owner's dataclass built
+    from the config (a key several owners share comes once per owner)."""
     for name, spec in BACKENDS.items():
         inst = backend_options(cfg, name)
-        resolved.update({key: getattr(inst, f.name) for key, f in backend_option_fields(spec.cls) if key in given})
-    return dataclasses.replace(cfg, options=resolved)
+        yield from ((key, getattr(inst, f.name)) for key, f in backend_option_fields(spec.cls))
+    for task in REGISTRY.values():
+        inst = suite_options(cfg, task)
+        yield from ((key, getattr(inst, f.name)) for key, f in option_fields(task))
 
 
 def from_section(section: Mapping[str, Any], fixed: Mapping[str, Any], where: str, owner: str,
@@ -210,14 +218,8 @@ def flat(cfg: EvalConfig) -> dict[str, Any]:
     """The resolved config as one flat mapping (what eval_config.json holds): the run's own settings, then every
     backend's and every suite's option with its value or default."""
     out = {k: v for k, v in asdict(cfg).items() if k != "options"}
-    for name, spec in BACKENDS.items():
-        inst = backend_options(cfg, name)
-        for key, f in backend_option_fields(spec.cls):
-            out.setdefault(key, getattr(inst, f.name))
-    for task in REGISTRY.values():
-        inst = suite_options(cfg, task)
-        for key, f in option_fields(task):
-            out.setdefault(key, getattr(inst, f.name))
+    for key, value in _option_values(cfg):
+        out.setdefault(key, value)
     return json.loads(json.dumps(out))
 
 
@@ -267,18 +269,12 @@ def check_input(cfg: EvalConfig) -> tuple[Path, int]:
     return path, window
 
 
-def _gpu_count() -> int:
-    import torch  # only when a parallel run is asked for: the other checks stay torch-free
-
-    return torch.cuda.device_count()
-
-
 def _check_parallel(cfg: EvalConfig, spec: Any, options: Any) -> None:
     if cfg.data_parallel_size > 1:
         if not spec.local_model:
             raise ConfigError(f"--data-parallel-size runs local engines; --backend {cfg.backend} sends requests to a "
                               f"server (use --concurrency, and the server's own data parallelism)")
-        gpus = _gpu_count()
+        gpus = visible_gpus()
         per = spec.cls.gpus(options)
         need = cfg.data_parallel_size * per
         if gpus and need > gpus:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from longrecipe.base.config import ConfigError, option
-from longrecipe.evaluate.backends import BackendBase, Completion, Dtype, Request, truncate_at_stop
+from longrecipe.evaluate.backends import BackendBase, Completion, Dtype, Request, truncate_at_stop, visible_gpus
 from longrecipe.evaluate.hf_backend import HFBackend
 from longrecipe.evaluate.serving import CPU_KV_CACHE_GIB, engine_dtype, engine_settings
 
@@ -24,12 +24,6 @@ def has_vllm_distribution() -> bool:
     except importlib.metadata.PackageNotFoundError:
         return False
     return True
-
-
-def _gpu_count() -> int:
-    import torch  # only when more than one GPU is asked for: the other checks stay torch-free
-
-    return torch.cuda.device_count()
 
 
 @dataclass(frozen=True)
@@ -109,7 +103,7 @@ class VLLMBackend(BackendBase):
 
     @classmethod
     def check(cls, cfg: Any, options: VLLMOptions) -> None:
-        if options.tensor_parallel_size > 1 and options.tensor_parallel_size > (gpus := _gpu_count()):
+        if options.tensor_parallel_size > 1 and options.tensor_parallel_size > (gpus := visible_gpus()):
             raise ConfigError(f"--tensor-parallel-size {options.tensor_parallel_size} needs as many GPUs ({gpus} "
                               f"visible)")
 

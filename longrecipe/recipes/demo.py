@@ -42,11 +42,12 @@ from longrecipe.base.schema import read_jsonl
 from longrecipe.evaluate.config import EvalConfig, from_section
 from longrecipe.evaluate.runner import run_eval
 from longrecipe.recipes.longdocs import write_corpus
-from longrecipe.recipes.study import DEMO_RECORD, write_kept_study, write_study_tables
+from longrecipe.recipes.study import DEMO_RECORD
 from longrecipe.recipes.train_eval import evaluation
 from longrecipe.reports.record import ratio_label  # the one builder of the name (the compute table reads it)
 from longrecipe.reports.report import build_report
 from longrecipe.reports.seeds import build_seed_report
+from longrecipe.reports.study import write_kept_study, write_study_tables
 from longrecipe.train import analysis
 from longrecipe.train.flops import forward_flops, training_flops
 from longrecipe.train.merge import merge_models
@@ -307,7 +308,7 @@ class Demo:
         curves = {name: self.out / "train" / stage / "train_eval.jsonl" for name, stage in stages.items()}
         build_report(runs, out, target=self.cfg.target, train_logs=logs,
                      train_curves={k: v for k, v in curves.items() if v.is_file()})
-        write_study_tables(self.compute, self.cfg.ratio, runs, stage_runs, ratio_runs, out)
+        write_study_tables(self.compute, self.cfg.ratio, runs, stage_runs, ratio_runs, out, DEMO_RECORD)
         folder = out / "seeds" / f"seed-{self.cfg.seed}"
         keep_seed(runs, folder)
         keep_study(folder, self.compute, self.cfg.ratio, runs, stage_runs, ratio_runs)
@@ -368,6 +369,6 @@ def _run_demo(cfg: DemoConfig, log=print) -> Path:
     resolved = Demo(cfg, log).cfg
     seed_dirs = sorted((report / "seeds").glob("seed-*"))
     build_seed_report(seed_dirs, report, target=resolved.target)
-    write_kept_study(seed_dirs, report)  # per-study tables: from the seeds that ran those studies
+    write_kept_study(seed_dirs, report, DEMO_RECORD)  # per-study tables: from the seeds that ran those studies
     log(f"report over {cfg.seeds} seeds in {report}")
     return report

@@ -123,7 +123,8 @@ def test_same_post_training_replays_and_merges_a_baseline_and_counts_its_compute
 
     from longrecipe.base import model_dirs
     from longrecipe.recipes.demo import Demo, DemoConfig
-    from longrecipe.recipes.study import compute_table
+    from longrecipe.recipes.study import DEMO_RECORD
+    from longrecipe.reports.study import compute_table
 
     d = Demo(DemoConfig.quick_config(out=str(tmp_path / "demo"), same_post_training=True))
     base = model_dirs.resolve("tiny-v2")
@@ -138,7 +139,7 @@ def test_same_post_training_replays_and_merges_a_baseline_and_counts_its_compute
         torch.testing.assert_close(merged[k], 0.5 * rep[k] + 0.5 * orig[k], rtol=1e-5, atol=1e-6)
     d.compute["pose"] = {"sequences": 8, "seq_len": 614, "tokens": 4912, "flops": 1e12, "wall_s": 1.0}
     d.compute["flt"] = {"sequences": 8, "seq_len": 2048, "tokens": 16384, "flops": 5e12, "wall_s": 4.0}
-    table = compute_table(d.compute, 0.3)
+    table = compute_table(d.compute, 0.3, DEMO_RECORD)
     replay = d.compute["pose-post/replay"]
     assert table.loc["pose", "FLOPs"] == 1e12 + replay["flops"] and replay["flops"] > 0
     assert table.loc["pose", "train tokens"] == 4912 + 2 * 4 * 512 and table.loc["flt", "FLOPs"] == 5e12

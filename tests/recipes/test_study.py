@@ -73,7 +73,8 @@ def test_kept_study_rebuilds_the_per_study_tables(tmp_path):
     on other days are joined by `longrecipe report --seeds` with those tables too (from the seed that ran the
     fullest study), identical to the study's own."""
     from longrecipe.recipes.demo import keep_seed, keep_study
-    from longrecipe.recipes.study import write_study_tables
+    from longrecipe.recipes.study import DEMO_RECORD
+    from longrecipe.reports.study import write_study_tables
 
     def rows(cloze, ruler):
         return [("general", "longrecipe_cloze", "acc", cloze, 1, None, None, 60),
@@ -89,7 +90,7 @@ def test_kept_study_rebuilds_the_per_study_tables(tmp_path):
     compute = {"flt": {"sequences": 8, "seq_len": 2048, "tokens": 16384, "flops": 100.0, "wall_s": 10.0},
                "longrecipe-30pct/extension": {"sequences": 8, "seq_len": 614, "tokens": 4912, "flops": 25.0,
                                               "wall_s": 3.0}}
-    direct = write_study_tables(compute, 0.3, runs, stages, ratios, tmp_path / "direct")
+    direct = write_study_tables(compute, 0.3, runs, stages, ratios, tmp_path / "direct", DEMO_RECORD)
     plain, seed = tmp_path / "seeds" / "seed-0", tmp_path / "seeds" / "seed-1"  # the extras ran with seed 1 only
     keep_seed(runs, plain)
     keep_study(plain, compute, 0.3, runs, [], [])
